@@ -1,0 +1,490 @@
+//! The federated query: who is counted, what one value each patient gives, how it is aggregated and protected.
+//!
+//! A query is built to keep the unit of privacy the patient: the cohort
+//! selects patients, the feature reduces each patient to exactly one value,
+//! the bounds clamp that value, and only then is anything aggregated.
+//!
+//! TOML form (the README documents it with examples):
+//!
+//! ```toml
+//! version = 1
+//! id = "hr-over-65"
+//! purpose = "HMB"
+//! aggregate = "mean"
+//!
+//! [cohort]
+//! age_min = 65
+//!
+//! [feature.observation]
+//! code = "8867-4"
+//! reduce = "mean"
+//!
+//! [bounds]
+//! lower = 30.0
+//! upper = 200.0
+//!
+//! [privacy]
+//! mode = "dp"
+//! epsilon = 1.0
+//! ```
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::vocab::{category_of_attribute, category_of_code, Category, Mode, Sex};
+
+/// Query format version written today.
+pub const QUERY_VERSION: u32 = 1;
+/// Longest accepted query id.
+pub const MAX_ID_LEN: usize = 128;
+/// Most histogram bins a query may ask for.
+pub const MAX_BINS: usize = 64;
+/// Largest epsilon one query may ask for: beyond this DP protects little.
+pub const MAX_EPSILON: f64 = 10.0;
+/// Largest query file or wire message accepted, in bytes.
+pub const MAX_QUERY_BYTES: usize = 64 * 1024;
+
+/// A query, as written by a researcher.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Query {
+    /// Format version ([`QUERY_VERSION`]).
+    pub version: u32,
+    /// Unique id chosen by the researcher; a node charges each id once.
+    pub id: String,
+    /// GA4GH DUO purpose code, e.g. `HMB` or `DS-C0011849`.
+    pub purpose: String,
+    /// How the per-patient values are combined.
+    pub aggregate: Aggregate,
+    /// Which patients are counted.
+    #[serde(default)]
+    pub cohort: Cohort,
+    /// The one value per patient; `None` counts patients.
+    #[serde(default)]
+    pub feature: Option<Feature>,
+    /// Clamping bounds of the per-patient value (required unless counting).
+    #[serde(default)]
+    pub bounds: Option<Bounds>,
+    /// Privacy mode and parameters.
+    pub privacy: Privacy,
+}
+
+/// Patient selection. Every given condition must hold.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cohort {
+    /// Minimum age in years, inclusive.
+    #[serde(default)]
+    pub age_min: Option<f64>,
+    /// Maximum age in years, inclusive.
+    #[serde(default)]
+    pub age_max: Option<f64>,
+    /// Only this sex.
+    #[serde(default)]
+    pub sex: Option<Sex>,
+    /// Patient has at least one of these condition codes (SNOMED CT).
+    #[serde(default)]
+    pub conditions: Vec<String>,
+    /// Patient has at least one observation of each of these LOINC codes.
+    #[serde(default)]
+    pub has_observation: Vec<String>,
+    /// Attribute ranges, e.g. `{ name = "icu_type", min = 3, max = 3 }`.
+    #[serde(default)]
+    pub attributes: Vec<AttributeRange>,
+}
+
+/// An inclusive range on a patient attribute.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttributeRange {
+    pub name: String,
+    #[serde(default)]
+    pub min: Option<f64>,
+    #[serde(default)]
+    pub max: Option<f64>,
+}
+
+/// The one value each patient contributes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Feature {
+    /// Observations of one LOINC code, reduced over a time window.
+    Observation(ObservationFeature),
+    /// A patient attribute (`age`, `length_of_stay_days`, `in_hospital_death`...).
+    Attribute(AttributeFeature),
+}
+
+/// Observations of `code` within `window`, reduced to one value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObservationFeature {
+    pub code: String,
+    pub reduce: Reduce,
+    /// Hours since the patient's index time (ICU admission); whole stay if absent.
+    #[serde(default)]
+    pub window: Option<Window>,
+}
+
+/// A named attribute as the feature.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttributeFeature {
+    pub name: String,
+}
+
+/// A half-open time window `[from_hours, to_hours)` relative to the index time.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Window {
+    pub from_hours: f64,
+    pub to_hours: f64,
+}
+
+/// How a patient's observations in the window become one value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reduce {
+    Latest,
+    Mean,
+    Min,
+    Max,
+    Count,
+}
+
+/// How per-patient values are aggregated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Aggregate {
+    /// Number of patients (with a value of the feature, if one is given).
+    Count,
+    /// Sum of clamped values.
+    Sum,
+    /// Mean of clamped values (noisy sum over noisy count).
+    Mean,
+    /// Counts per bin; `edges` are strictly increasing, values outside go to the end bins.
+    Histogram { edges: Vec<f64> },
+    /// Quantiles estimated from a noisy histogram of `bins` equal bins over the bounds.
+    Quantiles { probabilities: Vec<f64>, bins: u32 },
+}
+
+impl Aggregate {
+    /// The kind's name, as node policies list the kinds they allow.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Aggregate::Count => "count",
+            Aggregate::Sum => "sum",
+            Aggregate::Mean => "mean",
+            Aggregate::Histogram { .. } => "histogram",
+            Aggregate::Quantiles { .. } => "quantiles",
+        }
+    }
+}
+
+/// Clamping bounds of the per-patient value.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bounds {
+    pub lower: f64,
+    pub upper: f64,
+}
+
+/// Privacy parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Privacy {
+    pub mode: Mode,
+    /// Privacy-loss parameter the answer may spend at each node.
+    pub epsilon: f64,
+    /// For approximate-DP mechanisms; witmed's mechanisms are pure DP, so 0.
+    #[serde(default)]
+    pub delta: Option<f64>,
+    /// Encrypted mode: the peer (node name) that sums the ciphertexts.
+    #[serde(default)]
+    pub aggregator: Option<String>,
+}
+
+/// Why a query is not well formed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Error {
+    #[error("query file is not valid TOML for a witmed query: {0}")]
+    Toml(String),
+    #[error("query bytes do not decode: {0}")]
+    Wire(String),
+    #[error("query is {len} bytes, over the limit of {max}")]
+    TooLarge { len: usize, max: usize },
+    #[error("query has version {0}; this witmed reads version {QUERY_VERSION}")]
+    UnsupportedVersion(u32),
+    #[error("query is invalid: {0}")]
+    Invalid(String),
+}
+
+impl Query {
+    /// Parses and validates the TOML form.
+    pub fn from_toml(text: &str) -> Result<Query, Error> {
+        if text.len() > MAX_QUERY_BYTES {
+            return Err(Error::TooLarge {
+                len: text.len(),
+                max: MAX_QUERY_BYTES,
+            });
+        }
+        let query: Query = toml::from_str(text).map_err(|e| Error::Toml(e.to_string()))?;
+        query.validate()?;
+        Ok(query)
+    }
+
+    /// The TOML form.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("queries serialize to TOML")
+    }
+
+    /// Canonical compact bytes (postcard); what is signed and digested.
+    pub fn to_wire(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).expect("queries serialize")
+    }
+
+    /// Parses and validates the wire form.
+    pub fn from_wire(bytes: &[u8]) -> Result<Query, Error> {
+        if bytes.len() > MAX_QUERY_BYTES {
+            return Err(Error::TooLarge {
+                len: bytes.len(),
+                max: MAX_QUERY_BYTES,
+            });
+        }
+        let query: Query = postcard::from_bytes(bytes).map_err(|e| Error::Wire(e.to_string()))?;
+        query.validate()?;
+        Ok(query)
+    }
+
+    /// SHA-256 of the canonical bytes: a node refuses a second, different query under a used id.
+    pub fn digest(&self) -> [u8; 32] {
+        witmed_crypto::sha256(&self.to_wire())
+    }
+
+    /// The data categories this query reads, for consent and policy checks.
+    pub fn categories(&self) -> BTreeSet<Category> {
+        let mut out = BTreeSet::new();
+        let c = &self.cohort;
+        if c.age_min.is_some() || c.age_max.is_some() || c.sex.is_some() {
+            out.insert(Category::Demographics);
+        }
+        if !c.conditions.is_empty() {
+            out.insert(Category::Conditions);
+        }
+        out.extend(c.has_observation.iter().map(|code| category_of_code(code)));
+        out.extend(
+            c.attributes
+                .iter()
+                .filter_map(|a| category_of_attribute(&a.name)),
+        );
+        match &self.feature {
+            Some(Feature::Observation(o)) => {
+                out.insert(category_of_code(&o.code));
+            }
+            Some(Feature::Attribute(a)) => out.extend(category_of_attribute(&a.name)),
+            None => {}
+        }
+        out
+    }
+
+    /// Checks everything that can be checked without data.
+    pub fn validate(&self) -> Result<(), Error> {
+        let invalid = |msg: String| Err(Error::Invalid(msg));
+        if self.version != QUERY_VERSION {
+            return Err(Error::UnsupportedVersion(self.version));
+        }
+        if self.id.is_empty() || self.id.len() > MAX_ID_LEN {
+            return invalid(format!("id must be 1 to {MAX_ID_LEN} characters"));
+        }
+        if self.purpose.is_empty() {
+            return invalid("purpose must name a DUO code such as HMB".into());
+        }
+        self.validate_privacy()?;
+        self.validate_cohort()?;
+        self.validate_feature()?;
+        self.validate_aggregate()
+    }
+
+    fn validate_privacy(&self) -> Result<(), Error> {
+        let eps = self.privacy.epsilon;
+        if !(eps.is_finite() && eps > 0.0 && eps <= MAX_EPSILON) {
+            return Err(Error::Invalid(format!(
+                "privacy.epsilon must be in (0, {MAX_EPSILON}], got {eps}"
+            )));
+        }
+        if let Some(delta) = self.privacy.delta {
+            if !(0.0..1.0).contains(&delta) {
+                return Err(Error::Invalid(format!(
+                    "privacy.delta must be in [0, 1), got {delta}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_cohort(&self) -> Result<(), Error> {
+        for attr in &self.cohort.attributes {
+            if category_of_attribute(&attr.name).is_none() {
+                return Err(Error::Invalid(format!(
+                    "cohort attribute {:?} is unknown",
+                    attr.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_feature(&self) -> Result<(), Error> {
+        match &self.feature {
+            Some(Feature::Attribute(a)) if category_of_attribute(&a.name).is_none() => Err(
+                Error::Invalid(format!("feature attribute {:?} is unknown", a.name)),
+            ),
+            Some(Feature::Observation(o)) if o.code.is_empty() => {
+                Err(Error::Invalid("feature.observation.code is empty".into()))
+            }
+            Some(Feature::Observation(ObservationFeature {
+                window: Some(w), ..
+            })) if !(w.from_hours.is_finite()
+                && w.to_hours.is_finite()
+                && w.from_hours < w.to_hours) =>
+            {
+                Err(Error::Invalid(
+                    "feature window needs from_hours < to_hours".into(),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn validate_aggregate(&self) -> Result<(), Error> {
+        let needs_value = !matches!(self.aggregate, Aggregate::Count);
+        if needs_value && self.feature.is_none() {
+            return Err(Error::Invalid(format!(
+                "a {} needs a [feature]",
+                self.aggregate.kind()
+            )));
+        }
+        let needs_bounds = matches!(
+            self.aggregate,
+            Aggregate::Sum | Aggregate::Mean | Aggregate::Quantiles { .. }
+        );
+        if needs_bounds && self.bounds.is_none() {
+            return Err(Error::Invalid(format!(
+                "a {} needs [bounds] to clamp each patient's value",
+                self.aggregate.kind()
+            )));
+        }
+        if let Some(b) = self.bounds {
+            if !(b.lower.is_finite() && b.upper.is_finite() && b.lower < b.upper) {
+                return Err(Error::Invalid("bounds need finite lower < upper".into()));
+            }
+        }
+        match &self.aggregate {
+            Aggregate::Histogram { edges } => validate_edges(edges),
+            Aggregate::Quantiles {
+                probabilities,
+                bins,
+            } => validate_quantiles(probabilities, *bins),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn validate_edges(edges: &[f64]) -> Result<(), Error> {
+    if edges.len() < 2 || edges.len() > MAX_BINS + 1 {
+        return Err(Error::Invalid(format!(
+            "histogram needs 2 to {} edges",
+            MAX_BINS + 1
+        )));
+    }
+    let increasing = edges.windows(2).all(|w| w[0] < w[1]);
+    if !increasing || edges.iter().any(|e| !e.is_finite()) {
+        return Err(Error::Invalid(
+            "histogram edges must be finite and strictly increasing".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_quantiles(probabilities: &[f64], bins: u32) -> Result<(), Error> {
+    if probabilities.is_empty() || probabilities.iter().any(|p| !(*p > 0.0 && *p < 1.0)) {
+        return Err(Error::Invalid(
+            "quantile probabilities must be in (0, 1)".into(),
+        ));
+    }
+    if bins < 2 || bins as usize > MAX_BINS {
+        return Err(Error::Invalid(format!(
+            "quantiles need 2 to {MAX_BINS} bins"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HR_OVER_65: &str = r#"
+version = 1
+id = "hr-over-65"
+purpose = "HMB"
+aggregate = "mean"
+
+[cohort]
+age_min = 65
+
+[feature.observation]
+code = "8867-4"
+reduce = "mean"
+
+[bounds]
+lower = 30.0
+upper = 200.0
+
+[privacy]
+mode = "dp"
+epsilon = 1.0
+"#;
+
+    #[test]
+    fn readme_example_parses_and_round_trips() {
+        let q = Query::from_toml(HR_OVER_65).unwrap();
+        assert_eq!(q.aggregate, Aggregate::Mean);
+        assert_eq!(Query::from_wire(&q.to_wire()).unwrap(), q);
+        assert_eq!(Query::from_toml(&q.to_toml()).unwrap(), q);
+        let cats: Vec<_> = q.categories().into_iter().collect();
+        assert_eq!(cats, vec![Category::Demographics, Category::VitalSigns]);
+    }
+
+    fn check_invalid(edit: &str, needle: &str) {
+        let text = HR_OVER_65.replace("epsilon = 1.0", edit);
+        let err = Query::from_toml(&text).unwrap_err().to_string();
+        assert!(err.contains(needle), "{edit}: {err}");
+    }
+
+    #[test]
+    fn invalid_queries_name_what_is_wrong() {
+        check_invalid("epsilon = 0.0", "epsilon");
+        check_invalid("epsilon = 50.0", "epsilon");
+        check_invalid("epsilon = 1.0\ndelta = 2.0", "delta");
+        check_invalid("epsilon = 1.0\nbogus = 1", "bogus");
+        let no_bounds = HR_OVER_65.replace("[bounds]\nlower = 30.0\nupper = 200.0\n", "");
+        assert!(Query::from_toml(&no_bounds)
+            .unwrap_err()
+            .to_string()
+            .contains("bounds"));
+        let bad_edges = HR_OVER_65.replace(
+            "aggregate = \"mean\"",
+            "[aggregate.histogram]\nedges = [3.0, 2.0]",
+        );
+        assert!(Query::from_toml(&bad_edges).is_err());
+    }
+
+    #[test]
+    fn digest_changes_with_any_field() {
+        let q = Query::from_toml(HR_OVER_65).unwrap();
+        let mut other = q.clone();
+        other.privacy.epsilon = 1.5;
+        assert_ne!(q.digest(), other.digest());
+    }
+}
