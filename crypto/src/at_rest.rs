@@ -32,7 +32,9 @@ const MASTER_FILE_HEADER: &str = "witmed-master-key v1";
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The record does not open: wrong key, wrong storage key, or altered bytes.
-    #[error("stored record failed authentication (altered, moved to another key, or wrong master key)")]
+    #[error(
+        "stored record failed authentication (altered, moved to another key, or wrong master key)"
+    )]
     Authentication,
     /// Too short or an unknown format version.
     #[error("stored record is malformed: {0}")]
@@ -180,10 +182,16 @@ impl RecordCipher {
     /// Decrypts a record read from under `storage_key`.
     pub fn open(&self, storage_key: &[u8], sealed: &[u8]) -> Result<Vec<u8>, Error> {
         if sealed.len() < 1 + NONCE_LEN + 16 {
-            return Err(Error::Malformed(format!("{} bytes is too short", sealed.len())));
+            return Err(Error::Malformed(format!(
+                "{} bytes is too short",
+                sealed.len()
+            )));
         }
         if sealed[0] != SEALED_VERSION {
-            return Err(Error::Malformed(format!("unknown format version {}", sealed[0])));
+            return Err(Error::Malformed(format!(
+                "unknown format version {}",
+                sealed[0]
+            )));
         }
         let nonce: [u8; NONCE_LEN] = sealed[1..1 + NONCE_LEN].try_into().expect("sliced 12");
         let mut in_out = sealed[1 + NONCE_LEN..].to_vec();
@@ -245,7 +253,10 @@ mod tests {
             bad[i] ^= 0x10;
             assert!(c.open(b"k1", &bad).is_err(), "flip at byte {i} accepted");
         }
-        assert!(matches!(c.open(b"k1", &sealed[..10]), Err(Error::Malformed(_))));
+        assert!(matches!(
+            c.open(b"k1", &sealed[..10]),
+            Err(Error::Malformed(_))
+        ));
     }
 
     #[test]

@@ -75,7 +75,9 @@ pub enum Error {
         source: std::io::Error,
     },
     /// The file is not a witmed key file.
-    #[error("key file {path} is not a witmed key file ({reason}); create one with `witmed keygen`")]
+    #[error(
+        "key file {path} is not a witmed key file ({reason}); create one with `witmed keygen`"
+    )]
     Malformed { path: PathBuf, reason: String },
     /// The file was written by a newer witmed.
     #[error("key file {path} has format version {found}, this witmed reads version {KEY_FILE_VERSION}; upgrade witmed")]
@@ -372,7 +374,10 @@ mod tests {
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
 
         let text = fs::read_to_string(&path).unwrap();
-        let other = KeyPair::generate(Role::Researcher).unwrap().public().to_hex();
+        let other = KeyPair::generate(Role::Researcher)
+            .unwrap()
+            .public()
+            .to_hex();
         let forged = text.replace(&key.public().to_hex(), &other);
         fs::write(&path, forged).unwrap();
         assert!(matches!(

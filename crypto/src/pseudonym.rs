@@ -123,7 +123,10 @@ mod tests {
         let b = Pseudonymizer::new(&MasterKey::from_bytes([2; 32]));
         assert_eq!(a.pseudonym("fhir", "p1"), a.pseudonym("fhir", "p1"));
         assert_ne!(a.pseudonym("fhir", "p1"), b.pseudonym("fhir", "p1"));
-        assert_ne!(a.pseudonym("fhir", "p1"), a.pseudonym("physionet2012", "p1"));
+        assert_ne!(
+            a.pseudonym("fhir", "p1"),
+            a.pseudonym("physionet2012", "p1")
+        );
         let p = a.pseudonym("fhir", "p1");
         assert_eq!(p.to_hex().parse::<Pseudonym>().unwrap(), p);
         assert!(!p.to_hex().contains("p1"));

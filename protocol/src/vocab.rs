@@ -61,7 +61,9 @@ impl fmt::Display for Category {
 
 /// A name that is not a data category.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown data category {0:?}; use demographics, vital-signs, labs, conditions or encounters")]
+#[error(
+    "unknown data category {0:?}; use demographics, vital-signs, labs, conditions or encounters"
+)]
 pub struct UnknownCategory(pub String);
 
 impl FromStr for Category {
@@ -159,8 +161,5 @@ pub const ATTRIBUTES: &[(&str, Category)] = &[
 
 /// The category of a patient attribute, or None if witmed does not know it.
 pub fn category_of_attribute(name: &str) -> Option<Category> {
-    ATTRIBUTES
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, c)| *c)
+    ATTRIBUTES.iter().find(|(n, _)| *n == name).map(|(_, c)| *c)
 }

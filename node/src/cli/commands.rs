@@ -1,0 +1,502 @@
+//! One function per `witmed` command.
+
+use std::fs;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use witmed_crypto::{Envelope, KeyPair, Pseudonym, PublicKey, Role};
+use witmed_policies::consent::{self, Revocation, Token};
+use witmed_policies::credential::{self, Credential};
+use witmed_policies::policy::NodePolicy;
+use witmed_protocol::query::Query;
+use witmed_protocol::vocab::{Category, Mode};
+
+use super::output;
+use super::{
+    AuditArgs, BenchCommand, Command, ConsentCommand, CredentialCommand, Failure, GrantArgs,
+    ImportArgs, ImportCommand, IssueArgs, LocalQueryArgs, NodeCommand, PatientCommand,
+    PolicyCommand, QueryCommand, RevokeArgs,
+};
+use crate::node::{self, Node};
+use crate::{audit, consent_ops, engine, import, unix_now};
+
+type Result<T> = std::result::Result<T, Failure>;
+
+/// Runs one command.
+pub fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Node(c) => run_node(c),
+        Command::Import(c) => run_import(c),
+        Command::Keygen(a) => keygen(&a.role, &a.out),
+        Command::Patient(c) => run_patient(c),
+        Command::Consent(c) => run_consent(c),
+        Command::Credential(c) => run_credential(c),
+        Command::Policy(c) => run_policy(c),
+        Command::Query(QueryCommand::Local(a)) => query_local(a),
+        Command::Audit(a) => show_audit(a),
+        Command::Bench(c) => run_bench(c),
+    }
+}
+
+fn open(dir: &Path) -> Result<Node> {
+    Node::open(dir, unix_now()).map_err(|e| Failure::new("node_open_failed", e))
+}
+
+fn read_text(path: &Path, max: usize) -> Result<String> {
+    let meta = fs::metadata(path)
+        .map_err(|e| Failure::new("read_failed", format!("{}: {e}", path.display())))?;
+    if meta.len() as usize > max {
+        return Err(Failure::new(
+            "too_large",
+            format!(
+                "{} is {} bytes, over the limit of {max}",
+                path.display(),
+                meta.len()
+            ),
+        ));
+    }
+    fs::read_to_string(path)
+        .map_err(|e| Failure::new("read_failed", format!("{}: {e}", path.display())))
+}
+
+fn write_new(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| Failure::new("write_failed", format!("{}: {e}", path.display())))?;
+    file.write_all(text.as_bytes())
+        .map_err(|e| Failure::new("write_failed", format!("{}: {e}", path.display())))
+}
+
+fn load_key(path: &Path, role: Role) -> Result<KeyPair> {
+    KeyPair::load_role(path, role).map_err(|e| Failure::new("bad_key", e))
+}
+
+fn parse_public(hex: &str) -> Result<PublicKey> {
+    hex.parse().map_err(|e| Failure::new("bad_public_key", e))
+}
+
+fn parse_pseudonym(s: &str) -> Result<Pseudonym> {
+    s.parse().map_err(|e| Failure::new("bad_pseudonym", e))
+}
+
+fn run_node(command: NodeCommand) -> Result<()> {
+    match command {
+        NodeCommand::Init {
+            dir,
+            name,
+            trust_issuers,
+        } => {
+            let issuers = trust_issuers
+                .iter()
+                .map(|h| parse_public(h))
+                .collect::<Result<Vec<_>>>()?;
+            let config = node::init(&dir.data_dir, &name, issuers, unix_now())
+                .map_err(|e| Failure::new("init_failed", e))?;
+            output::node_created(&dir.data_dir, &config);
+            Ok(())
+        }
+        NodeCommand::Status { dir, json } => {
+            let node = open(&dir.data_dir)?;
+            let status = output::Status::of(&node).map_err(|e| Failure::new("store_failed", e))?;
+            output::status(&status, json);
+            Ok(())
+        }
+    }
+}
+
+fn import_options(args: &ImportArgs) -> import::Options {
+    import::Options {
+        batch_files: args.batch_files.max(1),
+        ack_log: args.ack_log.clone(),
+        progress: std::io::stderr().is_terminal() && !args.json,
+        now: unix_now(),
+    }
+}
+
+fn run_import(command: ImportCommand) -> Result<()> {
+    let (summary, json, node) = match command {
+        ImportCommand::Physionet {
+            dir,
+            set_dir,
+            outcomes,
+            import: args,
+        } => {
+            let node = open(&dir.data_dir)?;
+            let summary = import::import_physionet(
+                &node.store,
+                node.pseudonyms(),
+                &set_dir,
+                outcomes.as_deref(),
+                &import_options(&args),
+            );
+            (summary, args.json, node)
+        }
+        ImportCommand::Fhir {
+            dir,
+            paths,
+            import: args,
+        } => {
+            let node = open(&dir.data_dir)?;
+            let summary = import::import_fhir(
+                &node.store,
+                node.pseudonyms(),
+                &paths,
+                &import_options(&args),
+            );
+            (summary, args.json, node)
+        }
+    };
+    node.invalidate_index();
+    let summary = summary.map_err(|e| Failure::new("import_failed", e))?;
+    output::import_summary(&summary, json);
+    Ok(())
+}
+
+fn keygen(role: &str, out: &Path) -> Result<()> {
+    let role: Role = role.parse().map_err(|e| Failure::new("bad_role", e))?;
+    let key = KeyPair::generate(role).map_err(|e| Failure::new("keygen_failed", e))?;
+    key.save(out)
+        .map_err(|e| Failure::new("keygen_failed", e))?;
+    println!("{role} key written to {}", out.display());
+    println!("public key: {}", key.public());
+    Ok(())
+}
+
+fn run_patient(command: PatientCommand) -> Result<()> {
+    match command {
+        PatientCommand::Lookup {
+            dir,
+            source,
+            source_id,
+        } => {
+            let node = open(&dir.data_dir)?;
+            let p = node.pseudonyms().pseudonym(&source, &source_id);
+            let known = node
+                .store
+                .contains(crate::store::cf::PATIENTS, &p.0)
+                .map_err(|e| Failure::new("store_failed", e))?;
+            if !known {
+                return Err(Failure::new(
+                    "unknown_patient",
+                    format!("no patient with {source} id {source_id:?} at this node"),
+                ));
+            }
+            println!("pseudonym: {p}");
+            println!("node id:   {}", node.id());
+            Ok(())
+        }
+        PatientCommand::Enrol {
+            dir,
+            patient,
+            key,
+            key_file,
+        } => {
+            let node = open(&dir.data_dir)?;
+            let p = parse_pseudonym(&patient)?;
+            let public = match (key, key_file) {
+                (Some(hex), _) => parse_public(&hex)?,
+                (None, Some(path)) => load_key(&path, Role::Patient)?.public(),
+                (None, None) => {
+                    return Err(Failure::new(
+                        "missing_key",
+                        "give --key HEX or --key-file FILE",
+                    ))
+                }
+            };
+            consent_ops::enrol(&node, p, public, unix_now())
+                .map_err(|e| Failure::new(e.code(), e))?;
+            println!("patient {p} enrolled with key {public}");
+            Ok(())
+        }
+    }
+}
+
+fn run_consent(command: ConsentCommand) -> Result<()> {
+    match command {
+        ConsentCommand::Grant(args) => grant(args),
+        ConsentCommand::Revoke(args) => revoke(args),
+        ConsentCommand::Submit { dir, files } => submit(&dir.data_dir, &files),
+        ConsentCommand::List { dir, json } => {
+            let node = open(&dir.data_dir)?;
+            output::consent_list(&node, json);
+            Ok(())
+        }
+        ConsentCommand::Simulate {
+            dir,
+            rate,
+            purposes,
+            seed,
+        } => {
+            let node = open(&dir.data_dir)?;
+            let done = consent_ops::simulate(&node, rate, &purposes, seed, unix_now())
+                .map_err(|e| Failure::new(e.code(), e))?;
+            println!(
+                "SIMULATED consent (demonstration only): {} of {} patients now hold tokens for {} ({} newly enrolled, {} already had one)",
+                done.tokens,
+                done.patients,
+                purposes.join(","),
+                done.enrolled,
+                done.already
+            );
+            Ok(())
+        }
+    }
+}
+
+fn parse_list<T: std::str::FromStr>(
+    items: &[String],
+    code: &'static str,
+) -> Result<std::collections::BTreeSet<T>>
+where
+    T::Err: std::fmt::Display,
+    T: Ord,
+{
+    items
+        .iter()
+        .map(|s| s.trim().parse::<T>().map_err(|e| Failure::new(code, e)))
+        .collect()
+}
+
+fn random_id() -> Result<String> {
+    let mut bytes = [0u8; 16];
+    witmed_crypto::fill_random(&mut bytes)
+        .map_err(|_| Failure::new("random_failed", "OS random source failed"))?;
+    Ok(hex::encode(bytes))
+}
+
+fn grant(args: GrantArgs) -> Result<()> {
+    let key = load_key(&args.key, Role::Patient)?;
+    let now = unix_now();
+    let token = Token {
+        version: consent::TOKEN_VERSION,
+        id: random_id()?,
+        node: parse_public(&args.node)?,
+        patient: parse_pseudonym(&args.patient)?,
+        purposes: args.purposes.clone(),
+        categories: parse_list::<Category>(&args.categories, "bad_category")?,
+        modes: parse_list::<Mode>(&args.modes, "bad_mode")?,
+        not_before: now,
+        expires: now + i64::from(args.days) * 86_400,
+        simulated: false,
+    };
+    let signed = token.clone().sign(&key);
+    // Check the token as the node will, with this patient's key enrolled.
+    let own_key = key.public();
+    consent::verify_token(&signed, &token.node, &|_| Some(own_key), now)
+        .map_err(|e| Failure::new(e.error_code(), e))?;
+    write_new(&args.out, &signed.to_text())?;
+    println!(
+        "consent token {} written to {}",
+        token.id,
+        args.out.display()
+    );
+    println!(
+        "give it to the hospital: witmed consent submit --data-dir DIR {}",
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn revoke(args: RevokeArgs) -> Result<()> {
+    let key = load_key(&args.key, Role::Patient)?;
+    let text = read_text(&args.token, witmed_policies::MAX_SIGNED_BYTES)?;
+    let envelope =
+        witmed_policies::parse_signed(&text).map_err(|e| Failure::new(e.error_code(), e))?;
+    let token: Token = envelope
+        .open(consent::TOKEN_DOMAIN)
+        .map_err(|e| Failure::new("bad_token", e))?;
+    if envelope.signer != key.public() {
+        return Err(Failure::new(
+            "wrong_patient_key",
+            "this token was signed by another key; revoke it with the key that granted it",
+        ));
+    }
+    let revocation = Revocation {
+        version: consent::REVOCATION_VERSION,
+        token_id: token.id.clone(),
+        node: token.node,
+        patient: token.patient,
+        issued_at: unix_now(),
+    };
+    write_new(&args.out, &revocation.sign(&key).to_text())?;
+    println!(
+        "revocation of token {} written to {}",
+        token.id,
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn submit(dir: &Path, files: &[PathBuf]) -> Result<()> {
+    let node = open(dir)?;
+    let mut failures = 0;
+    for path in files {
+        let outcome = read_text(path, witmed_policies::MAX_SIGNED_BYTES).and_then(|text| {
+            consent_ops::submit(&node, &text, unix_now()).map_err(|e| Failure::new(e.code(), e))
+        });
+        match outcome {
+            Ok(consent_ops::Submitted::Token { id, patient }) => {
+                println!(
+                    "{}: accepted consent token {id} for patient {patient}",
+                    path.display()
+                )
+            }
+            Ok(consent_ops::Submitted::Revocation { token_id, patient }) => {
+                println!(
+                    "{}: accepted revocation of token {token_id} (patient {patient})",
+                    path.display()
+                )
+            }
+            Err(e) => {
+                failures += 1;
+                eprintln!("{}: refused [{}]: {}", path.display(), e.code, e.message);
+            }
+        }
+    }
+    if failures > 0 {
+        return Err(Failure::new(
+            "submit_refused",
+            format!(
+                "{failures} of {} files refused; nothing of them was stored",
+                files.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn run_credential(command: CredentialCommand) -> Result<()> {
+    match command {
+        CredentialCommand::Issue(args) => issue(args),
+        CredentialCommand::Verify {
+            credential,
+            issuer,
+            json,
+        } => {
+            let text = read_text(&credential, witmed_policies::MAX_SIGNED_BYTES)?;
+            let envelope = witmed_policies::parse_signed(&text)
+                .map_err(|e| Failure::new(e.error_code(), e))?;
+            let issuer = parse_public(&issuer)?;
+            let verified = credential::verify_credential(&envelope, &[issuer], unix_now())
+                .map_err(|e| Failure::new(e.error_code(), e))?;
+            output::credential(verified.credential(), json);
+            Ok(())
+        }
+    }
+}
+
+fn issue(args: IssueArgs) -> Result<()> {
+    let authority = load_key(&args.authority_key, Role::Authority)?;
+    let researcher = match (&args.researcher, &args.researcher_key) {
+        (Some(hex), _) => parse_public(hex)?,
+        (None, Some(path)) => load_key(path, Role::Researcher)?.public(),
+        (None, None) => {
+            return Err(Failure::new(
+                "missing_key",
+                "give --researcher HEX or --researcher-key FILE",
+            ))
+        }
+    };
+    let now = unix_now();
+    let credential = Credential {
+        version: credential::CREDENTIAL_VERSION,
+        researcher,
+        name: args.name,
+        institution: args.institution,
+        commercial: args.commercial,
+        not_for_profit: args.not_for_profit,
+        project: args.project,
+        purposes: args.purposes,
+        issued_at: now,
+        expires: now + i64::from(args.days) * 86_400,
+    };
+    let signed = credential.clone().sign(&authority);
+    credential::verify_credential(&signed, &[authority.public()], now)
+        .map_err(|e| Failure::new(e.error_code(), e))?;
+    write_new(&args.out, &signed.to_text())?;
+    println!(
+        "credential for {} written to {}",
+        credential.researcher,
+        args.out.display()
+    );
+    println!(
+        "issuer (trust this in node policies): {}",
+        authority.public()
+    );
+    Ok(())
+}
+
+fn run_policy(command: PolicyCommand) -> Result<()> {
+    match command {
+        PolicyCommand::Show { dir } => {
+            let node = open(&dir.data_dir)?;
+            print!(
+                "{}",
+                toml::to_string(&node.policy()).expect("policies serialize")
+            );
+            Ok(())
+        }
+        PolicyCommand::Sign { key, policy, out } => {
+            let key = load_key(&key, Role::Hospital)?;
+            let text = read_text(&policy, node::MAX_POLICY_BYTES)?;
+            let policy: NodePolicy = toml::from_str(&text).map_err(|e| {
+                Failure::new("bad_policy", format!("{}: {}", "policy TOML", e.message()))
+            })?;
+            policy
+                .validate()
+                .map_err(|e| Failure::new(e.error_code(), e))?;
+            let serial = policy.serial;
+            write_new(&out, &policy.sign(&key).to_text())?;
+            println!("policy serial {serial} signed into {}", out.display());
+            Ok(())
+        }
+        PolicyCommand::Install { dir, file } => {
+            let node = open(&dir.data_dir)?;
+            let text = read_text(&file, node::MAX_POLICY_BYTES)?;
+            let policy = node
+                .install_policy(&text, unix_now())
+                .map_err(|e| Failure::new("policy_refused", e))?;
+            println!("policy serial {} installed", policy.serial);
+            Ok(())
+        }
+    }
+}
+
+fn query_local(args: LocalQueryArgs) -> Result<()> {
+    let researcher = load_key(&args.key, Role::Researcher)?;
+    let text = read_text(&args.credential, witmed_policies::MAX_SIGNED_BYTES)?;
+    let credential: Envelope =
+        witmed_policies::parse_signed(&text).map_err(|e| Failure::new(e.error_code(), e))?;
+    let query_text = read_text(&args.query, witmed_protocol::query::MAX_QUERY_BYTES)?;
+    let query = Query::from_toml(&query_text)
+        .map_err(|e| Failure::new("bad_query", format!("{}: {e}", args.query.display())))?;
+    let node = open(&args.dir.data_dir)?;
+    let answer = engine::answer(&node, &query, &researcher.public(), &credential, unix_now())
+        .map_err(|e| Failure::new(e.code(), e))?;
+    output::answer(&answer, args.json);
+    Ok(())
+}
+
+fn show_audit(args: AuditArgs) -> Result<()> {
+    let node = open(&args.dir.data_dir)?;
+    let entries = audit::read_all(&node.store, args.kind.as_deref())
+        .map_err(|e| Failure::new("store_failed", e))?;
+    output::audit(&entries, args.json);
+    Ok(())
+}
+
+fn run_bench(command: BenchCommand) -> Result<()> {
+    match command {
+        BenchCommand::Import { set_dir, patients } => {
+            crate::bench::import(set_dir.as_deref(), patients)
+        }
+        BenchCommand::Query {
+            patients,
+            repetitions,
+        } => crate::bench::query(patients, repetitions),
+    }
+    .map_err(|e| Failure::new("bench_failed", e))
+}

@@ -1,0 +1,152 @@
+//! Helpers shared by the node's end-to-end tests: the binary, the shared data, independent counts.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The shared data directory: `WITMED_DATA_DIR`, or `../shared/data` beside the workspace.
+///
+/// Panics (never skips) when it is missing, naming what to do.
+pub fn data_dir() -> PathBuf {
+    let dir = std::env::var_os("WITMED_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
+    assert!(
+        dir.join("physionet2012/set-a").is_dir(),
+        "shared data not found at {}: set WITMED_DATA_DIR to the directory holding physionet2012/ and fhir-r4-synthea/",
+        dir.display()
+    );
+    dir
+}
+
+pub fn set_a() -> PathBuf {
+    data_dir().join("physionet2012/set-a")
+}
+
+pub fn outcomes_a() -> PathBuf {
+    data_dir().join("physionet2012/Outcomes-a.txt")
+}
+
+pub fn fhir_dir() -> PathBuf {
+    data_dir().join("fhir-r4-synthea")
+}
+
+/// A `witmed` command.
+pub fn witmed() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_witmed"));
+    cmd.env_remove("WITMED_DATA_DIR");
+    cmd
+}
+
+/// Runs `witmed args`, asserting success; returns stdout.
+pub fn run_ok(args: &[&str]) -> String {
+    let out = witmed().args(args).output().expect("witmed runs");
+    assert!(
+        out.status.success(),
+        "witmed {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+/// Runs `witmed args` expecting failure; returns the output.
+pub fn run_fail(args: &[&str]) -> Output {
+    let out = witmed().args(args).output().expect("witmed runs");
+    assert!(!out.status.success(), "witmed {args:?} should have failed");
+    out
+}
+
+/// Runs `witmed args --json` and parses stdout.
+pub fn run_json(args: &[&str]) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    serde_json::from_str(&run_ok(&all)).expect("JSON output")
+}
+
+/// Creates a node in `dir` named `name`.
+pub fn init_node(dir: &Path, name: &str) {
+    run_ok(&[
+        "node",
+        "init",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--name",
+        name,
+    ]);
+}
+
+/// What a PhysioNet set holds, counted straight from the files by the
+/// documented rule (independent of the importer's parser).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PhysionetCount {
+    pub patients: u64,
+    pub observations: u64,
+}
+
+const DESCRIPTORS: [&str; 5] = ["RecordID", "Age", "Gender", "Height", "ICUType"];
+
+/// Counts patients (files with a RecordID) and valid time-series rows.
+pub fn count_physionet(files: &[PathBuf]) -> PhysionetCount {
+    let mut count = PhysionetCount::default();
+    for path in files {
+        let text = std::fs::read_to_string(path).unwrap();
+        count.patients += 1;
+        count.observations += count_rows(&text);
+    }
+    count
+}
+
+fn count_rows(text: &str) -> u64 {
+    let mut leading = true;
+    let mut n = 0;
+    for line in text.lines().skip(1) {
+        let fields: Vec<&str> = line.split(',').collect();
+        if fields.len() != 3 {
+            continue;
+        }
+        let (time, param, value) = (fields[0].trim(), fields[1].trim(), fields[2].trim());
+        let is_descriptor =
+            DESCRIPTORS.contains(&param) || (param == "Weight" && leading && time == "00:00");
+        if !is_descriptor {
+            leading = false;
+        }
+        if is_descriptor || !valid_time(time) {
+            continue;
+        }
+        match value.parse::<f64>() {
+            Ok(v) if v.is_finite() && v != -1.0 => n += 1,
+            _ => {}
+        }
+    }
+    n
+}
+
+fn valid_time(t: &str) -> bool {
+    let Some((h, m)) = t.split_once(':') else {
+        return false;
+    };
+    h.parse::<u32>().is_ok() && m.parse::<u32>().is_ok_and(|m| m < 60)
+}
+
+/// The set's record files, sorted.
+pub fn physionet_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Copies the first `n` files of set-a into a fresh set directory under `into`.
+pub fn small_set(into: &Path, n: usize) -> PathBuf {
+    let dir = into.join("set-small");
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in physionet_files(&set_a()).into_iter().take(n) {
+        std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
+    }
+    dir
+}

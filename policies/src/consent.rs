@@ -1,0 +1,293 @@
+//! Patient consent: opt-in tokens and revocations, signed by the patient's enrolled key.
+//!
+//! A token names the one hospital node it is for, the patient's pseudonym at
+//! that node, the DUO purposes, data categories and privacy modes the patient
+//! allows, and a validity window. A node accepts it only if the signer is the
+//! key hospital staff enrolled for that pseudonym; the caller supplies that
+//! lookup, so this module does no IO. A revocation names a token id and
+//! takes effect as soon as it is verified.
+
+use std::collections::BTreeSet;
+use std::ops::Deref;
+
+use serde::{Deserialize, Serialize};
+use witmed_crypto::{Envelope, KeyPair, Pseudonym, PublicKey};
+use witmed_protocol::vocab::{Category, Mode};
+
+use crate::duo::Terms;
+use crate::error::{Error, Object};
+use crate::signed::{self, Versioned};
+
+/// Consent token format version written today.
+pub const TOKEN_VERSION: u32 = 1;
+/// Envelope domain of consent tokens.
+pub const TOKEN_DOMAIN: &str = "witmed/consent-token/v1";
+/// Revocation format version written today.
+pub const REVOCATION_VERSION: u32 = 1;
+/// Envelope domain of revocations.
+pub const REVOCATION_DOMAIN: &str = "witmed/consent-revocation/v1";
+/// Length of a token id in lowercase hex characters (128 random bits).
+pub const TOKEN_ID_LEN: usize = 32;
+
+/// A patient's opt-in to research use of their data at one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Token {
+    /// Format version ([`TOKEN_VERSION`]).
+    pub version: u32,
+    /// 32 lowercase hex characters; see [`token_id`].
+    pub id: String,
+    /// Identity key of the hospital node this consent is for.
+    pub node: PublicKey,
+    /// The patient's pseudonym at that node.
+    pub patient: Pseudonym,
+    /// DUO codes: at least one primary purpose, optionally modifiers.
+    pub purposes: Vec<String>,
+    /// Data categories a query may read.
+    pub categories: BTreeSet<Category>,
+    /// Privacy modes under which the data may be used.
+    pub modes: BTreeSet<Mode>,
+    /// First second (unix) of validity.
+    pub not_before: i64,
+    /// First second (unix) the token is no longer valid.
+    pub expires: i64,
+    /// True only for demo and simulation tokens, so they can be told apart from real consent.
+    pub simulated: bool,
+}
+
+/// A patient's withdrawal of one consent token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Revocation {
+    /// Format version ([`REVOCATION_VERSION`]).
+    pub version: u32,
+    /// The id of the token withdrawn.
+    pub token_id: String,
+    /// The node the token was for.
+    pub node: PublicKey,
+    /// The patient who withdraws; must be the token's patient.
+    pub patient: Pseudonym,
+    /// When the patient signed it (unix seconds); informational.
+    pub issued_at: i64,
+}
+
+impl Versioned for Token {
+    const OBJECT: Object = Object::ConsentToken;
+    const DOMAIN: &'static str = TOKEN_DOMAIN;
+    const VERSION: u32 = TOKEN_VERSION;
+    fn version(&self) -> u32 {
+        self.version
+    }
+}
+
+impl Versioned for Revocation {
+    const OBJECT: Object = Object::Revocation;
+    const DOMAIN: &'static str = REVOCATION_DOMAIN;
+    const VERSION: u32 = REVOCATION_VERSION;
+    fn version(&self) -> u32 {
+        self.version
+    }
+}
+
+/// The token id for 16 random bytes (the caller draws them: this crate does no IO).
+pub fn token_id(random: [u8; 16]) -> String {
+    random.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn valid_token_id(id: &str) -> bool {
+    id.len() == TOKEN_ID_LEN && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+impl Token {
+    /// Signs the token with the patient's key.
+    pub fn sign(self, patient_key: &KeyPair) -> Envelope {
+        Envelope::seal(TOKEN_DOMAIN, &self, patient_key)
+    }
+
+    /// Whether the token's window contains `now`: `not_before <= now < expires`.
+    pub fn valid_at(&self, now: i64) -> bool {
+        self.not_before <= now && now < self.expires
+    }
+}
+
+impl Revocation {
+    /// Signs the revocation with the patient's key.
+    pub fn sign(self, patient_key: &KeyPair) -> Envelope {
+        Envelope::seal(REVOCATION_DOMAIN, &self, patient_key)
+    }
+}
+
+/// A consent token whose signature, node, signer and contents were checked.
+///
+/// Only [`verify_token`] makes one, so holding a `Verified` is proof of those
+/// checks. It derefs to the [`Token`].
+#[derive(Debug, Clone)]
+pub struct Verified {
+    token: Token,
+    terms: Terms,
+    envelope: Envelope,
+}
+
+impl Verified {
+    /// The token.
+    pub fn token(&self) -> &Token {
+        &self.token
+    }
+
+    /// The token's purposes, parsed.
+    pub fn terms(&self) -> &Terms {
+        &self.terms
+    }
+
+    /// The signed form, to store and re-verify later.
+    pub fn envelope(&self) -> &Envelope {
+        &self.envelope
+    }
+}
+
+impl Deref for Verified {
+    type Target = Token;
+    fn deref(&self) -> &Token {
+        &self.token
+    }
+}
+
+/// A revocation whose signature, node and signer were checked. Only
+/// [`verify_revocation`] makes one. It derefs to the [`Revocation`].
+#[derive(Debug, Clone)]
+pub struct VerifiedRevocation {
+    revocation: Revocation,
+    envelope: Envelope,
+}
+
+impl VerifiedRevocation {
+    /// The revocation.
+    pub fn revocation(&self) -> &Revocation {
+        &self.revocation
+    }
+
+    /// The signed form, to store.
+    pub fn envelope(&self) -> &Envelope {
+        &self.envelope
+    }
+
+    /// Whether this revocation withdraws `token`. Apply a revocation only to
+    /// a token it revokes: a patient may withdraw only their own consent.
+    pub fn revokes(&self, token: &Verified) -> bool {
+        self.revocation.token_id == token.id
+            && self.revocation.patient == token.patient
+            && self.revocation.node == token.node
+    }
+}
+
+impl Deref for VerifiedRevocation {
+    type Target = Revocation;
+    fn deref(&self) -> &Revocation {
+        &self.revocation
+    }
+}
+
+/// Verifies a consent token submitted to the node `node` at time `now`.
+///
+/// `enrolled` returns the patient key staff enrolled for a pseudonym. A token
+/// whose window has not started is accepted (it becomes eligible later); one
+/// already expired at `now` is refused.
+pub fn verify_token(
+    envelope: &Envelope,
+    node: &PublicKey,
+    enrolled: &dyn Fn(&Pseudonym) -> Option<PublicKey>,
+    now: i64,
+) -> Result<Verified, Error> {
+    let token: Token = signed::open(envelope)?;
+    check_node(Object::ConsentToken, &token.node, node)?;
+    check_patient_key(&token.patient, &envelope.signer, enrolled)?;
+    let terms = check_contents(&token)?;
+    if now >= token.expires {
+        return Err(Error::Expired {
+            what: Object::ConsentToken,
+            expires: token.expires,
+            now,
+        });
+    }
+    Ok(Verified {
+        token,
+        terms,
+        envelope: envelope.clone(),
+    })
+}
+
+/// Verifies a revocation submitted to the node `node`. Revocations are
+/// honoured whenever they arrive, so there is no time check.
+pub fn verify_revocation(
+    envelope: &Envelope,
+    node: &PublicKey,
+    enrolled: &dyn Fn(&Pseudonym) -> Option<PublicKey>,
+) -> Result<VerifiedRevocation, Error> {
+    let revocation: Revocation = signed::open(envelope)?;
+    check_node(Object::Revocation, &revocation.node, node)?;
+    check_patient_key(&revocation.patient, &envelope.signer, enrolled)?;
+    if !valid_token_id(&revocation.token_id) {
+        return Err(invalid_id(&revocation.token_id));
+    }
+    Ok(VerifiedRevocation {
+        revocation,
+        envelope: envelope.clone(),
+    })
+}
+
+pub(crate) fn check_node(
+    what: Object,
+    intended: &PublicKey,
+    this: &PublicKey,
+) -> Result<(), Error> {
+    if intended != this {
+        return Err(Error::OtherNode {
+            what,
+            intended: *intended,
+            this: *this,
+        });
+    }
+    Ok(())
+}
+
+fn check_patient_key(
+    patient: &Pseudonym,
+    signer: &PublicKey,
+    enrolled: &dyn Fn(&Pseudonym) -> Option<PublicKey>,
+) -> Result<(), Error> {
+    match enrolled(patient) {
+        None => Err(Error::NotEnrolled { patient: *patient }),
+        Some(key) if key != *signer => Err(Error::WrongPatientKey {
+            patient: *patient,
+            signer: *signer,
+        }),
+        Some(_) => Ok(()),
+    }
+}
+
+fn check_contents(token: &Token) -> Result<Terms, Error> {
+    if !valid_token_id(&token.id) {
+        return Err(invalid_id(&token.id));
+    }
+    let terms = Terms::parse(&token.purposes)?;
+    // An empty set would make a token that permits nothing: surely a mistake.
+    if token.categories.is_empty() {
+        return Err(Error::InvalidConsent("it lists no data categories".into()));
+    }
+    if token.modes.is_empty() {
+        return Err(Error::InvalidConsent("it lists no privacy modes".into()));
+    }
+    if token.not_before >= token.expires {
+        return Err(Error::InvalidConsent(format!(
+            "not_before {} is not before expires {}",
+            token.not_before, token.expires
+        )));
+    }
+    Ok(terms)
+}
+
+fn invalid_id(id: &str) -> Error {
+    Error::InvalidConsent(format!(
+        "token id {id:?} is not {TOKEN_ID_LEN} lowercase hex characters"
+    ))
+}
