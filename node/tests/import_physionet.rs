@@ -43,20 +43,30 @@ fn set_a_imports_exactly_what_the_files_hold_and_a_second_import_adds_nothing() 
 }
 
 /// No RecordID (the source identifier) appears in any RocksDB file.
+///
+/// RecordIDs are six-digit numbers: every run of ASCII digits in the store
+/// files is checked, window by window, against the set of all ids.
 fn assert_no_record_ids_in_store(node: &std::path::Path, files: &[std::path::PathBuf]) {
     let store_bytes = all_bytes(&node.join("db"));
     assert!(store_bytes.len() > 1_000_000, "store unexpectedly small");
-    let ids: Vec<String> = files
+    let ids: std::collections::HashSet<Vec<u8>> = files
         .iter()
-        .map(|f| f.file_stem().unwrap().to_string_lossy().into_owned())
+        .map(|f| f.file_stem().unwrap().to_string_lossy().as_bytes().to_vec())
         .collect();
-    let finder = |needle: &[u8]| store_bytes.windows(needle.len()).any(|w| w == needle);
-    // Every 20th id keeps the scan quick; a leak of ids would show for all of them.
-    for id in ids.iter().step_by(20) {
-        assert!(
-            !finder(id.as_bytes()),
-            "record id {id} found in clear in the store"
-        );
+    let width = ids.iter().next().unwrap().len();
+    assert!(ids
+        .iter()
+        .all(|id| id.len() == width && id.iter().all(u8::is_ascii_digit)));
+    for run in store_bytes
+        .split(|b| !b.is_ascii_digit())
+        .filter(|r| r.len() >= width)
+    {
+        if let Some(found) = run.windows(width).find(|w| ids.contains(*w)) {
+            panic!(
+                "record id {} found in clear in the store",
+                String::from_utf8_lossy(found)
+            );
+        }
     }
 }
 

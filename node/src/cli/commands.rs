@@ -152,6 +152,16 @@ fn run_import(command: ImportCommand) -> Result<()> {
     node.invalidate_index();
     let summary = summary.map_err(|e| Failure::new("import_failed", e))?;
     output::import_summary(&summary, json);
+    if !summary.failed_files.is_empty() {
+        return Err(Failure {
+            code: "import_incomplete",
+            message: format!(
+                "{} files could not be read (named above); everything else was imported",
+                summary.failed_files.len()
+            ),
+            exit: 3,
+        });
+    }
     Ok(())
 }
 
