@@ -256,13 +256,10 @@ fn run_consent(command: ConsentCommand) -> Result<()> {
     }
 }
 
-fn parse_list<T: std::str::FromStr>(
-    items: &[String],
-    code: &'static str,
-) -> Result<std::collections::BTreeSet<T>>
+fn parse_list<T>(items: &[String], code: &'static str) -> Result<std::collections::BTreeSet<T>>
 where
+    T: std::str::FromStr + Ord,
     T::Err: std::fmt::Display,
-    T: Ord,
 {
     items
         .iter()
