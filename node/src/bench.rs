@@ -288,3 +288,204 @@ fn pct(times: &mut [Duration], p: f64) -> Duration {
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
+
+/// One measured configuration of the federated benchmark.
+#[derive(Debug, Clone)]
+pub struct FederatedRow {
+    pub hospitals: usize,
+    pub patients_per_hospital: usize,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub request_bytes: usize,
+    pub response_bytes: usize,
+    pub loopback_p50_ms: f64,
+}
+
+/// Federated count latency (client's view: dial, Noise, query, answer, verify) for each hospital count.
+pub fn federated(
+    hospitals: &[usize],
+    patients: usize,
+    repetitions: usize,
+    csv: Option<&Path>,
+) -> Result<()> {
+    println!("witmed bench federation ({}; {patients} synthetic patients per hospital, {repetitions} queries each)", machine());
+    println!(
+        "{:>9} {:>10} {:>10} {:>12} {:>12} {:>20}",
+        "hospitals", "p50 ms", "p95 ms", "request B", "response B", "loopback p50 ms"
+    );
+    let mut rows = Vec::new();
+    for &n in hospitals {
+        let row = federated_one(n, patients, repetitions)?;
+        println!(
+            "{:>9} {:>10.2} {:>10.2} {:>12} {:>12} {:>20.3}",
+            row.hospitals,
+            row.p50_ms,
+            row.p95_ms,
+            row.request_bytes,
+            row.response_bytes,
+            row.loopback_p50_ms
+        );
+        rows.push(row);
+    }
+    println!("(loopback: a plain TCP connect + send + receive of the same request and response sizes, one hospital)");
+    if let Some(path) = csv {
+        let mut text = "hospitals,patients_per_hospital,p50_ms,p95_ms,request_bytes,response_bytes,loopback_p50_ms\n".to_string();
+        for r in &rows {
+            text.push_str(&format!(
+                "{},{},{:.3},{:.3},{},{},{:.4}\n",
+                r.hospitals,
+                r.patients_per_hospital,
+                r.p50_ms,
+                r.p95_ms,
+                r.request_bytes,
+                r.response_bytes,
+                r.loopback_p50_ms
+            ));
+        }
+        std::fs::write(path, text).map_err(err)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn federated_one(hospitals: usize, patients: usize, repetitions: usize) -> Result<FederatedRow> {
+    use witmed_simnet::cluster::{self, Cluster, Options};
+    let root = tempdir()?;
+    let _cleanup = crate::bench::RemoveDir(root.clone());
+    let written = cohort::write_physionet_set(
+        &root.join("cohort"),
+        &cohort::Config {
+            patients: patients * hospitals,
+            seed: 11,
+            hours: 12,
+            samples_per_hour: 0.5,
+            ..cohort::Config::default()
+        },
+    )
+    .map_err(err)?;
+    let files = physionet::list_set_files(&written.dir).map_err(err)?;
+    let options = Options {
+        bin: std::env::current_exe().map_err(err)?,
+        root: root.join("cluster"),
+        consent_rate: 1.0,
+        outcomes: None,
+    };
+    eprintln!("setting up {hospitals} hospitals with {patients} patients each...");
+    let mut c = Cluster::build(&options, &cluster::split(&files, hospitals)).map_err(err)?;
+    c.start_all().map_err(err)?;
+    let researcher = KeyPair::load_role(&c.researcher_key, Role::Researcher).map_err(err)?;
+    let credential =
+        witmed_policies::parse_signed(&std::fs::read_to_string(&c.credential).map_err(err)?)
+            .map_err(err)?;
+    let text = std::fs::read_to_string(&c.directory).map_err(err)?;
+    let envelope = witmed_policies::directory::parse_signed_directory(&text).map_err(err)?;
+    let authority = c
+        .consortium_authority
+        .parse()
+        .map_err(|e: witmed_crypto::keys::Error| e.to_string())?;
+    let dir = witmed_policies::directory::verify_directory(&envelope, &authority).map_err(err)?;
+    let targets = crate::net::client::targets(&dir)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(err)?;
+    let mut times = Vec::with_capacity(repetitions);
+    let (mut request_bytes, mut response_bytes) = (0, 0);
+    for r in 0..repetitions {
+        let q = Query::from_toml(
+            &COUNT_QUERY
+                .replace("\"ID\"", &format!("\"fed-{hospitals}-{r}\""))
+                .replace("0.01", "0.001"),
+        )
+        .map_err(err)?;
+        let request = crate::net::client::request_for(q, &credential, unix_now())?;
+        request_bytes = request.sign(&researcher).to_bytes().len();
+        let started = Instant::now();
+        let results = runtime
+            .block_on(crate::net::client::ask(
+                &researcher,
+                &request,
+                &targets,
+                Duration::from_secs(30),
+            ))
+            .map_err(err)?;
+        times.push(started.elapsed());
+        for res in &results {
+            match &res.status {
+                crate::net::client::Status::Answered(a) => {
+                    response_bytes = answer_size(a, &researcher)
+                }
+                other => return Err(format!("{} did not answer: {other:?}", res.name)),
+            }
+        }
+    }
+    for i in 0..c.members.len() {
+        c.stop(i).map_err(err)?;
+    }
+    Ok(FederatedRow {
+        hospitals,
+        patients_per_hospital: patients,
+        p50_ms: ms(pct(&mut times, 0.5)),
+        p95_ms: ms(pct(&mut times, 0.95)),
+        request_bytes,
+        response_bytes,
+        loopback_p50_ms: loopback_round_trip(request_bytes, response_bytes, repetitions.max(20))?,
+    })
+}
+
+/// Size of a signed response carrying `answer` (the same size a node sends).
+fn answer_size(answer: &witmed_protocol::Answer, key: &KeyPair) -> usize {
+    use witmed_protocol::wire::{NodeResponse, Outcome, WIRE_VERSION};
+    NodeResponse {
+        version: WIRE_VERSION,
+        node: key.public(),
+        node_name: answer.node.clone(),
+        query_id: answer.query_id.clone(),
+        query_digest: answer.query_digest,
+        outcome: Outcome::Answered(answer.clone()),
+    }
+    .sign(key)
+    .to_bytes()
+    .len()
+}
+
+/// The limit: a fresh TCP connection on loopback that sends `request` bytes and reads `response` bytes back.
+fn loopback_round_trip(request: usize, response: usize, repetitions: usize) -> Result<f64> {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(err)?;
+    let addr = listener.local_addr().map_err(err)?;
+    let server = std::thread::spawn(move || -> std::io::Result<()> {
+        for _ in 0..repetitions {
+            let (mut s, _) = listener.accept()?;
+            let mut buf = vec![0u8; request];
+            s.read_exact(&mut buf)?;
+            s.write_all(&vec![1u8; response])?;
+        }
+        Ok(())
+    });
+    let mut times = Vec::with_capacity(repetitions);
+    for _ in 0..repetitions {
+        let started = Instant::now();
+        let mut s = std::net::TcpStream::connect(addr).map_err(err)?;
+        s.set_nodelay(true).map_err(err)?;
+        s.write_all(&vec![0u8; request]).map_err(err)?;
+        let mut buf = vec![0u8; response];
+        s.read_exact(&mut buf).map_err(err)?;
+        times.push(started.elapsed());
+    }
+    server
+        .join()
+        .map_err(|_| "loopback server panicked".to_string())?
+        .map_err(err)?;
+    Ok(ms(pct(&mut times, 0.5)))
+}
+
+/// Removes a directory when dropped.
+pub struct RemoveDir(pub std::path::PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -20,7 +20,10 @@
 //!
 //! Intervals come from OpenDP's accuracy functions at level alpha = 0.05; a
 //! mean combines the sum's and the count's intervals at alpha/2 each (a union
-//! bound), so its interval is conservative.
+//! bound), so its interval is conservative. The arithmetic that turns
+//! half-widths into mean and quantile intervals is shared with the
+//! researcher's client ([`witmed_protocol::combine`]), so one node's answer
+//! and a one-hospital federation agree.
 
 use opendp::accuracy::{discrete_laplacian_scale_to_accuracy, laplacian_scale_to_accuracy};
 use opendp::combinators::{make_chain_mt, make_chain_pm, make_chain_tt, make_composition};
@@ -31,6 +34,7 @@ use opendp::measures::MaxDivergence;
 use opendp::metrics::{AbsoluteDistance, L1Distance, SymmetricDistance};
 use opendp::transformations::{make_clamp, make_count, make_count_by_categories, make_sum};
 use witmed_protocol::answer::{Component, Mechanism, Released};
+use witmed_protocol::combine::{mean_with_interval, quantiles_with_intervals};
 use witmed_protocol::query::{Aggregate, Query};
 
 /// Confidence level of released intervals.
@@ -157,7 +161,8 @@ impl Plan {
             } => release_bins(meas, *scale, edges, quantiles.as_deref(), &data)?,
         };
         released.epsilon_spent = self.epsilon;
-        if noisy_cohort_size(&released) < min_cohort as f64 {
+        // A minimum of 0 means no suppression, even for a (noisy) negative count.
+        if min_cohort > 0 && noisy_cohort_size(&released) < min_cohort as f64 {
             return Ok(suppressed(self.epsilon));
         }
         Ok(released)
@@ -351,28 +356,6 @@ fn release_sum(
     })
 }
 
-/// Mean `mid + s / c` and the range it takes over the sum's and count's intervals.
-pub fn mean_with_interval(
-    shifted_sum: f64,
-    sum_acc: f64,
-    count: f64,
-    count_acc: f64,
-    (lower, upper): (f64, f64),
-) -> (f64, (f64, f64)) {
-    let mid = (lower + upper) / 2.0;
-    let clamp = |v: f64| v.clamp(lower, upper);
-    let value = clamp(mid + shifted_sum / count.max(1.0));
-    let counts = [(count - count_acc).max(1.0), (count + count_acc).max(1.0)];
-    let sums = [shifted_sum - sum_acc, shifted_sum + sum_acc];
-    let corners = sums
-        .iter()
-        .flat_map(|s| counts.iter().map(move |c| mid + s / c));
-    let (lo, hi) = corners.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
-        (lo.min(v), hi.max(v))
-    });
-    (value, (clamp(lo), clamp(hi)))
-}
-
 fn release_bins(
     meas: &BinMeas,
     scale: f64,
@@ -416,58 +399,6 @@ fn release_bins(
         epsilon_spent: 0.0,
         suppressed: false,
     })
-}
-
-/// Quantiles by linear interpolation in the noisy histogram's CDF, with
-/// intervals from shifting every bin by its accuracy in both directions.
-pub fn quantiles_with_intervals(
-    noisy: &[f64],
-    edges: &[f64],
-    probabilities: &[f64],
-    bin_acc: f64,
-) -> (Vec<f64>, Vec<(f64, f64)>) {
-    let clean: Vec<f64> = noisy.iter().map(|c| c.max(0.0)).collect();
-    let shifted = |d: f64| -> Vec<f64> { noisy.iter().map(|c| (c + d).max(0.0)).collect() };
-    let (low_counts, high_counts) = (shifted(-bin_acc), shifted(bin_acc));
-    let mut values = Vec::new();
-    let mut intervals = Vec::new();
-    for &p in probabilities {
-        let q = quantile_of(&clean, edges, p);
-        // Mass moved up (more in low bins) lowers the quantile and vice versa.
-        let a = quantile_of(&skew(&high_counts, &low_counts), edges, p);
-        let b = quantile_of(&skew(&low_counts, &high_counts), edges, p);
-        values.push(q);
-        intervals.push((a.min(b).min(q), a.max(b).max(q)));
-    }
-    (values, intervals)
-}
-
-/// First half of the bins from `first`, the rest from `second`: the extreme
-/// CDFs within the per-bin accuracy.
-fn skew(first: &[f64], second: &[f64]) -> Vec<f64> {
-    let half = first.len() / 2;
-    first[..half]
-        .iter()
-        .chain(&second[half..])
-        .copied()
-        .collect()
-}
-
-fn quantile_of(counts: &[f64], edges: &[f64], p: f64) -> f64 {
-    let total: f64 = counts.iter().sum();
-    if total <= 0.0 {
-        return (edges[0] + edges[edges.len() - 1]) / 2.0;
-    }
-    let target = p * total;
-    let mut cumulative = 0.0;
-    for (i, c) in counts.iter().enumerate() {
-        if cumulative + c >= target && *c > 0.0 {
-            let within = (target - cumulative) / c;
-            return edges[i] + within * (edges[i + 1] - edges[i]);
-        }
-        cumulative += c;
-    }
-    edges[edges.len() - 1]
 }
 
 fn component(
@@ -524,19 +455,5 @@ mod tests {
         assert_eq!(bin_of(10.0, &edges), 1);
         assert_eq!(bin_of(29.9, &edges), 2);
         assert_eq!(bin_of(99.0, &edges), 2);
-    }
-
-    #[test]
-    fn quantile_interpolates() {
-        let edges = [0.0, 10.0, 20.0];
-        assert_eq!(quantile_of(&[50.0, 50.0], &edges, 0.5), 10.0);
-        assert_eq!(quantile_of(&[100.0, 0.0], &edges, 0.5), 5.0);
-    }
-
-    #[test]
-    fn mean_interval_contains_point_estimate() {
-        let (v, (lo, hi)) = mean_with_interval(100.0, 50.0, 100.0, 5.0, (30.0, 200.0));
-        assert!((v - 116.0).abs() < 1e-9);
-        assert!(lo <= v && v <= hi);
     }
 }

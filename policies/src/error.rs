@@ -6,13 +6,14 @@ use witmed_crypto::envelope;
 use witmed_crypto::{Pseudonym, PublicKey};
 
 /// Which kind of signed object an error is about, so one variant can serve all
-/// four kinds while its message still gives advice that fits.
+/// kinds while its message still gives advice that fits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Object {
     ConsentToken,
     Revocation,
     Credential,
     NodePolicy,
+    ConsortiumDirectory,
 }
 
 impl Object {
@@ -23,6 +24,9 @@ impl Object {
             Object::Revocation => "ask the patient to sign a new revocation",
             Object::Credential => "ask the credential's issuer for a new credential",
             Object::NodePolicy => "ask the hospital administrator to sign a new node policy",
+            Object::ConsortiumDirectory => {
+                "ask the consortium authority to sign a new consortium directory"
+            }
         }
     }
 }
@@ -34,6 +38,7 @@ impl fmt::Display for Object {
             Object::Revocation => "consent revocation",
             Object::Credential => "researcher credential",
             Object::NodePolicy => "node policy",
+            Object::ConsortiumDirectory => "consortium directory",
         })
     }
 }
@@ -104,6 +109,29 @@ pub enum Error {
     /// A credential with inconsistent contents.
     #[error("credential is invalid: {0}; ask the issuer for a corrected one")]
     InvalidCredential(String),
+    /// A consortium directory signed by someone other than the consortium authority.
+    #[error("consortium directory is signed by {signer}, not by the consortium authority key this node trusts; have the authority sign it, or check which authority key this node is configured with")]
+    DirectoryNotSignedByAuthority { signer: PublicKey },
+    /// A consortium directory whose serial is not above the one in force (a rollback or replay).
+    #[error("consortium directory serial {serial} is not above the serial {current} in force; the authority must sign the new directory with serial {}", current.saturating_add(1))]
+    StaleDirectory { serial: u64, current: u64 },
+    /// A consortium directory for another consortium than the one in force.
+    #[error("consortium directory is for consortium {found:?}, but this node is a member of {expected:?}; use the directory of {expected:?}")]
+    OtherConsortium { expected: String, found: String },
+    /// A consortium directory with values that cannot be used.
+    #[error("consortium directory is invalid: {0}; correct it, then have the consortium authority sign it again")]
+    InvalidDirectory(String),
+    /// Adding a member whose name, signing key or peer id another member already has.
+    #[error("{field} {value} already belongs to member {existing:?}; to replace that member, remove {existing:?} first, otherwise give the new member its own {field}")]
+    DuplicateMember {
+        /// `"name"`, `"signing key"` or `"peer id"`.
+        field: &'static str,
+        value: String,
+        existing: String,
+    },
+    /// No member of the directory has this name.
+    #[error("no member of the consortium directory is named {0:?}; names are case-sensitive, list the directory's members to find the right one")]
+    UnknownMember(String),
     /// A string that is not a DUO code witmed enforces.
     #[error("{0:?} is not a DUO code witmed knows; use GRU, HMB, POA or DS-<disease id> (letters, digits, ':', '.', '_', '-'), optionally with the modifiers NCU, NPU or IRB")]
     UnknownPurpose(String),
@@ -129,6 +157,12 @@ impl Error {
             Error::InvalidPolicy(_) => "invalid_policy",
             Error::InvalidConsent(_) => "invalid_consent",
             Error::InvalidCredential(_) => "invalid_credential",
+            Error::DirectoryNotSignedByAuthority { .. } => "directory_not_signed_by_authority",
+            Error::StaleDirectory { .. } => "stale_directory",
+            Error::OtherConsortium { .. } => "other_consortium",
+            Error::InvalidDirectory(_) => "invalid_directory",
+            Error::DuplicateMember { .. } => "duplicate_member",
+            Error::UnknownMember(_) => "unknown_member",
             Error::UnknownPurpose(_) => "unknown_purpose",
             Error::NoPrimaryPurpose(_) => "no_primary_purpose",
         }

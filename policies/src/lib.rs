@@ -21,13 +21,18 @@
 //!   signed by the hospital administrator key, lists trusted issuers, allowed
 //!   query kinds, modes and categories, the privacy budget and the minimum
 //!   cohort.
+//! * **The consortium authority signs the directory.** The
+//!   [`directory::Directory`] lists the member hospitals: each node's peer id,
+//!   addresses and the identity key that signs its answers. A node takes a
+//!   new directory only if the authority signed it and its serial is higher.
 //!
 //! A query is answered only if [`evaluate::query_allowed`] finds no refusal,
 //! and then counts only patients for whom [`evaluate::patient_eligible`] holds.
 //!
 //! Every signed object travels in a [`witmed_crypto::Envelope`] with its own
 //! domain, carries a `version` that is checked, and is bounded by
-//! [`MAX_SIGNED_BYTES`]. Verifying returns a type only verification can make
+//! [`MAX_SIGNED_BYTES`] (the directory, which can list a thousand hospitals,
+//! by [`MAX_DIRECTORY_BYTES`]). Verifying returns a type only verification can make
 //! ([`consent::Verified`], [`credential::VerifiedCredential`]), so unchecked
 //! objects cannot reach a decision.
 //!
@@ -36,6 +41,7 @@
 
 pub mod consent;
 pub mod credential;
+pub mod directory;
 pub mod duo;
 pub mod error;
 pub mod evaluate;
@@ -44,6 +50,10 @@ pub mod signed;
 
 pub use consent::{verify_revocation, verify_token, Verified, VerifiedRevocation};
 pub use credential::{verify_credential, VerifiedCredential};
+pub use directory::{
+    parse_signed_directory, parse_signed_directory_bytes, verify_directory, Directory,
+    MAX_DIRECTORY_BYTES,
+};
 pub use error::{Error, Object};
 pub use evaluate::{patient_eligible, query_allowed, Refusal, Request, Use};
 pub use policy::{load_policy, NodePolicy};

@@ -7,8 +7,10 @@
 //! [`witmed_crypto::Envelope`]s.
 
 pub mod answer;
+pub mod combine;
 pub mod query;
 pub mod vocab;
+pub mod wire;
 
 pub use answer::{Answer, Component, Released};
 pub use query::Query;

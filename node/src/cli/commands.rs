@@ -13,9 +13,9 @@ use witmed_protocol::vocab::{Category, Mode};
 
 use super::output;
 use super::{
-    AuditArgs, BenchCommand, Command, ConsentCommand, CredentialCommand, Failure, GrantArgs,
-    ImportArgs, ImportCommand, IssueArgs, LocalQueryArgs, NodeCommand, PatientCommand,
-    PolicyCommand, QueryCommand, RevokeArgs,
+    AuditArgs, BenchCommand, Command, ConsentCommand, ConsortiumCommand, CredentialCommand,
+    Failure, GrantArgs, ImportArgs, ImportCommand, IssueArgs, LocalQueryArgs, NodeCommand,
+    PatientCommand, PolicyCommand, QueryCommand, RevokeArgs,
 };
 use crate::node::{self, Node};
 use crate::{audit, consent_ops, engine, import, unix_now};
@@ -33,7 +33,10 @@ pub fn run(command: Command) -> Result<()> {
         Command::Credential(c) => run_credential(c),
         Command::Policy(c) => run_policy(c),
         Command::Query(QueryCommand::Local(a)) => query_local(a),
+        Command::Query(QueryCommand::Run(a)) => super::network::query_run(a),
+        Command::Consortium(c) => run_consortium(c),
         Command::Audit(a) => show_audit(a),
+        Command::Demo(a) => demo(a),
         Command::Bench(c) => run_bench(c),
     }
 }
@@ -98,6 +101,17 @@ fn run_node(command: NodeCommand) -> Result<()> {
             output::node_created(&dir.data_dir, &config);
             Ok(())
         }
+        NodeCommand::Run {
+            dir,
+            listen,
+            max_in_flight,
+            max_connections_per_peer,
+        } => super::network::node_run(
+            &dir.data_dir,
+            &listen,
+            max_in_flight,
+            max_connections_per_peer,
+        ),
         NodeCommand::Status { dir, json } => {
             let node = open(&dir.data_dir)?;
             let status = output::Status::of(&node).map_err(|e| Failure::new("store_failed", e))?;
@@ -487,6 +501,52 @@ fn query_local(args: LocalQueryArgs) -> Result<()> {
     Ok(())
 }
 
+fn run_consortium(command: ConsortiumCommand) -> Result<()> {
+    use super::consortium;
+    match command {
+        ConsortiumCommand::Create { name, out } => consortium::create(&name, &out),
+        ConsortiumCommand::Add {
+            directory,
+            dir,
+            addresses,
+        } => consortium::add(&directory, &dir.data_dir, &addresses),
+        ConsortiumCommand::Sign {
+            authority_key,
+            directory,
+            out,
+        } => consortium::sign(&authority_key, &directory, &out),
+        ConsortiumCommand::Show {
+            directory,
+            authority,
+        } => consortium::show(&directory, authority.as_deref()),
+        ConsortiumCommand::Install {
+            dir,
+            authority,
+            file,
+        } => consortium::install(&dir.data_dir, authority.as_deref(), &file),
+    }
+}
+
+fn demo(args: super::DemoArgs) -> Result<()> {
+    let data = if args.synthetic {
+        None
+    } else {
+        args.data
+            .or_else(|| std::env::var_os("WITMED_DATA_DIR").map(PathBuf::from))
+            .or_else(|| Some(PathBuf::from("../shared/data")))
+    };
+    let config = crate::demo::Config {
+        hospitals: args.hospitals.clamp(1, 100),
+        data,
+        synthetic_patients: args.patients,
+        consent_rate: 0.8,
+        timeout: std::time::Duration::from_secs(10),
+    };
+    crate::demo::run(&config)
+        .map(|_| ())
+        .map_err(|e| Failure::new("demo_failed", e))
+}
+
 fn show_audit(args: AuditArgs) -> Result<()> {
     let node = open(&args.dir.data_dir)?;
     let entries = audit::read_all(&node.store, args.kind.as_deref())
@@ -504,6 +564,12 @@ fn run_bench(command: BenchCommand) -> Result<()> {
             patients,
             repetitions,
         } => crate::bench::query(patients, repetitions),
+        BenchCommand::Federation {
+            hospitals,
+            patients,
+            repetitions,
+            csv,
+        } => crate::bench::federated(&hospitals, patients, repetitions, csv.as_deref()),
     }
     .map_err(|e| Failure::new("bench_failed", e))
 }

@@ -6,6 +6,8 @@
 //! process exits non-zero.
 
 mod commands;
+mod consortium;
+mod network;
 mod output;
 
 use std::path::PathBuf;
@@ -46,8 +48,13 @@ pub enum Command {
     /// Researchers ask queries.
     #[command(subcommand)]
     Query(QueryCommand),
+    /// The consortium directory of member hospitals, signed by the consortium authority.
+    #[command(subcommand)]
+    Consortium(ConsortiumCommand),
     /// Read the node's audit log.
     Audit(AuditArgs),
+    /// A federation of hospitals on this machine: set up, query, show the table, stop.
+    Demo(DemoArgs),
     /// Measure import and query speed against their raw limits.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -72,6 +79,20 @@ pub enum NodeCommand {
         /// Public key (hex) of a credential issuer to trust; repeatable.
         #[arg(long = "trust-issuer")]
         trust_issuers: Vec<String>,
+    },
+    /// Run the node as a libp2p peer until Ctrl-C or SIGTERM.
+    Run {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// Address to listen on (repeatable).
+        #[arg(long, default_value = "/ip4/0.0.0.0/tcp/4001")]
+        listen: Vec<String>,
+        /// Queries computed at once; more are refused as busy.
+        #[arg(long, default_value_t = 4)]
+        max_in_flight: usize,
+        /// Established connections per peer.
+        #[arg(long, default_value_t = 2)]
+        max_connections_per_peer: u32,
     },
     /// What the store holds.
     Status {
@@ -309,6 +330,50 @@ pub enum PolicyCommand {
 pub enum QueryCommand {
     /// Ask one node's store directly (the node must not be running).
     Local(LocalQueryArgs),
+    /// Ask every hospital in the consortium directory over libp2p and combine the answers.
+    Run(RunQueryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunQueryArgs {
+    /// The signed consortium directory.
+    #[arg(long)]
+    pub directory: PathBuf,
+    /// Pin the consortium authority's public key (hex); the directory must be signed by it.
+    #[arg(long)]
+    pub authority: Option<String>,
+    /// The researcher's key file.
+    #[arg(long)]
+    pub key: PathBuf,
+    /// The researcher's credential file.
+    #[arg(long)]
+    pub credential: PathBuf,
+    /// The query, in TOML.
+    #[arg(long)]
+    pub query: PathBuf,
+    /// Give up on hospitals that have not answered by then (e.g. 10s, 1500ms).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses `10s`, `1500ms`, `2m`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (number, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((s, "s"), |i| s.split_at(i));
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 10s or 500ms"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("unknown unit {unit:?} in {s:?}; use ms, s or m")),
+    };
+    Ok(std::time::Duration::from_secs_f64(seconds))
 }
 
 #[derive(Debug, Args)]
@@ -326,6 +391,69 @@ pub struct LocalQueryArgs {
     pub query: PathBuf,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConsortiumCommand {
+    /// Start an empty (unsigned) directory in TOML.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Add a member hospital from its node's data dir.
+    Add {
+        #[arg(long)]
+        directory: PathBuf,
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// Address researchers dial, e.g. /ip4/10.0.0.5/tcp/4001 (repeatable).
+        #[arg(long = "address", required = true)]
+        addresses: Vec<String>,
+    },
+    /// Sign the directory with the consortium authority's key.
+    Sign {
+        #[arg(long)]
+        authority_key: PathBuf,
+        #[arg(long)]
+        directory: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Show a directory (signed or unsigned).
+    Show {
+        #[arg(long)]
+        directory: PathBuf,
+        /// Pin the authority key a signed directory must carry.
+        #[arg(long)]
+        authority: Option<String>,
+    },
+    /// Install a signed directory at a node (newer serial only).
+    Install {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// The consortium authority's key (hex); pinned at the first install.
+        #[arg(long)]
+        authority: Option<String>,
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Number of hospital nodes.
+    #[arg(long, default_value_t = 5)]
+    pub hospitals: usize,
+    /// Directory holding physionet2012/set-a (default: $WITMED_DATA_DIR, then ../shared/data); synthetic data if absent.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Use a synthetic cohort even if the shared data is present.
+    #[arg(long)]
+    pub synthetic: bool,
+    /// Synthetic patients in all.
+    #[arg(long, default_value_t = 2000)]
+    pub patients: usize,
 }
 
 #[derive(Debug, Args)]
@@ -350,6 +478,20 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 2000)]
         patients: usize,
     },
+    /// Federated query latency over libp2p with N hospitals, beside a plain loopback round trip.
+    Federation {
+        /// Hospital counts to measure, comma separated.
+        #[arg(long, value_delimiter = ',', default_value = "3,10")]
+        hospitals: Vec<usize>,
+        /// Synthetic patients per hospital.
+        #[arg(long, default_value_t = 10_000)]
+        patients: usize,
+        #[arg(long, default_value_t = 50)]
+        repetitions: usize,
+        /// Also write the figures as CSV.
+        #[arg(long)]
+        csv: Option<PathBuf>,
+    },
     /// Local query latency over a synthetic cohort beside a plain loop.
     Query {
         #[arg(long, default_value_t = 100_000)]
@@ -361,8 +503,10 @@ pub enum BenchCommand {
 
 /// Runs the command line; returns the process exit code.
 pub fn main() -> ExitCode {
-    init_tracing();
     let cli = Cli::parse();
+    // Operators read a running node's log; one-shot commands stay quiet.
+    let running = matches!(cli.command, Command::Node(NodeCommand::Run { .. }));
+    init_tracing(if running { "info" } else { "warn" });
     match commands::run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -372,9 +516,9 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WITMED_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -1,0 +1,206 @@
+//! Commands that use the network: `node run` and `query run`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use libp2p::Multiaddr;
+use serde_json::json;
+use witmed_crypto::{KeyPair, PublicKey, Role};
+use witmed_policies::directory::{self, Directory};
+use witmed_protocol::combine::{self, Part};
+use witmed_protocol::query::Query;
+
+use super::{Failure, RunQueryArgs};
+use crate::net::client::{self, HospitalResult, Status};
+use crate::net::server;
+use crate::node::Node;
+use crate::unix_now;
+
+type Result<T> = std::result::Result<T, Failure>;
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::new("runtime_failed", e))
+}
+
+/// `witmed node run`.
+pub fn node_run(dir: &Path, listen: &[String], max_in_flight: usize, per_peer: u32) -> Result<()> {
+    let listen = listen
+        .iter()
+        .map(|a| {
+            a.parse::<Multiaddr>()
+                .map_err(|e| Failure::new("bad_address", format!("{a}: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let node =
+        Arc::new(Node::open(dir, unix_now()).map_err(|e| Failure::new("node_open_failed", e))?);
+    // Build the index before accepting queries, so the first one is not slow.
+    node.index().map_err(|e| Failure::new("store_failed", e))?;
+    let config = server::Config {
+        listen,
+        max_in_flight: max_in_flight.max(1),
+        max_connections_per_peer: per_peer.max(1),
+        ..server::Config::default()
+    };
+    let name = node.config.name.clone();
+    println!(
+        "node {name} ({}) running; stop with Ctrl-C or SIGTERM",
+        node.id()
+    );
+    runtime()?
+        .block_on(server::run(node, config, shutdown_signal()))
+        .map_err(|e| Failure::new("network_failed", e))?;
+    println!("node {name} stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Reads and verifies a signed consortium directory.
+pub fn load_directory(path: &Path, authority: Option<&str>) -> Result<(Directory, PublicKey)> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::new("read_failed", format!("{}: {e}", path.display())))?;
+    let envelope =
+        directory::parse_signed_directory(&text).map_err(|e| Failure::new(e.error_code(), e))?;
+    let signer = match authority {
+        Some(hex) => hex.parse().map_err(|e| Failure::new("bad_public_key", e))?,
+        None => envelope.signer,
+    };
+    let dir = directory::verify_directory(&envelope, &signer)
+        .map_err(|e| Failure::new(e.error_code(), e))?;
+    Ok((dir, signer))
+}
+
+/// `witmed query run`.
+pub fn query_run(args: RunQueryArgs) -> Result<()> {
+    let researcher =
+        KeyPair::load_role(&args.key, Role::Researcher).map_err(|e| Failure::new("bad_key", e))?;
+    let credential_text = std::fs::read_to_string(&args.credential)
+        .map_err(|e| Failure::new("read_failed", format!("{}: {e}", args.credential.display())))?;
+    let credential = witmed_policies::parse_signed(&credential_text)
+        .map_err(|e| Failure::new(e.error_code(), e))?;
+    let query_text = std::fs::read_to_string(&args.query)
+        .map_err(|e| Failure::new("read_failed", format!("{}: {e}", args.query.display())))?;
+    let query = Query::from_toml(&query_text)
+        .map_err(|e| Failure::new("bad_query", format!("{}: {e}", args.query.display())))?;
+    let (dir, _) = load_directory(&args.directory, args.authority.as_deref())?;
+    let targets = client::targets(&dir).map_err(|e| Failure::new("bad_directory", e))?;
+    let request = client::request_for(query.clone(), &credential, unix_now())
+        .map_err(|e| Failure::new("random_failed", e))?;
+    let results = runtime()?
+        .block_on(client::ask(&researcher, &request, &targets, args.timeout))
+        .map_err(|e| Failure::new("network_failed", e))?;
+    print_federated(&query, &results, args.json)
+}
+
+/// Combines the answered results and prints them.
+pub fn print_federated(query: &Query, results: &[HospitalResult], json: bool) -> Result<()> {
+    let answers: Vec<(&str, &witmed_protocol::Answer)> = results
+        .iter()
+        .filter_map(|r| match &r.status {
+            Status::Answered(a) => Some((r.name.as_str(), a)),
+            _ => None,
+        })
+        .collect();
+    let parts: Vec<Part<'_>> = answers
+        .iter()
+        .map(|(n, a)| Part {
+            node: n,
+            released: &a.released,
+        })
+        .collect();
+    let combined = if parts.is_empty() {
+        None
+    } else {
+        Some(combine::combine(query, &parts).map_err(|e| Failure::new("combine_failed", e))?)
+    };
+    if json {
+        let hospitals: Vec<_> = results
+            .iter()
+            .map(|r| json!({"name": r.name, "status": r.status.label(), "reason": r.status.reason()}))
+            .collect();
+        let c = combined.as_ref();
+        let out = json!({
+            "query_id": query.id,
+            "value": c.and_then(|c| c.value),
+            "ci95": c.and_then(|c| c.ci95).map(|(lo, hi)| vec![lo, hi]),
+            "values": c.map(|c| c.values.clone()).unwrap_or_default(),
+            "ci95s": c.map(|c| c.ci95s.iter().map(|(lo, hi)| vec![*lo, *hi]).collect::<Vec<_>>()).unwrap_or_default(),
+            "epsilon_spent": c.map(|c| c.epsilon_spent_max),
+            "hospitals_answered": answers.len(),
+            "hospitals": hospitals,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).expect("serializes")
+        );
+    } else {
+        print_table(query, results, combined.as_ref());
+    }
+    if answers.is_empty() {
+        return Err(Failure::new(
+            "no_answers",
+            "no hospital answered; see the reasons above",
+        ));
+    }
+    Ok(())
+}
+
+fn print_table(query: &Query, results: &[HospitalResult], combined: Option<&combine::Combined>) {
+    println!(
+        "query {} ({}, epsilon {} per hospital)",
+        query.id,
+        query.aggregate.kind(),
+        query.privacy.epsilon
+    );
+    for r in results {
+        match &r.status {
+            Status::Answered(a) => {
+                let value = a
+                    .released
+                    .value
+                    .map_or("(vector)".to_string(), |v| format!("{v:.3}"));
+                let note = if a.released.suppressed {
+                    " SUPPRESSED (small cohort)"
+                } else {
+                    ""
+                };
+                println!(
+                    "  {:<20} answered     {value}{note}   budget left {:.3}",
+                    r.name, a.budget_left
+                );
+            }
+            other => println!(
+                "  {:<20} {:<12} {}",
+                r.name,
+                other.label(),
+                other.reason().unwrap_or_default()
+            ),
+        }
+    }
+    let Some(c) = combined else {
+        return;
+    };
+    if let (Some(v), Some((lo, hi))) = (c.value, c.ci95) {
+        println!(
+            "combined over {} hospitals: {v:.3}   95% interval [{lo:.3}, {hi:.3}]",
+            c.nodes
+        );
+    }
+    for (i, (v, (lo, hi))) in c.values.iter().zip(&c.ci95s).enumerate() {
+        println!("  [{i}] {v:.3}   95% interval [{lo:.3}, {hi:.3}]");
+    }
+    println!("epsilon spent at each hospital: {:.4}", c.epsilon_spent_max);
+}

@@ -1,0 +1,37 @@
+//! witmed over libp2p: the hospital node's peer, the researcher's client, and their codec.
+//!
+//! Transport: TCP with Noise (authenticated encryption, peers identified by
+//! their ed25519 keys) and Yamux multiplexing. One request-response
+//! protocol, [`witmed_protocol::wire::PROTOCOL`], carries signed queries and
+//! signed responses with explicit size limits in both directions.
+//!
+//! Identities: a node's libp2p identity is its node key, a researcher's
+//! client uses the researcher's key, so "who signed" and "who is connected"
+//! are checked to be the same party.
+//!
+//! Bounds (libp2p's rule: bound everything): connection limits in total and
+//! per peer, a bounded number of queries in flight (more are refused as
+//! busy rather than queued), a bounded replay cache, and request and
+//! response size limits.
+
+pub mod client;
+pub mod codec;
+pub mod replay;
+pub mod server;
+
+use libp2p::identity;
+use libp2p::PeerId;
+use witmed_crypto::{KeyPair, PublicKey};
+
+/// The libp2p identity of a witmed key pair (same ed25519 key).
+pub fn libp2p_keypair(key: &KeyPair) -> identity::Keypair {
+    let mut seed = *key.secret_seed();
+    identity::Keypair::ed25519_from_bytes(&mut seed)
+        .expect("a 32-byte ed25519 seed is always valid")
+}
+
+/// The peer id of a witmed public key, or None if the key is not a valid ed25519 point.
+pub fn peer_id_of(key: &PublicKey) -> Option<PeerId> {
+    let public = identity::ed25519::PublicKey::try_from_bytes(key.as_bytes()).ok()?;
+    Some(PeerId::from_public_key(&identity::PublicKey::from(public)))
+}

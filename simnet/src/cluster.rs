@@ -1,0 +1,447 @@
+//! A federation on one machine: hospital nodes as real `witmed node run` processes on loopback.
+//!
+//! Everything is done through the `witmed` command line, as operators,
+//! patients, authorities and researchers would: `node init`, `import
+//! physionet`, `consent simulate`, `credential issue`, `consortium
+//! add/sign/install`, `node run`, `query run`. simnet does not link the
+//! node crate (the node's `demo` command links simnet), so the binary's path
+//! is passed in. Faults are injected with signals: SIGKILL to kill a node,
+//! SIGSTOP/SIGCONT to make it hang and recover.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Errors while building or driving a cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("`witmed {args}` failed: {stderr}")]
+    Command { args: String, stderr: String },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("node {name} did not start listening within {seconds} s (see {log})")]
+    StartTimeout {
+        name: String,
+        seconds: u64,
+        log: String,
+    },
+    #[error("unexpected output from witmed: {0}")]
+    Output(String),
+}
+
+/// One hospital to create.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub name: String,
+    /// PhysioNet-format record files this hospital holds.
+    pub records: Vec<PathBuf>,
+}
+
+/// How the cluster is set up.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The `witmed` binary.
+    pub bin: PathBuf,
+    /// Where node data dirs and keys go (must exist and be empty of earlier clusters).
+    pub root: PathBuf,
+    /// Share of patients with (simulated) consent.
+    pub consent_rate: f64,
+    /// Outcomes file to import with the records, if any.
+    pub outcomes: Option<PathBuf>,
+}
+
+/// A running (or stopped) hospital node.
+#[derive(Debug)]
+pub struct Member {
+    pub name: String,
+    pub data_dir: PathBuf,
+    /// The multiaddr it listens on.
+    pub address: String,
+    process: Option<Child>,
+}
+
+/// The federation.
+#[derive(Debug)]
+pub struct Cluster {
+    pub bin: PathBuf,
+    pub root: PathBuf,
+    pub members: Vec<Member>,
+    /// Researcher key and credential usable with every node.
+    pub researcher_key: PathBuf,
+    pub credential: PathBuf,
+    /// The signed consortium directory.
+    pub directory: PathBuf,
+    /// The consortium authority's public key (hex).
+    pub consortium_authority: String,
+}
+
+/// Runs `witmed args` and returns stdout.
+pub fn witmed(bin: &Path, args: &[&str]) -> Result<String, Error> {
+    let out = Command::new(bin)
+        .args(args)
+        .env_remove("WITMED_DATA_DIR")
+        .output()?;
+    if !out.status.success() {
+        return Err(Error::Command {
+            args: args.join(" "),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn public_key(output: &str) -> Result<String, Error> {
+    output
+        .lines()
+        .find_map(|l| l.strip_prefix("public key: "))
+        .map(|k| k.trim().to_string())
+        .ok_or_else(|| Error::Output(output.to_string()))
+}
+
+/// A free TCP port on loopback (bound and released; good enough for tests on one machine).
+pub fn free_port() -> Result<u16, Error> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("paths are UTF-8")
+}
+
+impl Cluster {
+    /// Creates every node (keys, data, consent), the credential and the directory. Starts nothing.
+    pub fn build(options: &Options, specs: &[Spec]) -> Result<Cluster, Error> {
+        let bin = options.bin.as_path();
+        let root = options.root.clone();
+        fs::create_dir_all(&root)?;
+        let authority = root.join("authority.key");
+        let authority_pub = public_key(&witmed(
+            bin,
+            &["keygen", "--role", "authority", "--out", s(&authority)],
+        )?)?;
+        let consortium_key = root.join("consortium.key");
+        let consortium_pub = public_key(&witmed(
+            bin,
+            &["keygen", "--role", "authority", "--out", s(&consortium_key)],
+        )?)?;
+        let researcher_key = root.join("researcher.key");
+        witmed(
+            bin,
+            &[
+                "keygen",
+                "--role",
+                "researcher",
+                "--out",
+                s(&researcher_key),
+            ],
+        )?;
+        let credential = root.join("researcher.credential");
+        witmed(
+            bin,
+            &[
+                "credential",
+                "issue",
+                "--authority-key",
+                s(&authority),
+                "--researcher-key",
+                s(&researcher_key),
+                "--name",
+                "Simulated Researcher",
+                "--institution",
+                "simnet",
+                "--project",
+                "simnet",
+                "--purposes",
+                "HMB",
+                "--not-for-profit",
+                "--out",
+                s(&credential),
+            ],
+        )?;
+        let unsigned = root.join("consortium.toml");
+        witmed(
+            bin,
+            &[
+                "consortium",
+                "create",
+                "--name",
+                "simnet",
+                "--out",
+                s(&unsigned),
+            ],
+        )?;
+        let mut members = Vec::new();
+        for spec in specs {
+            let member = build_member(options, spec, &authority_pub)?;
+            witmed(
+                bin,
+                &[
+                    "consortium",
+                    "add",
+                    "--directory",
+                    s(&unsigned),
+                    "--data-dir",
+                    s(&member.data_dir),
+                    "--address",
+                    &member.address,
+                ],
+            )?;
+            members.push(member);
+        }
+        let directory = root.join("consortium.signed");
+        witmed(
+            bin,
+            &[
+                "consortium",
+                "sign",
+                "--authority-key",
+                s(&consortium_key),
+                "--directory",
+                s(&unsigned),
+                "--out",
+                s(&directory),
+            ],
+        )?;
+        for m in &members {
+            witmed(
+                bin,
+                &[
+                    "consortium",
+                    "install",
+                    "--data-dir",
+                    s(&m.data_dir),
+                    "--authority",
+                    &consortium_pub,
+                    s(&directory),
+                ],
+            )?;
+        }
+        Ok(Cluster {
+            bin: options.bin.clone(),
+            root,
+            members,
+            researcher_key,
+            credential,
+            directory,
+            consortium_authority: consortium_pub,
+        })
+    }
+
+    /// Starts node `i` and waits until it listens.
+    pub fn start(&mut self, i: usize) -> Result<(), Error> {
+        let bin = self.bin.clone();
+        let m = &mut self.members[i];
+        let log_path = m.data_dir.join("node.log");
+        let log = fs::File::create(&log_path)?;
+        let mut child = Command::new(&bin)
+            .args([
+                "node",
+                "run",
+                "--data-dir",
+                s(&m.data_dir),
+                "--listen",
+                &m.address,
+            ])
+            .env_remove("WITMED_DATA_DIR")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        m.process = Some(child);
+        wait_listening(stdout, &m.name, &log_path)
+    }
+
+    /// Starts every node.
+    pub fn start_all(&mut self) -> Result<(), Error> {
+        (0..self.members.len()).try_for_each(|i| self.start(i))
+    }
+
+    /// Kills node `i` with SIGKILL (a crash).
+    pub fn kill(&mut self, i: usize) -> Result<(), Error> {
+        if let Some(mut child) = self.members[i].process.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Stops node `i` with SIGTERM and waits for it to exit; returns its exit code.
+    pub fn stop(&mut self, i: usize) -> Result<Option<i32>, Error> {
+        let Some(mut child) = self.members[i].process.take() else {
+            return Ok(None);
+        };
+        signal(child.id(), "TERM")?;
+        Ok(child.wait()?.code())
+    }
+
+    /// Freezes node `i` (SIGSTOP): it keeps its connections but answers nothing.
+    pub fn pause(&self, i: usize) -> Result<(), Error> {
+        self.signal_member(i, "STOP")
+    }
+
+    /// Thaws node `i` (SIGCONT).
+    pub fn resume(&self, i: usize) -> Result<(), Error> {
+        self.signal_member(i, "CONT")
+    }
+
+    fn signal_member(&self, i: usize, sig: &str) -> Result<(), Error> {
+        match &self.members[i].process {
+            Some(child) => signal(child.id(), sig),
+            None => Ok(()),
+        }
+    }
+
+    /// Process id of node `i`, if running.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.members[i].process.as_ref().map(Child::id)
+    }
+
+    /// Runs `witmed query run --json` as the cluster's researcher.
+    pub fn query(&self, query_file: &Path, timeout: &str) -> Result<serde_json::Value, Error> {
+        self.query_as(&self.researcher_key, &self.credential, query_file, timeout)
+    }
+
+    /// Runs `witmed query run --json` with the given key and credential.
+    pub fn query_as(
+        &self,
+        key: &Path,
+        credential: &Path,
+        query_file: &Path,
+        timeout: &str,
+    ) -> Result<serde_json::Value, Error> {
+        let out = Command::new(&self.bin)
+            .args([
+                "query",
+                "run",
+                "--directory",
+                s(&self.directory),
+                "--authority",
+                &self.consortium_authority,
+            ])
+            .args([
+                "--key",
+                s(key),
+                "--credential",
+                s(credential),
+                "--query",
+                s(query_file),
+                "--timeout",
+                timeout,
+                "--json",
+            ])
+            .output()?;
+        serde_json::from_slice(&out.stdout).map_err(|_| Error::Command {
+            args: "query run".into(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for m in &mut self.members {
+            if let Some(mut child) = m.process.take() {
+                let _ = signal(child.id(), "CONT");
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+fn signal(pid: u32, sig: &str) -> Result<(), Error> {
+    let status = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()?;
+    if !status.success() {
+        return Err(Error::Output(format!("kill -{sig} {pid} failed")));
+    }
+    Ok(())
+}
+
+/// Creates one node's data dir with its share of records.
+fn build_member(options: &Options, spec: &Spec, authority_pub: &str) -> Result<Member, Error> {
+    let bin = options.bin.as_path();
+    let data_dir = options.root.join(&spec.name);
+    witmed(
+        bin,
+        &[
+            "node",
+            "init",
+            "--data-dir",
+            s(&data_dir),
+            "--name",
+            &spec.name,
+            "--trust-issuer",
+            authority_pub,
+        ],
+    )?;
+    let set = options.root.join(format!("{}-records", spec.name));
+    fs::create_dir_all(&set)?;
+    for record in &spec.records {
+        let name = record.file_name().expect("record files have names");
+        std::os::unix::fs::symlink(fs::canonicalize(record)?, set.join(name))?;
+    }
+    let mut import = vec!["import", "physionet", "--data-dir", s(&data_dir), s(&set)];
+    let outcomes;
+    if let Some(o) = &options.outcomes {
+        outcomes = o.clone();
+        import.extend(["--outcomes", s(&outcomes)]);
+    }
+    witmed(bin, &import)?;
+    let rate = options.consent_rate.to_string();
+    witmed(
+        bin,
+        &[
+            "consent",
+            "simulate",
+            "--data-dir",
+            s(&data_dir),
+            "--rate",
+            &rate,
+            "--purposes",
+            "HMB",
+        ],
+    )?;
+    Ok(Member {
+        name: spec.name.clone(),
+        data_dir,
+        address: format!("/ip4/127.0.0.1/tcp/{}", free_port()?),
+        process: None,
+    })
+}
+
+/// Waits for the `listening on` line, then keeps draining stdout so the node never blocks on it.
+fn wait_listening(stdout: std::process::ChildStdout, name: &str, log: &Path) -> Result<(), Error> {
+    let (tx, rx) = mpsc::sync_channel::<()>(1);
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with("listening on") {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(());
+                }
+            }
+        }
+    });
+    let seconds = 30;
+    rx.recv_timeout(Duration::from_secs(seconds))
+        .map_err(|_| Error::StartTimeout {
+            name: name.to_string(),
+            seconds,
+            log: log.display().to_string(),
+        })
+}
+
+/// Splits `files` round-robin into `n` hospitals named `Hospital-1`...
+pub fn split(files: &[PathBuf], n: usize) -> Vec<Spec> {
+    (0..n)
+        .map(|i| Spec {
+            name: format!("Hospital-{}", i + 1),
+            records: files.iter().skip(i).step_by(n).cloned().collect(),
+        })
+        .collect()
+}
