@@ -307,6 +307,7 @@ pub fn federated(
     patients: usize,
     repetitions: usize,
     csv: Option<&Path>,
+    svg: Option<&Path>,
 ) -> Result<()> {
     println!("witmed bench federation ({}; {patients} synthetic patients per hospital, {repetitions} queries each)", machine());
     println!(
@@ -345,6 +346,10 @@ pub fn federated(
         std::fs::write(path, text).map_err(err)?;
         println!("wrote {}", path.display());
     }
+    if let Some(path) = svg {
+        std::fs::write(path, latency_svg(&rows, &machine())).map_err(err)?;
+        println!("wrote {}", path.display());
+    }
     Ok(())
 }
 
@@ -369,6 +374,7 @@ fn federated_one(hospitals: usize, patients: usize, repetitions: usize) -> Resul
         root: root.join("cluster"),
         consent_rate: 1.0,
         outcomes: None,
+        proxied: false,
     };
     eprintln!("setting up {hospitals} hospitals with {patients} patients each...");
     let mut c = Cluster::build(&options, &cluster::split(&files, hospitals)).map_err(err)?;
@@ -488,4 +494,156 @@ impl Drop for RemoveDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// Picks one figure of a row, for one line of the chart.
+type Pick = dyn Fn(&FederatedRow) -> f64;
+
+/// A small SVG line chart of federated latency against the number of hospitals.
+///
+/// Plain SVG text: a chart this simple needs no plotting library (and no fonts).
+pub fn latency_svg(rows: &[FederatedRow], machine: &str) -> String {
+    let (w, h, left, bottom, top, right) = (640.0, 360.0, 60.0, 40.0, 40.0, 20.0);
+    let max_x = rows.iter().map(|r| r.hospitals).max().unwrap_or(1) as f64;
+    let max_y = rows.iter().map(|r| r.p95_ms).fold(1.0, f64::max) * 1.15;
+    let x = |v: f64| left + (w - left - right) * (v.max(1.0).ln() / max_x.max(2.0).ln());
+    let y = |v: f64| h - bottom - (h - top - bottom) * v / max_y;
+    let line = |pick: &Pick| {
+        rows.iter()
+            .map(|r| format!("{:.1},{:.1}", x(r.hospitals as f64), y(pick(r))))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{left}\" y=\"20\" font-size=\"14\">witmed federated count latency ({machine})</text>\n\
+         <line x1=\"{left}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n\
+         <line x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{}\" stroke=\"black\"/>\n",
+        h - bottom,
+        w - right,
+        h - bottom,
+        h - bottom
+    );
+    for r in rows {
+        svg.push_str(&format!(
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>\n",
+            x(r.hospitals as f64),
+            h - bottom + 16.0,
+            r.hospitals
+        ));
+    }
+    for i in 0..=4 {
+        let v = max_y * i as f64 / 4.0;
+        svg.push_str(&format!(
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{v:.0}</text>\n",
+            left - 6.0,
+            y(v) + 4.0
+        ));
+    }
+    svg.push_str(&format!(
+        "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">hospitals (log scale)</text>\n",
+        (left + w - right) / 2.0,
+        h - 6.0
+    ));
+    svg.push_str(&format!("<text x=\"14\" y=\"{:.1}\" transform=\"rotate(-90 14 {:.1})\" text-anchor=\"middle\">ms</text>\n", h / 2.0, h / 2.0));
+    let series: [(&str, &str, &Pick); 3] = [
+        ("p50", "#1f77b4", &|r| r.p50_ms),
+        ("p95", "#d62728", &|r| r.p95_ms),
+        ("loopback round trip", "#7f7f7f", &|r| r.loopback_p50_ms),
+    ];
+    for (i, (name, colour, pick)) in series.iter().enumerate() {
+        svg.push_str(&format!(
+            "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"/>\n",
+            line(pick)
+        ));
+        let ly = top + 14.0 * i as f64;
+        svg.push_str(&format!(
+            "<line x1=\"{:.1}\" y1=\"{ly:.1}\" x2=\"{:.1}\" y2=\"{ly:.1}\" stroke=\"{colour}\" stroke-width=\"2\"/><text x=\"{:.1}\" y=\"{:.1}\">{name}</text>\n",
+            left + 10.0,
+            left + 30.0,
+            left + 36.0,
+            ly + 4.0
+        ));
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// DP error against epsilon: mean absolute error of count and mean queries on one node, beside the
+/// error the Laplace scale predicts, and the 95% interval's half-width.
+pub fn dp_error(patients: usize, repetitions: usize, csv: Option<&Path>) -> Result<()> {
+    let tmp = tempdir()?;
+    let _cleanup = RemoveDir(tmp.clone());
+    let node = fresh_node(&tmp.join("node"), "bench")?;
+    let texts = synthetic_texts(patients, 12, 0.5);
+    import::import_physionet_sources(
+        &node.store,
+        node.pseudonyms(),
+        patients,
+        texts.into_iter().map(Ok),
+        &BTreeMap::new(),
+        &import::Options::default(),
+    )
+    .map_err(err)?;
+    let now = unix_now();
+    consent_ops::simulate(&node, 1.0, &["HMB".to_string()], 1, now).map_err(err)?;
+    let authority = KeyPair::generate(Role::Authority).map_err(err)?;
+    let researcher = KeyPair::generate(Role::Researcher).map_err(err)?;
+    setup::trust_issuer(&node, authority.public(), 1e9, 0, now).map_err(err)?;
+    let credential = setup::credential(&authority, researcher.public(), &["HMB"], now);
+    let index = node.index().map_err(err)?;
+    println!("witmed bench dp-error ({}; {patients} synthetic patients, {repetitions} queries per point)", machine());
+    println!(
+        "{:>8} {:>16} {:>16} {:>14} {:>16} {:>14}",
+        "epsilon", "count MAE", "count expected", "count CI +-", "mean HR MAE", "mean CI +-"
+    );
+    let mut text =
+        "epsilon,count_mae,count_expected_mae,count_ci_halfwidth,mean_mae,mean_ci_halfwidth\n"
+            .to_string();
+    for (k, epsilon) in [0.1, 0.25, 0.5, 1.0, 2.0, 4.0].into_iter().enumerate() {
+        let mut errors = [0.0f64; 2];
+        let mut halfwidths = [0.0f64; 2];
+        for (j, template) in [COUNT_QUERY, MEAN_QUERY].into_iter().enumerate() {
+            let first = Query::from_toml(&template.replace("\"ID\"", "\"x\"")).map_err(err)?;
+            let values = engine::values_for(&index, &first, |_| true);
+            let exact = if j == 0 {
+                values.len() as f64
+            } else {
+                values.iter().map(|v| v.clamp(30.0, 200.0)).sum::<f64>() / values.len() as f64
+            };
+            for r in 0..repetitions {
+                let text = template
+                    .replace("\"ID\"", &format!("\"err-{k}-{j}-{r}\""))
+                    .replace("epsilon = 0.01", &format!("epsilon = {epsilon}"));
+                let answer = engine::answer(
+                    &node,
+                    &Query::from_toml(&text).map_err(err)?,
+                    &researcher.public(),
+                    &credential,
+                    now,
+                )
+                .map_err(err)?;
+                let value = answer.released.value.unwrap_or(f64::NAN);
+                let (lo, hi) = answer.released.ci95.unwrap_or((f64::NAN, f64::NAN));
+                errors[j] += (value - exact).abs() / repetitions as f64;
+                halfwidths[j] += (hi - lo) / 2.0 / repetitions as f64;
+            }
+        }
+        // E|Laplace(b)| = b, with b = 1/epsilon for a count.
+        let expected = 1.0 / epsilon;
+        println!(
+            "{epsilon:>8} {:>16.3} {expected:>16.3} {:>14.3} {:>16.4} {:>14.4}",
+            errors[0], halfwidths[0], errors[1], halfwidths[1]
+        );
+        text.push_str(&format!(
+            "{epsilon},{:.4},{expected:.4},{:.4},{:.5},{:.5}\n",
+            errors[0], halfwidths[0], errors[1], halfwidths[1]
+        ));
+    }
+    if let Some(path) = csv {
+        std::fs::write(path, text).map_err(err)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
 }

@@ -72,6 +72,10 @@ pub struct Registry {
     token_ids: BTreeSet<String>,
     revoked: BTreeSet<String>,
     simulated_tokens: usize,
+    /// Bumped on every change: cached eligibility of an older generation is stale.
+    generation: u64,
+    /// Every token's not_before and expires: eligibility can only change at these times.
+    boundaries: BTreeSet<i64>,
 }
 
 /// Counts for `witmed node status` and `consent list`.
@@ -130,6 +134,30 @@ impl Registry {
     /// Records an enrolment in memory (after it is durable).
     pub fn enrol(&mut self, p: Pseudonym, key: PublicKey) {
         self.enrolled.insert(p, key);
+        self.generation += 1;
+    }
+
+    /// Changes with every enrolment, token and revocation.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The time range around `now` in which no token starts or ends, so
+    /// eligibility computed at `now` holds throughout: `[from, until)`.
+    pub fn stable_range(&self, now: i64) -> (i64, i64) {
+        let from = self
+            .boundaries
+            .range(..=now)
+            .next_back()
+            .copied()
+            .unwrap_or(i64::MIN);
+        let until = self
+            .boundaries
+            .range(now + 1..)
+            .next()
+            .copied()
+            .unwrap_or(i64::MAX);
+        (from, until)
     }
 
     /// Verifies a signed token against this registry's enrolments.
@@ -174,6 +202,9 @@ impl Registry {
     /// Adds a verified token (after it is durable).
     pub fn add_token(&mut self, token: Verified, simulated: bool) {
         self.token_ids.insert(token.token().id.clone());
+        self.boundaries.insert(token.token().not_before);
+        self.boundaries.insert(token.token().expires);
+        self.generation += 1;
         if simulated {
             self.simulated_tokens += 1;
         }
@@ -186,6 +217,7 @@ impl Registry {
     /// Marks a token revoked (after the revocation is durable).
     pub fn revoke(&mut self, token_id: &str) {
         self.revoked.insert(token_id.to_string());
+        self.generation += 1;
     }
 
     /// True if the patient may be included in a query with this use at `now`.

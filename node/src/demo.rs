@@ -153,6 +153,7 @@ pub fn run(config: &Config) -> Result<Vec<Row>, String> {
         root: root.clone(),
         consent_rate: config.consent_rate,
         outcomes,
+        proxied: false,
     };
     println!("setting up hospitals (keys, encrypted stores, import, consent)...");
     let mut cluster = Cluster::build(&options, &cluster::split(&files, config.hospitals))

@@ -129,10 +129,8 @@ fn replay(stored: StoredAnswer, query: &Query) -> Result<Answer, Error> {
 /// One value per eligible patient in the cohort (or one row per patient for a plain count).
 pub fn select_values(node: &Node, query: &Query, use_: &Use, now: i64) -> Result<Vec<f64>, Error> {
     let index = node.index()?;
-    let consents = node.consents.read().expect("consent lock");
-    Ok(values_for(&index, query, |i| {
-        consents.eligible(&index.pseudonyms[i], use_, now)
-    }))
+    let eligible = node.eligibility(&index, use_, now);
+    Ok(values_for(&index, query, |i| eligible[i]))
 }
 
 /// The per-patient values of `query` over patients for whom `eligible(i)` holds.

@@ -113,6 +113,18 @@ pub struct Node {
     index: RwLock<Option<Arc<Index>>>,
     /// Serializes budget check-and-charge.
     pub(crate) ledger_lock: Mutex<()>,
+    /// The last eligibility mask computed, reused while nothing it depends on changed.
+    eligibility: Mutex<Option<EligibilityCache>>,
+}
+
+/// Which patients of an index are eligible for one use, and for how long that holds.
+struct EligibilityCache {
+    use_key: String,
+    generation: u64,
+    index: usize,
+    from: i64,
+    until: i64,
+    mask: Arc<Vec<bool>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -207,6 +219,7 @@ impl Node {
             consents: RwLock::new(registry),
             index: RwLock::new(None),
             ledger_lock: Mutex::new(()),
+            eligibility: Mutex::new(None),
         })
     }
 
@@ -242,6 +255,50 @@ impl Node {
         let index = Arc::new(Index::build(&self.store)?);
         *slot = Some(index.clone());
         Ok(index)
+    }
+
+    /// For each patient of `index`, whether consent allows `use_` at `now`.
+    ///
+    /// Checking every patient's tokens costs tens of milliseconds for 100,000
+    /// patients, so the mask is kept and reused for the same use while no
+    /// consent changed, the index is the same, and `now` lies in the range in
+    /// which no token starts or expires. A revocation bumps the registry's
+    /// generation, so it takes effect at the very next query.
+    pub fn eligibility(
+        &self,
+        index: &Arc<Index>,
+        use_: &witmed_policies::evaluate::Use,
+        now: i64,
+    ) -> Arc<Vec<bool>> {
+        let consents = self.consents.read().expect("consent lock");
+        let use_key = format!("{use_:?}");
+        let index_id = Arc::as_ptr(index) as usize;
+        let mut cache = self.eligibility.lock().expect("eligibility lock");
+        if let Some(c) = cache.as_ref() {
+            let fresh = c.use_key == use_key
+                && c.generation == consents.generation()
+                && c.index == index_id;
+            if fresh && c.from <= now && now < c.until {
+                return c.mask.clone();
+            }
+        }
+        let mask: Arc<Vec<bool>> = Arc::new(
+            index
+                .pseudonyms
+                .iter()
+                .map(|p| consents.eligible(p, use_, now))
+                .collect(),
+        );
+        let (from, until) = consents.stable_range(now);
+        *cache = Some(EligibilityCache {
+            use_key,
+            generation: consents.generation(),
+            index: index_id,
+            from,
+            until,
+            mask: mask.clone(),
+        });
+        mask
     }
 
     /// Drops the index after patient data changed.

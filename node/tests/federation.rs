@@ -19,6 +19,7 @@ fn cluster(root: &Path, n: usize, files: usize) -> (Cluster, Vec<PathBuf>) {
         root: root.to_path_buf(),
         consent_rate: 1.0,
         outcomes: Some(outcomes_a()),
+        proxied: false,
     };
     let mut c = Cluster::build(&options, &cluster::split(&records, n)).unwrap();
     c.start_all().unwrap();

@@ -36,6 +36,7 @@ fn world() -> World {
         root: tmp.path().to_path_buf(),
         consent_rate: 1.0,
         outcomes: None,
+        proxied: false,
     };
     let mut cluster = Cluster::build(&options, &cluster::split(&records, 2)).unwrap();
     cluster.start_all().unwrap();

@@ -16,6 +16,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use crate::proxy::{Fault, Proxy};
+
 /// Errors while building or driving a cluster.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -39,6 +41,9 @@ pub struct Spec {
     pub name: String,
     /// PhysioNet-format record files this hospital holds.
     pub records: Vec<PathBuf>,
+    /// Make this member misbehave (`witmed node run --fault ...`): `bad-signature`,
+    /// `garbage`, `oversized` or `wrong-query`.
+    pub misbehave: Option<String>,
 }
 
 /// How the cluster is set up.
@@ -52,6 +57,8 @@ pub struct Options {
     pub consent_rate: f64,
     /// Outcomes file to import with the records, if any.
     pub outcomes: Option<PathBuf>,
+    /// Put a fault-injecting proxy in front of every node (see [`crate::proxy`]).
+    pub proxied: bool,
 }
 
 /// A running (or stopped) hospital node.
@@ -59,8 +66,12 @@ pub struct Options {
 pub struct Member {
     pub name: String,
     pub data_dir: PathBuf,
-    /// The multiaddr it listens on.
+    /// The multiaddr the node listens on.
+    pub listen: String,
+    /// The multiaddr researchers dial (the proxy's, when proxied).
     pub address: String,
+    misbehave: Option<String>,
+    proxy: Option<Proxy>,
     process: Option<Child>,
 }
 
@@ -236,15 +247,19 @@ impl Cluster {
         let m = &mut self.members[i];
         let log_path = m.data_dir.join("node.log");
         let log = fs::File::create(&log_path)?;
-        let mut child = Command::new(&bin)
-            .args([
-                "node",
-                "run",
-                "--data-dir",
-                s(&m.data_dir),
-                "--listen",
-                &m.address,
-            ])
+        let mut command = Command::new(&bin);
+        command.args([
+            "node",
+            "run",
+            "--data-dir",
+            s(&m.data_dir),
+            "--listen",
+            &m.listen,
+        ]);
+        if let Some(fault) = &m.misbehave {
+            command.args(["--fault", fault]);
+        }
+        let mut child = command
             .env_remove("WITMED_DATA_DIR")
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
@@ -275,6 +290,30 @@ impl Cluster {
         };
         signal(child.id(), "TERM")?;
         Ok(child.wait()?.code())
+    }
+
+    /// Sets the network fault between researchers and node `i` (needs `Options::proxied`).
+    pub fn set_fault(&self, i: usize, fault: Fault) {
+        if let Some(p) = &self.members[i].proxy {
+            p.set_fault(fault);
+        }
+    }
+
+    /// Resident memory of node `i` in KiB (from /proc), if running.
+    pub fn rss_kib(&self, i: usize) -> Option<u64> {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid(i)?)).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    /// True if node `i`'s process is still alive.
+    pub fn alive(&mut self, i: usize) -> bool {
+        match self.members[i].process.as_mut() {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
     }
 
     /// Freezes node `i` (SIGSTOP): it keeps its connections but answers nothing.
@@ -406,10 +445,24 @@ fn build_member(options: &Options, spec: &Spec, authority_pub: &str) -> Result<M
             "HMB",
         ],
     )?;
+    let port = free_port()?;
+    let listen = format!("/ip4/127.0.0.1/tcp/{port}");
+    let (address, proxy) = if options.proxied {
+        let proxy = Proxy::start(([127, 0, 0, 1], port).into())?;
+        (
+            format!("/ip4/127.0.0.1/tcp/{}", proxy.addr().port()),
+            Some(proxy),
+        )
+    } else {
+        (listen.clone(), None)
+    };
     Ok(Member {
         name: spec.name.clone(),
         data_dir,
-        address: format!("/ip4/127.0.0.1/tcp/{}", free_port()?),
+        listen,
+        address,
+        misbehave: spec.misbehave.clone(),
+        proxy,
         process: None,
     })
 }
@@ -442,6 +495,7 @@ pub fn split(files: &[PathBuf], n: usize) -> Vec<Spec> {
         .map(|i| Spec {
             name: format!("Hospital-{}", i + 1),
             records: files.iter().skip(i).step_by(n).cloned().collect(),
+            misbehave: None,
         })
         .collect()
 }

@@ -5,6 +5,9 @@
 //!   shared data and through the same importer.
 //! * [`cluster`]: real `witmed node run` processes on loopback, built and
 //!   driven through the command line, with faults injected by signals.
+//! * [`proxy`]: a TCP proxy in front of a node that partitions, delays or
+//!   drops its traffic.
 
 pub mod cluster;
 pub mod cohort;
+pub mod proxy;

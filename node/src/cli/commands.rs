@@ -106,11 +106,13 @@ fn run_node(command: NodeCommand) -> Result<()> {
             listen,
             max_in_flight,
             max_connections_per_peer,
+            fault,
         } => super::network::node_run(
             &dir.data_dir,
             &listen,
             max_in_flight,
             max_connections_per_peer,
+            fault.as_deref(),
         ),
         NodeCommand::Status { dir, json } => {
             let node = open(&dir.data_dir)?;
@@ -569,7 +571,19 @@ fn run_bench(command: BenchCommand) -> Result<()> {
             patients,
             repetitions,
             csv,
-        } => crate::bench::federated(&hospitals, patients, repetitions, csv.as_deref()),
+            svg,
+        } => crate::bench::federated(
+            &hospitals,
+            patients,
+            repetitions,
+            csv.as_deref(),
+            svg.as_deref(),
+        ),
+        BenchCommand::DpError {
+            patients,
+            repetitions,
+            csv,
+        } => crate::bench::dp_error(patients, repetitions, csv.as_deref()),
     }
     .map_err(|e| Failure::new("bench_failed", e))
 }

@@ -93,6 +93,9 @@ pub enum NodeCommand {
         /// Established connections per peer.
         #[arg(long, default_value_t = 2)]
         max_connections_per_peer: u32,
+        /// Fault injection for simnet tests: answer wrongly on purpose.
+        #[arg(long, hide = true)]
+        fault: Option<String>,
     },
     /// What the store holds.
     Status {
@@ -489,6 +492,18 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 50)]
         repetitions: usize,
         /// Also write the figures as CSV.
+        #[arg(long)]
+        csv: Option<PathBuf>,
+        /// Also draw them as an SVG chart.
+        #[arg(long)]
+        svg: Option<PathBuf>,
+    },
+    /// DP error against epsilon on one node: mean absolute error and interval half-widths.
+    DpError {
+        #[arg(long, default_value_t = 10_000)]
+        patients: usize,
+        #[arg(long, default_value_t = 100)]
+        repetitions: usize,
         #[arg(long)]
         csv: Option<PathBuf>,
     },

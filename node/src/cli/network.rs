@@ -27,7 +27,19 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 /// `witmed node run`.
-pub fn node_run(dir: &Path, listen: &[String], max_in_flight: usize, per_peer: u32) -> Result<()> {
+pub fn node_run(
+    dir: &Path,
+    listen: &[String],
+    max_in_flight: usize,
+    per_peer: u32,
+    fault: Option<&str>,
+) -> Result<()> {
+    let misbehave = fault
+        .map(|f| {
+            f.parse::<server::Misbehave>()
+                .map_err(|e| Failure::new("bad_fault", e))
+        })
+        .transpose()?;
     let listen = listen
         .iter()
         .map(|a| {
@@ -43,9 +55,13 @@ pub fn node_run(dir: &Path, listen: &[String], max_in_flight: usize, per_peer: u
         listen,
         max_in_flight: max_in_flight.max(1),
         max_connections_per_peer: per_peer.max(1),
+        misbehave,
         ..server::Config::default()
     };
     let name = node.config.name.clone();
+    if let Some(how) = misbehave {
+        tracing::warn!("FAULT INJECTION: this node will answer wrongly on purpose ({how:?})");
+    }
     println!(
         "node {name} ({}) running; stop with Ctrl-C or SIGTERM",
         node.id()

@@ -139,9 +139,19 @@ impl<'a> Writer<'a> {
 
     fn add_file(&mut self, name: &str, marker: Vec<u8>, parsed: Parsed) -> Result<(), Error> {
         let index_times = index_times(&parsed);
+        // One HMAC per patient, not per observation.
+        let mut pseudonyms: BTreeMap<String, Pseudonym> = BTreeMap::new();
+        let mut pseudonym_of = |id: &str, this: &Self| match pseudonyms.get(id) {
+            Some(p) => *p,
+            None => {
+                let p = this.pseudonyms.pseudonym(this.system, id);
+                pseudonyms.insert(id.to_string(), p);
+                p
+            }
+        };
         let mut written = BTreeSet::new();
         for patient in &parsed.patients {
-            let pseudonym = self.pseudonyms.pseudonym(self.system, &patient.source_id);
+            let pseudonym = pseudonym_of(&patient.source_id, self);
             self.replace_patient(&pseudonym)?;
             let index_time = index_times.get(&patient.source_id).copied().unwrap_or(0);
             self.batch.put(
@@ -152,7 +162,7 @@ impl<'a> Writer<'a> {
             written.insert(patient.source_id.clone());
         }
         for o in &parsed.observations {
-            let pseudonym = self.pseudonyms.pseudonym(self.system, &o.source_patient_id);
+            let pseudonym = pseudonym_of(&o.source_patient_id, self);
             let key = observation_key(&pseudonym, &o.code, o.time_s, o.disambiguator);
             let record = ObservationRecord {
                 version: RECORD_VERSION,
@@ -161,7 +171,7 @@ impl<'a> Writer<'a> {
             self.batch.put(cf::OBSERVATIONS, &key, &record)?;
         }
         for c in &parsed.conditions {
-            let pseudonym = self.pseudonyms.pseudonym(self.system, &c.source_patient_id);
+            let pseudonym = pseudonym_of(&c.source_patient_id, self);
             let key = condition_key(&pseudonym, &c.system, &c.code, c.onset_s);
             let record = ConditionRecord {
                 version: RECORD_VERSION,
@@ -336,26 +346,70 @@ pub fn import_physionet(
     Ok(summary)
 }
 
+/// Records parsed ahead of the writer: bounds memory while parsing overlaps writing.
+const PARSE_AHEAD: usize = 128;
+
+/// One record file, parsed on the parsing thread.
+struct ParsedSource {
+    name: String,
+    marker: Vec<u8>,
+    record: Result<physionet::ParsedRecord, physionet::Error>,
+}
+
 /// Imports PhysioNet record texts given as (location, bytes); the set-directory
 /// import and the benchmarks (which generate records in memory) share it.
+///
+/// Reading and parsing run on a second thread, at most [`PARSE_AHEAD`]
+/// records ahead, while this thread pseudonymises, seals and writes: on two
+/// cores the two halves of the work overlap.
 pub fn import_physionet_sources(
     store: &Store,
     pseudonyms: &Pseudonymizer,
     total: usize,
-    sources: impl Iterator<Item = Result<(String, Vec<u8>), Error>>,
+    sources: impl Iterator<Item = Result<(String, Vec<u8>), Error>> + Send,
     outcomes: &BTreeMap<String, physionet::Outcome>,
     options: &Options,
 ) -> Result<Summary, Error> {
     let mut writer = Writer::new(store, pseudonyms, PHYSIONET, options);
     let bar = progress_bar(options.progress, total, "physionet");
-    for source in sources {
-        let (name, bytes) = source?;
-        import_physionet_record(&mut writer, name, &bytes, outcomes)?;
-        bar.inc(1);
-    }
+    std::thread::scope(|scope| -> Result<(), Error> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<ParsedSource, Error>>(PARSE_AHEAD);
+        scope.spawn(move || {
+            for source in sources {
+                let parsed = source.map(|(name, bytes)| parse_source(name, &bytes, outcomes));
+                // The writer stopped (an error): stop parsing too.
+                if tx.send(parsed).is_err() {
+                    break;
+                }
+            }
+        });
+        for parsed in rx {
+            write_physionet_record(&mut writer, parsed?, outcomes)?;
+            bar.inc(1);
+        }
+        Ok(())
+    })?;
     writer.commit()?;
     bar.finish_and_clear();
     Ok(writer.summary)
+}
+
+fn parse_source(
+    name: String,
+    bytes: &[u8],
+    outcomes: &BTreeMap<String, physionet::Outcome>,
+) -> ParsedSource {
+    let record = physionet::parse_record(&name, bytes);
+    let outcome = record
+        .as_ref()
+        .ok()
+        .and_then(|r| outcomes.get(&r.patient.source_id));
+    let outcome_bytes = outcome.map(|o| format!("{o:?}")).unwrap_or_default();
+    ParsedSource {
+        marker: marker(PHYSIONET, bytes, outcome_bytes.as_bytes()),
+        name,
+        record,
+    }
 }
 
 /// Parses an outcomes file into a map by RecordID.
@@ -376,13 +430,17 @@ pub fn load_outcomes(
         .collect())
 }
 
-fn import_physionet_record(
+fn write_physionet_record(
     writer: &mut Writer<'_>,
-    name: String,
-    bytes: &[u8],
+    source: ParsedSource,
     outcomes: &BTreeMap<String, physionet::Outcome>,
 ) -> Result<(), Error> {
-    let mut record = match physionet::parse_record(&name, bytes) {
+    let ParsedSource {
+        name,
+        marker,
+        record,
+    } = source;
+    let mut record = match record {
         Ok(record) => record,
         Err(e) => {
             writer.summary.failed_files.push(Rejected {
@@ -392,16 +450,13 @@ fn import_physionet_record(
             return Ok(());
         }
     };
-    let outcome = outcomes.get(&record.patient.source_id);
-    let outcome_bytes = outcome.map(|o| format!("{o:?}")).unwrap_or_default();
-    let marker = marker(PHYSIONET, bytes, outcome_bytes.as_bytes());
     writer.summary.rejected.append(&mut record.rejected);
     writer.summary.skipped_missing_values += record.skipped_missing;
     if writer.already_imported(&marker)? {
         writer.summary.files_unchanged += 1;
         return Ok(());
     }
-    if let Some(o) = outcome {
+    if let Some(o) = outcomes.get(&record.patient.source_id) {
         physionet::apply_outcome(&mut record.patient, o);
     }
     let parsed = Parsed {

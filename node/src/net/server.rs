@@ -43,6 +43,61 @@ pub struct Config {
     pub replay_capacity: usize,
     /// Close idle connections after this long.
     pub idle_timeout: Duration,
+    /// Fault injection for simnet: answer wrongly on purpose. Never set in production.
+    pub misbehave: Option<Misbehave>,
+}
+
+/// Ways a member can misbehave on purpose, so tests can check that researchers' clients cope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Misbehave {
+    /// Answers with a corrupted signature.
+    BadSignature,
+    /// Answers with a validly signed envelope whose payload is junk.
+    Garbage,
+    /// Answers with a response over the client's size limit.
+    Oversized,
+    /// Answers as if to another query.
+    WrongQuery,
+}
+
+impl std::str::FromStr for Misbehave {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "bad-signature" => Ok(Misbehave::BadSignature),
+            "garbage" => Ok(Misbehave::Garbage),
+            "oversized" => Ok(Misbehave::Oversized),
+            "wrong-query" => Ok(Misbehave::WrongQuery),
+            other => Err(format!(
+                "unknown fault {other:?}; use bad-signature, garbage, oversized or wrong-query"
+            )),
+        }
+    }
+}
+
+/// Applies a deliberate fault to a response (simnet only).
+fn misbehave(node: &Node, how: Misbehave, mut response: NodeResponse) -> Envelope {
+    use witmed_protocol::wire::{MAX_RESPONSE_BYTES, RESPONSE_DOMAIN};
+    match how {
+        Misbehave::BadSignature => {
+            let mut signed = response.sign(node.key());
+            signed.signature[0] ^= 1;
+            signed
+        }
+        Misbehave::Garbage => Envelope::seal(RESPONSE_DOMAIN, &vec![0xA5u8; 300], node.key()),
+        Misbehave::Oversized => Envelope::seal(
+            RESPONSE_DOMAIN,
+            &vec![0u8; MAX_RESPONSE_BYTES + 1],
+            node.key(),
+        ),
+        Misbehave::WrongQuery => {
+            response.query_digest[0] ^= 1;
+            if let Outcome::Answered(answer) = &mut response.outcome {
+                answer.query_digest[0] ^= 1;
+            }
+            response.sign(node.key())
+        }
+    }
 }
 
 impl Default for Config {
@@ -54,6 +109,7 @@ impl Default for Config {
             max_connections_per_peer: 2,
             replay_capacity: 100_000,
             idle_timeout: Duration::from_secs(30),
+            misbehave: None,
         }
     }
 }
@@ -133,6 +189,7 @@ pub async fn run(
         })?;
     }
     let state = Arc::new(State {
+        misbehave: config.misbehave,
         node,
         replay: Mutex::new(replay::Guard::new(config.replay_capacity)),
         to_disconnect: Mutex::new(VecDeque::new()),
@@ -157,6 +214,7 @@ pub async fn run(
 
 struct State {
     node: Arc<Node>,
+    misbehave: Option<Misbehave>,
     replay: Mutex<replay::Guard>,
     /// Misbehaving peers to disconnect once their refusal has had time to arrive.
     to_disconnect: Mutex<VecDeque<(PeerId, Instant)>>,
@@ -270,7 +328,10 @@ fn dispatch(
             &request,
             crate::unix_now(),
         );
-        let signed = response.sign(state.node.key());
+        let signed = match state.misbehave {
+            Some(how) => misbehave(&state.node, how, response),
+            None => response.sign(state.node.key()),
+        };
         // The channel holds max_in_flight and each permit sends once: never blocks for long.
         let _ = done_tx.blocking_send(Done {
             channel,
