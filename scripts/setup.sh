@@ -7,6 +7,8 @@ need_apt=()
 command -v clang >/dev/null 2>&1 || need_apt+=(clang)
 ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
 command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
+# simnet signals node processes with kill(1); a test looks for leftovers with pgrep(1).
+{ command -v pgrep && [ -x /usr/bin/kill ] || [ -x /bin/kill ]; } >/dev/null 2>&1 || need_apt+=(procps)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
   apt-get update -qq

@@ -178,6 +178,42 @@ fn tempdir() -> Result<std::path::PathBuf> {
     Ok(dir)
 }
 
+/// A node over a synthetic cohort where everyone consents, and a researcher it trusts.
+struct Bench {
+    node: Node,
+    researcher: KeyPair,
+    credential: witmed_crypto::Envelope,
+    observations: u64,
+    now: i64,
+}
+
+fn bench_node(dir: &Path, patients: usize, budget: f64, min_cohort: u64) -> Result<Bench> {
+    let node = fresh_node(&dir.join("node"), "bench")?;
+    let texts = synthetic_texts(patients, 12, 0.5);
+    let summary = import::import_physionet_sources(
+        &node.store,
+        node.pseudonyms(),
+        patients,
+        texts.into_iter().map(Ok),
+        &BTreeMap::new(),
+        &import::Options::default(),
+    )
+    .map_err(err)?;
+    let now = unix_now();
+    consent_ops::simulate(&node, 1.0, &["HMB".to_string()], 1, now).map_err(err)?;
+    let authority = KeyPair::generate(Role::Authority).map_err(err)?;
+    let researcher = KeyPair::generate(Role::Researcher).map_err(err)?;
+    setup::trust_issuer(&node, authority.public(), budget, min_cohort, now).map_err(err)?;
+    let credential = setup::credential(&authority, researcher.public(), &["HMB"], now);
+    Ok(Bench {
+        node,
+        researcher,
+        credential,
+        observations: summary.observations,
+        now,
+    })
+}
+
 const COUNT_QUERY: &str = r#"
 version = 1
 id = "ID"
@@ -212,32 +248,21 @@ epsilon = 0.01
 /// Local query latency over a synthetic cohort, beside a plain loop over the same values.
 pub fn query(patients: usize, repetitions: usize) -> Result<()> {
     let tmp = tempdir()?;
-    let node = fresh_node(&tmp.join("node"), "bench")?;
     eprintln!("generating and importing {patients} synthetic patients...");
-    let texts = synthetic_texts(patients, 12, 0.5);
-    let sources = texts.into_iter().map(Ok);
-    let summary = import::import_physionet_sources(
-        &node.store,
-        node.pseudonyms(),
-        patients,
-        sources,
-        &BTreeMap::new(),
-        &import::Options::default(),
-    )
-    .map_err(err)?;
-    let now = unix_now();
-    consent_ops::simulate(&node, 1.0, &["HMB".to_string()], 1, now).map_err(err)?;
-    let authority = KeyPair::generate(Role::Authority).map_err(err)?;
-    let researcher = KeyPair::generate(Role::Researcher).map_err(err)?;
-    setup::trust_issuer(&node, authority.public(), 1e6, 10, now).map_err(err)?;
-    let credential = setup::credential(&authority, researcher.public(), &["HMB"], now);
+    let Bench {
+        node,
+        researcher,
+        credential,
+        observations,
+        now,
+    } = bench_node(&tmp, patients, 1e6, 10)?;
     let build = Instant::now();
     node.index().map_err(err)?;
     let index_took = build.elapsed();
     println!(
         "witmed bench query ({}; {patients} patients, {} observations; index built in {:.2} s)",
         machine(),
-        summary.observations,
+        observations,
         index_took.as_secs_f64()
     );
     println!(
@@ -304,29 +329,35 @@ pub struct FederatedRow {
 /// Federated count latency (client's view: dial, Noise, query, answer, verify) for each hospital count.
 pub fn federated(
     hospitals: &[usize],
-    patients: usize,
+    patients: &[usize],
     repetitions: usize,
     csv: Option<&Path>,
     svg: Option<&Path>,
 ) -> Result<()> {
-    println!("witmed bench federation ({}; {patients} synthetic patients per hospital, {repetitions} queries each)", machine());
     println!(
-        "{:>9} {:>10} {:>10} {:>12} {:>12} {:>20}",
-        "hospitals", "p50 ms", "p95 ms", "request B", "response B", "loopback p50 ms"
+        "witmed bench federation ({}; synthetic patients, {repetitions} queries per row)",
+        machine()
+    );
+    println!(
+        "{:>9} {:>12} {:>10} {:>10} {:>12} {:>12} {:>20}",
+        "hospitals", "patients/h", "p50 ms", "p95 ms", "request B", "response B", "loopback p50 ms"
     );
     let mut rows = Vec::new();
-    for &n in hospitals {
-        let row = federated_one(n, patients, repetitions)?;
-        println!(
-            "{:>9} {:>10.2} {:>10.2} {:>12} {:>12} {:>20.3}",
-            row.hospitals,
-            row.p50_ms,
-            row.p95_ms,
-            row.request_bytes,
-            row.response_bytes,
-            row.loopback_p50_ms
-        );
-        rows.push(row);
+    for &p in patients {
+        for &n in hospitals {
+            let row = federated_one(n, p, repetitions)?;
+            println!(
+                "{:>9} {:>12} {:>10.2} {:>10.2} {:>12} {:>12} {:>20.3}",
+                row.hospitals,
+                row.patients_per_hospital,
+                row.p50_ms,
+                row.p95_ms,
+                row.request_bytes,
+                row.response_bytes,
+                row.loopback_p50_ms
+            );
+            rows.push(row);
+        }
     }
     println!("(loopback: a plain TCP connect + send + receive of the same request and response sizes, one hospital)");
     if let Some(path) = csv {
@@ -347,7 +378,13 @@ pub fn federated(
         println!("wrote {}", path.display());
     }
     if let Some(path) = svg {
-        std::fs::write(path, latency_svg(&rows, &machine())).map_err(err)?;
+        // The chart shows the hospital sweep at the first patient count.
+        let sweep: Vec<FederatedRow> = rows
+            .iter()
+            .filter(|r| Some(&r.patients_per_hospital) == patients.first())
+            .cloned()
+            .collect();
+        std::fs::write(path, latency_svg(&sweep, &machine())).map_err(err)?;
         println!("wrote {}", path.display());
     }
     Ok(())
@@ -575,23 +612,13 @@ pub fn latency_svg(rows: &[FederatedRow], machine: &str) -> String {
 pub fn dp_error(patients: usize, repetitions: usize, csv: Option<&Path>) -> Result<()> {
     let tmp = tempdir()?;
     let _cleanup = RemoveDir(tmp.clone());
-    let node = fresh_node(&tmp.join("node"), "bench")?;
-    let texts = synthetic_texts(patients, 12, 0.5);
-    import::import_physionet_sources(
-        &node.store,
-        node.pseudonyms(),
-        patients,
-        texts.into_iter().map(Ok),
-        &BTreeMap::new(),
-        &import::Options::default(),
-    )
-    .map_err(err)?;
-    let now = unix_now();
-    consent_ops::simulate(&node, 1.0, &["HMB".to_string()], 1, now).map_err(err)?;
-    let authority = KeyPair::generate(Role::Authority).map_err(err)?;
-    let researcher = KeyPair::generate(Role::Researcher).map_err(err)?;
-    setup::trust_issuer(&node, authority.public(), 1e9, 0, now).map_err(err)?;
-    let credential = setup::credential(&authority, researcher.public(), &["HMB"], now);
+    let Bench {
+        node,
+        researcher,
+        credential,
+        now,
+        ..
+    } = bench_node(&tmp, patients, 1e9, 0)?;
     let index = node.index().map_err(err)?;
     println!("witmed bench dp-error ({}; {patients} synthetic patients, {repetitions} queries per point)", machine());
     println!(
@@ -601,7 +628,7 @@ pub fn dp_error(patients: usize, repetitions: usize, csv: Option<&Path>) -> Resu
     let mut text =
         "epsilon,count_mae,count_expected_mae,count_ci_halfwidth,mean_mae,mean_ci_halfwidth\n"
             .to_string();
-    for (k, epsilon) in [0.1, 0.25, 0.5, 1.0, 2.0, 4.0].into_iter().enumerate() {
+    for (k, epsilon) in [0.1f64, 0.25, 0.5, 1.0, 2.0, 4.0].into_iter().enumerate() {
         let mut errors = [0.0f64; 2];
         let mut halfwidths = [0.0f64; 2];
         for (j, template) in [COUNT_QUERY, MEAN_QUERY].into_iter().enumerate() {
@@ -630,8 +657,10 @@ pub fn dp_error(patients: usize, repetitions: usize, csv: Option<&Path>) -> Resu
                 halfwidths[j] += (hi - lo) / 2.0 / repetitions as f64;
             }
         }
-        // E|Laplace(b)| = b, with b = 1/epsilon for a count.
-        let expected = 1.0 / epsilon;
+        // A count's noise is discrete Laplace with scale b = 1/epsilon:
+        // P(k) ∝ p^|k| with p = e^(-1/b), so E|X| = 2p / ((1 + p)(1 - p)).
+        let p = (-epsilon).exp();
+        let expected = 2.0 * p / ((1.0 + p) * (1.0 - p));
         println!(
             "{epsilon:>8} {:>16.3} {expected:>16.3} {:>14.3} {:>16.4} {:>14.4}",
             errors[0], halfwidths[0], errors[1], halfwidths[1]

@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 
 use witmed_crypto::{KeyPair, Role};
 use witmed_policies::evaluate::{Request, Use};
-use witmed_protocol::combine::{self, Part};
+use witmed_protocol::combine;
 use witmed_protocol::query::Query;
 use witmed_simnet::cluster::{self, Cluster, Options};
 use witmed_simnet::cohort;
 
-use crate::net::client::{self, HospitalResult, Status};
+use crate::net::client::{self, HospitalResult};
 use crate::node::Node;
 use crate::{engine, unix_now};
 
@@ -291,25 +291,8 @@ fn row(
     results: &[HospitalResult],
     exact: Option<f64>,
 ) -> Result<Row, String> {
-    let answered: Vec<(&str, &witmed_protocol::Answer)> = results
-        .iter()
-        .filter_map(|r| match &r.status {
-            Status::Answered(a) => Some((r.name.as_str(), a)),
-            _ => None,
-        })
-        .collect();
-    let parts: Vec<Part<'_>> = answered
-        .iter()
-        .map(|(n, a)| Part {
-            node: n,
-            released: &a.released,
-        })
-        .collect();
-    let combined = if parts.is_empty() {
-        None
-    } else {
-        Some(combine::combine(query, &parts).map_err(|e| e.to_string())?)
-    };
+    let answered = client::answered(results);
+    let combined = client::combine_answered(query, results).map_err(|e| e.to_string())?;
     let first_bin = |c: &combine::Combined| c.values.first().copied();
     let first_ci = |c: &combine::Combined| c.ci95s.first().copied();
     Ok(Row {

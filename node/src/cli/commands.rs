@@ -574,7 +574,7 @@ fn run_bench(command: BenchCommand) -> Result<()> {
             svg,
         } => crate::bench::federated(
             &hospitals,
-            patients,
+            &patients,
             repetitions,
             csv.as_deref(),
             svg.as_deref(),

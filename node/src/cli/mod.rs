@@ -486,9 +486,9 @@ pub enum BenchCommand {
         /// Hospital counts to measure, comma separated.
         #[arg(long, value_delimiter = ',', default_value = "3,10")]
         hospitals: Vec<usize>,
-        /// Synthetic patients per hospital.
-        #[arg(long, default_value_t = 10_000)]
-        patients: usize,
+        /// Synthetic patients per hospital, comma separated (each with every hospital count).
+        #[arg(long, value_delimiter = ',', default_value = "10000")]
+        patients: Vec<usize>,
         #[arg(long, default_value_t = 50)]
         repetitions: usize,
         /// Also write the figures as CSV.

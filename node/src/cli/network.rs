@@ -7,7 +7,7 @@ use libp2p::Multiaddr;
 use serde_json::json;
 use witmed_crypto::{KeyPair, PublicKey, Role};
 use witmed_policies::directory::{self, Directory};
-use witmed_protocol::combine::{self, Part};
+use witmed_protocol::combine;
 use witmed_protocol::query::Query;
 
 use super::{Failure, RunQueryArgs};
@@ -123,25 +123,9 @@ pub fn query_run(args: RunQueryArgs) -> Result<()> {
 
 /// Combines the answered results and prints them.
 pub fn print_federated(query: &Query, results: &[HospitalResult], json: bool) -> Result<()> {
-    let answers: Vec<(&str, &witmed_protocol::Answer)> = results
-        .iter()
-        .filter_map(|r| match &r.status {
-            Status::Answered(a) => Some((r.name.as_str(), a)),
-            _ => None,
-        })
-        .collect();
-    let parts: Vec<Part<'_>> = answers
-        .iter()
-        .map(|(n, a)| Part {
-            node: n,
-            released: &a.released,
-        })
-        .collect();
-    let combined = if parts.is_empty() {
-        None
-    } else {
-        Some(combine::combine(query, &parts).map_err(|e| Failure::new("combine_failed", e))?)
-    };
+    let answers = client::answered(results);
+    let combined =
+        client::combine_answered(query, results).map_err(|e| Failure::new("combine_failed", e))?;
     if json {
         let hospitals: Vec<_> = results
             .iter()

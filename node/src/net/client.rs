@@ -31,6 +31,36 @@ pub struct Target {
     pub signing_key: PublicKey,
 }
 
+/// The hospitals that answered, with their answers.
+pub fn answered(results: &[HospitalResult]) -> Vec<(&str, &Answer)> {
+    results
+        .iter()
+        .filter_map(|r| match &r.status {
+            Status::Answered(a) => Some((r.name.as_str(), a)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Combines every answer in `results`; None when no hospital answered.
+pub fn combine_answered(
+    query: &Query,
+    results: &[HospitalResult],
+) -> Result<Option<witmed_protocol::combine::Combined>, witmed_protocol::combine::Error> {
+    let answers = answered(results);
+    let parts: Vec<witmed_protocol::combine::Part<'_>> = answers
+        .iter()
+        .map(|(node, a)| witmed_protocol::combine::Part {
+            node,
+            released: &a.released,
+        })
+        .collect();
+    if parts.is_empty() {
+        return Ok(None);
+    }
+    witmed_protocol::combine::combine(query, &parts).map(Some)
+}
+
 /// A fresh request for `query`: random nonce, signed-at time `now`.
 pub fn request_for(query: Query, credential: &Envelope, now: i64) -> Result<QueryRequest, String> {
     let mut nonce = [0u8; 16];
