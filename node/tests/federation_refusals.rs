@@ -201,7 +201,7 @@ async fn an_answer_signed_by_a_non_member_is_rejected() {
         .await
         .unwrap();
     assert!(
-        matches!(&results[0].status, Status::Invalid(reason) if reason.contains("not")),
+        matches!(&results[0].status, Status::Invalid(reason) if reason.contains("not Hospital-1's key in the directory")),
         "{:?}",
         results[0]
     );
