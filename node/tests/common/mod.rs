@@ -150,3 +150,65 @@ pub fn small_set(into: &Path, n: usize) -> PathBuf {
     }
     dir
 }
+
+/// Checks a combined federated count without flakiness.
+///
+/// A 95% interval misses the exact answer one time in twenty by design, so a
+/// test asserting it would fail that often. Instead the test bounds the error
+/// at level 1e-6 with the same rigorous half-width the client uses, for
+/// `hospitals` answers each with discrete Laplace noise of scale 1/epsilon,
+/// and checks that the reported 95% interval surrounds the released value.
+pub fn assert_count_near(answer: &serde_json::Value, exact: f64, hospitals: usize, epsilon: f64) {
+    use witmed_protocol::answer::Mechanism;
+    let value = answer["value"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no value: {answer}"));
+    let ci = answer["ci95"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no interval: {answer}"));
+    let (lo, hi) = (ci[0].as_f64().unwrap(), ci[1].as_f64().unwrap());
+    assert!(
+        lo <= value && value <= hi,
+        "value outside its own interval: {answer}"
+    );
+    let noises = vec![(Mechanism::DiscreteLaplace, 1.0 / epsilon); hospitals];
+    let h = witmed_protocol::combine::noise_sum_halfwidth(&noises, 1e-6);
+    assert!(
+        (value - exact).abs() <= h,
+        "count {value} is {} from the exact {exact}, beyond the 1e-6 bound {h}: {answer}",
+        (value - exact).abs()
+    );
+}
+
+/// Checks a combined federated mean of values in `bounds` at level 1e-6 (see [`assert_count_near`]).
+pub fn assert_mean_near(
+    answer: &serde_json::Value,
+    exact: f64,
+    patients: f64,
+    hospitals: usize,
+    epsilon: f64,
+    bounds: (f64, f64),
+) {
+    use witmed_protocol::answer::Mechanism;
+    let value = answer["value"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no value: {answer}"));
+    let mid = (bounds.0 + bounds.1) / 2.0;
+    // Half the epsilon to each of the sum (sensitivity: half the bounds' width) and the count.
+    let sum_noises = vec![
+        (
+            Mechanism::Laplace,
+            (bounds.1 - bounds.0) / 2.0 / (epsilon / 2.0)
+        );
+        hospitals
+    ];
+    let count_noises = vec![(Mechanism::DiscreteLaplace, 1.0 / (epsilon / 2.0)); hospitals];
+    let h_sum = witmed_protocol::combine::noise_sum_halfwidth(&sum_noises, 1e-6) * 1.01;
+    let h_count = witmed_protocol::combine::noise_sum_halfwidth(&count_noises, 1e-6);
+    let bound = (h_sum + (exact - mid).abs() * h_count) / (patients - h_count);
+    assert!(
+        (value - exact).abs() <= bound,
+        "mean {value} is {} from the exact {exact}, beyond the 1e-6 bound {bound}: {answer}",
+        (value - exact).abs()
+    );
+}
