@@ -113,9 +113,19 @@ fn public_key(output: &str) -> Result<String, Error> {
         .ok_or_else(|| Error::Output(output.to_string()))
 }
 
-/// A free TCP port on loopback (bound and released; good enough for tests on one machine).
-pub fn free_port() -> Result<u16, Error> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// `n` distinct free TCP ports on loopback.
+///
+/// All `n` listeners are held open together before any is released, so the
+/// ports are distinct from each other (asking for one port at a time can
+/// return the same port twice once the first is released).
+pub fn free_ports(n: usize) -> Result<Vec<u16>, Error> {
+    let listeners = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()?;
+    listeners
+        .iter()
+        .map(|l| Ok(l.local_addr()?.port()))
+        .collect()
 }
 
 fn s(p: &Path) -> &str {
@@ -185,8 +195,9 @@ impl Cluster {
             ],
         )?;
         let mut members = Vec::new();
-        for spec in specs {
-            let member = build_member(options, spec, &authority_pub)?;
+        let ports = free_ports(specs.len())?;
+        for (spec, port) in specs.iter().zip(ports) {
+            let member = build_member(options, spec, &authority_pub, port)?;
             witmed(
                 bin,
                 &[
@@ -402,7 +413,12 @@ fn signal(pid: u32, sig: &str) -> Result<(), Error> {
 }
 
 /// Creates one node's data dir with its share of records.
-fn build_member(options: &Options, spec: &Spec, authority_pub: &str) -> Result<Member, Error> {
+fn build_member(
+    options: &Options,
+    spec: &Spec,
+    authority_pub: &str,
+    port: u16,
+) -> Result<Member, Error> {
     let bin = options.bin.as_path();
     let data_dir = options.root.join(&spec.name);
     witmed(
@@ -445,7 +461,6 @@ fn build_member(options: &Options, spec: &Spec, authority_pub: &str) -> Result<M
             "HMB",
         ],
     )?;
-    let port = free_port()?;
     let listen = format!("/ip4/127.0.0.1/tcp/{port}");
     let (address, proxy) = if options.proxied {
         let proxy = Proxy::start(([127, 0, 0, 1], port).into())?;
