@@ -72,6 +72,8 @@ pub struct Member {
     pub address: String,
     misbehave: Option<String>,
     proxy: Option<Proxy>,
+    /// Holds the node's port until the node starts.
+    reservation: Option<TcpListener>,
     process: Option<Child>,
 }
 
@@ -113,19 +115,15 @@ fn public_key(output: &str) -> Result<String, Error> {
         .ok_or_else(|| Error::Output(output.to_string()))
 }
 
-/// `n` distinct free TCP ports on loopback.
+/// Reserves `n` distinct free TCP ports on loopback by holding a listener on each.
 ///
-/// All `n` listeners are held open together before any is released, so the
-/// ports are distinct from each other (asking for one port at a time can
-/// return the same port twice once the first is released).
-pub fn free_ports(n: usize) -> Result<Vec<u16>, Error> {
-    let listeners = (0..n)
+/// A node's reservation is released just before the node starts and binds
+/// the port itself, so no other process (another test's cluster, an
+/// outgoing connection) can take it in between, except in that instant.
+pub fn reserve_ports(n: usize) -> Result<Vec<TcpListener>, Error> {
+    Ok((0..n)
         .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<Vec<_>, _>>()?;
-    listeners
-        .iter()
-        .map(|l| Ok(l.local_addr()?.port()))
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?)
 }
 
 fn s(p: &Path) -> &str {
@@ -195,9 +193,9 @@ impl Cluster {
             ],
         )?;
         let mut members = Vec::new();
-        let ports = free_ports(specs.len())?;
-        for (spec, port) in specs.iter().zip(ports) {
-            let member = build_member(options, spec, &authority_pub, port)?;
+        let reservations = reserve_ports(specs.len())?;
+        for (spec, reservation) in specs.iter().zip(reservations) {
+            let member = build_member(options, spec, &authority_pub, reservation)?;
             witmed(
                 bin,
                 &[
@@ -258,6 +256,8 @@ impl Cluster {
         let m = &mut self.members[i];
         let log_path = m.data_dir.join("node.log");
         let log = fs::File::create(&log_path)?;
+        // Release the port just before the node binds it.
+        drop(m.reservation.take());
         let mut command = Command::new(&bin);
         command.args([
             "node",
@@ -417,7 +417,7 @@ fn build_member(
     options: &Options,
     spec: &Spec,
     authority_pub: &str,
-    port: u16,
+    reservation: TcpListener,
 ) -> Result<Member, Error> {
     let bin = options.bin.as_path();
     let data_dir = options.root.join(&spec.name);
@@ -461,6 +461,7 @@ fn build_member(
             "HMB",
         ],
     )?;
+    let port = reservation.local_addr()?.port();
     let listen = format!("/ip4/127.0.0.1/tcp/{port}");
     let (address, proxy) = if options.proxied {
         let proxy = Proxy::start(([127, 0, 0, 1], port).into())?;
@@ -478,6 +479,7 @@ fn build_member(
         address,
         misbehave: spec.misbehave.clone(),
         proxy,
+        reservation: Some(reservation),
         process: None,
     })
 }
