@@ -210,6 +210,11 @@ impl Batch<'_> {
         Ok(())
     }
 
+    /// Adds a value already sealed with [`Store::seal_record`] for this family and key.
+    pub fn put_sealed(&mut self, family: &'static str, key: &[u8], sealed: &[u8]) {
+        self.inner.put_cf(self.store.handle(family), key, sealed);
+    }
+
     /// Adds an unsealed marker (meta family only: import markers hold no patient data).
     pub fn put_meta(&mut self, key: &[u8], value: &[u8]) {
         self.inner.put_cf(self.store.handle(cf::META), key, value);
@@ -312,6 +317,17 @@ impl Store {
             path: self.path.clone(),
             source,
         }
+    }
+
+    /// Seals `record` for `key` in `family` without writing it (any thread may
+    /// seal; the import seals on its parsing thread and writes on another).
+    pub fn seal_record<R: Versioned>(
+        &self,
+        family: &'static str,
+        key: &[u8],
+        record: &R,
+    ) -> Result<Vec<u8>, Error> {
+        self.seal(family, key, record)
     }
 
     fn seal<R: Serialize>(

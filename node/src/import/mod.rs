@@ -12,7 +12,7 @@ pub mod fhir;
 pub mod physionet;
 pub mod source;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -103,6 +103,86 @@ struct Parsed {
     conditions: Vec<SourceCondition>,
 }
 
+/// One file's records, pseudonymised and sealed, ready to be written.
+struct Sealed {
+    /// Every patient the file holds.
+    patients: Vec<Pseudonym>,
+    /// (family, key, sealed value), patients first.
+    rows: Vec<(&'static str, Vec<u8>, Vec<u8>)>,
+    observations: u64,
+    conditions: u64,
+}
+
+/// Pseudonymises and seals a parsed file. Needs no write access, so the
+/// PhysioNet import runs it on its parsing thread.
+fn seal_file(
+    store: &Store,
+    pseudonyms: &Pseudonymizer,
+    system: &'static str,
+    parsed: &Parsed,
+) -> Result<Sealed, Error> {
+    let index_times = index_times(parsed);
+    // One HMAC per patient, not per observation.
+    let mut cache: BTreeMap<String, Pseudonym> = BTreeMap::new();
+    let mut pseudonym_of = |id: &str| -> Pseudonym {
+        if let Some(p) = cache.get(id) {
+            return *p;
+        }
+        let p = pseudonyms.pseudonym(system, id);
+        cache.insert(id.to_string(), p);
+        p
+    };
+    let mut out = Sealed {
+        patients: Vec::new(),
+        rows: Vec::with_capacity(
+            parsed.patients.len() + parsed.observations.len() + parsed.conditions.len(),
+        ),
+        observations: parsed.observations.len() as u64,
+        conditions: parsed.conditions.len() as u64,
+    };
+    for patient in &parsed.patients {
+        let pseudonym = pseudonym_of(&patient.source_id);
+        let index_time = index_times.get(&patient.source_id).copied().unwrap_or(0);
+        let record = patient_record(system, patient, index_time);
+        let sealed = store.seal_record(cf::PATIENTS, &pseudonym.0, &record)?;
+        out.rows.push((cf::PATIENTS, pseudonym.0.to_vec(), sealed));
+        if !out.patients.contains(&pseudonym) {
+            out.patients.push(pseudonym);
+        }
+    }
+    for o in &parsed.observations {
+        let key = observation_key(
+            &pseudonym_of(&o.source_patient_id),
+            &o.code,
+            o.time_s,
+            o.disambiguator,
+        );
+        let record = ObservationRecord {
+            version: RECORD_VERSION,
+            value: o.value,
+        };
+        let sealed = store.seal_record(cf::OBSERVATIONS, &key, &record)?;
+        out.rows.push((cf::OBSERVATIONS, key, sealed));
+    }
+    for c in &parsed.conditions {
+        let key = condition_key(
+            &pseudonym_of(&c.source_patient_id),
+            &c.system,
+            &c.code,
+            c.onset_s,
+        );
+        let record = ConditionRecord {
+            version: RECORD_VERSION,
+            system: c.system.clone(),
+            code: c.code.clone(),
+            onset: c.onset_s,
+        };
+        let sealed = store.seal_record(cf::CONDITIONS, &key, &record)?;
+        out.rows.push((cf::CONDITIONS, key, sealed));
+    }
+    Ok(out)
+}
+
 /// Writes parsed files in durable batches.
 struct Writer<'a> {
     store: &'a Store,
@@ -137,56 +217,19 @@ impl<'a> Writer<'a> {
         Ok(self.store.get_meta(marker)?.is_some())
     }
 
-    fn add_file(&mut self, name: &str, marker: Vec<u8>, parsed: Parsed) -> Result<(), Error> {
-        let index_times = index_times(&parsed);
-        // One HMAC per patient, not per observation.
-        let mut pseudonyms: BTreeMap<String, Pseudonym> = BTreeMap::new();
-        let mut pseudonym_of = |id: &str, this: &Self| match pseudonyms.get(id) {
-            Some(p) => *p,
-            None => {
-                let p = this.pseudonyms.pseudonym(this.system, id);
-                pseudonyms.insert(id.to_string(), p);
-                p
-            }
-        };
-        let mut written = BTreeSet::new();
-        for patient in &parsed.patients {
-            let pseudonym = pseudonym_of(&patient.source_id, self);
-            self.replace_patient(&pseudonym)?;
-            let index_time = index_times.get(&patient.source_id).copied().unwrap_or(0);
-            self.batch.put(
-                cf::PATIENTS,
-                &pseudonym.0,
-                &patient_record(self.system, patient, index_time),
-            )?;
-            written.insert(patient.source_id.clone());
+    fn add_file(&mut self, name: &str, marker: Vec<u8>, sealed: Sealed) -> Result<(), Error> {
+        for pseudonym in &sealed.patients {
+            self.replace_patient(pseudonym)?;
         }
-        for o in &parsed.observations {
-            let pseudonym = pseudonym_of(&o.source_patient_id, self);
-            let key = observation_key(&pseudonym, &o.code, o.time_s, o.disambiguator);
-            let record = ObservationRecord {
-                version: RECORD_VERSION,
-                value: o.value,
-            };
-            self.batch.put(cf::OBSERVATIONS, &key, &record)?;
-        }
-        for c in &parsed.conditions {
-            let pseudonym = pseudonym_of(&c.source_patient_id, self);
-            let key = condition_key(&pseudonym, &c.system, &c.code, c.onset_s);
-            let record = ConditionRecord {
-                version: RECORD_VERSION,
-                system: c.system.clone(),
-                code: c.code.clone(),
-                onset: c.onset_s,
-            };
-            self.batch.put(cf::CONDITIONS, &key, &record)?;
+        for (family, key, value) in &sealed.rows {
+            self.batch.put_sealed(family, key, value);
         }
         // The marker holds no file name: names carry source ids.
         self.batch.put_meta(&marker, b"imported");
         self.summary.files += 1;
-        self.summary.patients += written.len() as u64;
-        self.summary.observations += parsed.observations.len() as u64;
-        self.summary.conditions += parsed.conditions.len() as u64;
+        self.summary.patients += sealed.patients.len() as u64;
+        self.summary.observations += sealed.observations;
+        self.summary.conditions += sealed.conditions;
         self.batch_files.push(name.to_string());
         if self.batch_files.len() >= self.options.batch_files {
             self.commit()?;
@@ -349,19 +392,27 @@ pub fn import_physionet(
 /// Records parsed ahead of the writer: bounds memory while parsing overlaps writing.
 const PARSE_AHEAD: usize = 128;
 
-/// One record file, parsed on the parsing thread.
+/// One record file, made ready on the parsing thread.
 struct ParsedSource {
     name: String,
     marker: Vec<u8>,
-    record: Result<physionet::ParsedRecord, physionet::Error>,
+    prepared: Result<Prepared, physionet::Error>,
+}
+
+/// A parsed record: what to report, and its sealed rows (None when the file
+/// was imported before, so nothing needs sealing).
+struct Prepared {
+    rejected: Vec<Rejected>,
+    skipped_missing: u64,
+    sealed: Option<Sealed>,
 }
 
 /// Imports PhysioNet record texts given as (location, bytes); the set-directory
 /// import and the benchmarks (which generate records in memory) share it.
 ///
-/// Reading and parsing run on a second thread, at most [`PARSE_AHEAD`]
-/// records ahead, while this thread pseudonymises, seals and writes: on two
-/// cores the two halves of the work overlap.
+/// Reading, parsing, pseudonymising and sealing run on a second thread, at
+/// most [`PARSE_AHEAD`] records ahead, while this thread fills RocksDB
+/// batches and syncs them: on two cores the two halves overlap.
 pub fn import_physionet_sources(
     store: &Store,
     pseudonyms: &Pseudonymizer,
@@ -376,15 +427,17 @@ pub fn import_physionet_sources(
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<ParsedSource, Error>>(PARSE_AHEAD);
         scope.spawn(move || {
             for source in sources {
-                let parsed = source.map(|(name, bytes)| parse_source(name, &bytes, outcomes));
+                let prepared = source.and_then(|(name, bytes)| {
+                    prepare_source(store, pseudonyms, name, &bytes, outcomes)
+                });
                 // The writer stopped (an error): stop parsing too.
-                if tx.send(parsed).is_err() {
+                if tx.send(prepared).is_err() {
                     break;
                 }
             }
         });
-        for parsed in rx {
-            write_physionet_record(&mut writer, parsed?, outcomes)?;
+        for prepared in rx {
+            write_physionet_record(&mut writer, prepared?)?;
             bar.inc(1);
         }
         Ok(())
@@ -394,22 +447,49 @@ pub fn import_physionet_sources(
     Ok(writer.summary)
 }
 
-fn parse_source(
+fn prepare_source(
+    store: &Store,
+    pseudonyms: &Pseudonymizer,
     name: String,
     bytes: &[u8],
     outcomes: &BTreeMap<String, physionet::Outcome>,
-) -> ParsedSource {
+) -> Result<ParsedSource, Error> {
     let record = physionet::parse_record(&name, bytes);
     let outcome = record
         .as_ref()
         .ok()
         .and_then(|r| outcomes.get(&r.patient.source_id));
     let outcome_bytes = outcome.map(|o| format!("{o:?}")).unwrap_or_default();
-    ParsedSource {
-        marker: marker(PHYSIONET, bytes, outcome_bytes.as_bytes()),
+    let marker = marker(PHYSIONET, bytes, outcome_bytes.as_bytes());
+    let prepared = match record {
+        Ok(mut record) => {
+            let unchanged = store.get_meta(&marker)?.is_some();
+            let sealed = if unchanged {
+                None
+            } else {
+                if let Some(o) = outcome {
+                    physionet::apply_outcome(&mut record.patient, o);
+                }
+                let parsed = Parsed {
+                    patients: vec![record.patient],
+                    observations: record.observations,
+                    conditions: vec![],
+                };
+                Some(seal_file(store, pseudonyms, PHYSIONET, &parsed)?)
+            };
+            Ok(Prepared {
+                rejected: record.rejected,
+                skipped_missing: record.skipped_missing,
+                sealed,
+            })
+        }
+        Err(e) => Err(e),
+    };
+    Ok(ParsedSource {
         name,
-        record,
-    }
+        marker,
+        prepared,
+    })
 }
 
 /// Parses an outcomes file into a map by RecordID.
@@ -430,18 +510,14 @@ pub fn load_outcomes(
         .collect())
 }
 
-fn write_physionet_record(
-    writer: &mut Writer<'_>,
-    source: ParsedSource,
-    outcomes: &BTreeMap<String, physionet::Outcome>,
-) -> Result<(), Error> {
+fn write_physionet_record(writer: &mut Writer<'_>, source: ParsedSource) -> Result<(), Error> {
     let ParsedSource {
         name,
         marker,
-        record,
+        prepared,
     } = source;
-    let mut record = match record {
-        Ok(record) => record,
+    let mut prepared = match prepared {
+        Ok(prepared) => prepared,
         Err(e) => {
             writer.summary.failed_files.push(Rejected {
                 location: name,
@@ -450,21 +526,15 @@ fn write_physionet_record(
             return Ok(());
         }
     };
-    writer.summary.rejected.append(&mut record.rejected);
-    writer.summary.skipped_missing_values += record.skipped_missing;
-    if writer.already_imported(&marker)? {
-        writer.summary.files_unchanged += 1;
-        return Ok(());
+    writer.summary.rejected.append(&mut prepared.rejected);
+    writer.summary.skipped_missing_values += prepared.skipped_missing;
+    match prepared.sealed {
+        None => {
+            writer.summary.files_unchanged += 1;
+            Ok(())
+        }
+        Some(sealed) => writer.add_file(&name, marker, sealed),
     }
-    if let Some(o) = outcomes.get(&record.patient.source_id) {
-        physionet::apply_outcome(&mut record.patient, o);
-    }
-    let parsed = Parsed {
-        patients: vec![record.patient],
-        observations: record.observations,
-        conditions: vec![],
-    };
-    writer.add_file(&name, marker, parsed)
 }
 
 /// Imports FHIR R4 bundles, single resources or NDJSON files (directories are expanded).
@@ -521,7 +591,8 @@ fn import_fhir_file(writer: &mut Writer<'_>, path: &Path) -> Result<(), Error> {
         observations: file.observations,
         conditions: file.conditions,
     };
-    writer.add_file(&name, marker, parsed)
+    let sealed = seal_file(writer.store, writer.pseudonyms, FHIR, &parsed)?;
+    writer.add_file(&name, marker, sealed)
 }
 
 /// `set-a/132539.txt`: enough of the path to find the file, no more.
