@@ -74,7 +74,8 @@ fn fresh_node(dir: &Path, name: &str) -> Result<Node> {
 /// Import throughput beside raw synced RocksDB batches of the same plaintext bytes.
 pub fn import(set_dir: Option<&Path>, patients: usize) -> Result<()> {
     let texts = record_texts(set_dir, patients)?;
-    let tmp = tempdir()?;
+    let scratch = tempdir()?;
+    let tmp = scratch.path();
     let node = fresh_node(&tmp.join("node"), "bench")?;
     let options = import::Options::default();
     let started = Instant::now();
@@ -168,14 +169,14 @@ fn raw_rocksdb(
     Ok((started.elapsed(), records, bytes))
 }
 
-fn tempdir() -> Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!(
+/// A scratch directory for one benchmark, removed when it ends.
+fn tempdir() -> Result<crate::ScratchDir> {
+    crate::ScratchDir::new(&format!(
         "witmed-bench-{}-{}",
         std::process::id(),
         unix_now()
-    ));
-    std::fs::create_dir_all(&dir).map_err(err)?;
-    Ok(dir)
+    ))
+    .map_err(err)
 }
 
 /// A node over a synthetic cohort where everyone consents, and a researcher it trusts.
@@ -247,7 +248,8 @@ epsilon = 0.01
 
 /// Local query latency over a synthetic cohort, beside a plain loop over the same values.
 pub fn query(patients: usize, repetitions: usize) -> Result<()> {
-    let tmp = tempdir()?;
+    let scratch = tempdir()?;
+    let tmp = scratch.path();
     eprintln!("generating and importing {patients} synthetic patients...");
     let Bench {
         node,
@@ -255,7 +257,7 @@ pub fn query(patients: usize, repetitions: usize) -> Result<()> {
         credential,
         observations,
         now,
-    } = bench_node(&tmp, patients, 1e6, 10)?;
+    } = bench_node(tmp, patients, 1e6, 10)?;
     let build = Instant::now();
     node.index().map_err(err)?;
     let index_took = build.elapsed();
@@ -392,8 +394,8 @@ pub fn federated(
 
 fn federated_one(hospitals: usize, patients: usize, repetitions: usize) -> Result<FederatedRow> {
     use witmed_simnet::cluster::{self, Cluster, Options};
-    let root = tempdir()?;
-    let _cleanup = crate::bench::RemoveDir(root.clone());
+    let scratch = tempdir()?;
+    let root = scratch.path();
     let written = cohort::write_physionet_set(
         &root.join("cohort"),
         &cohort::Config {
@@ -416,23 +418,8 @@ fn federated_one(hospitals: usize, patients: usize, repetitions: usize) -> Resul
     eprintln!("setting up {hospitals} hospitals with {patients} patients each...");
     let mut c = Cluster::build(&options, &cluster::split(&files, hospitals)).map_err(err)?;
     c.start_all().map_err(err)?;
-    let researcher = KeyPair::load_role(&c.researcher_key, Role::Researcher).map_err(err)?;
-    let credential =
-        witmed_policies::parse_signed(&std::fs::read_to_string(&c.credential).map_err(err)?)
-            .map_err(err)?;
-    let text = std::fs::read_to_string(&c.directory).map_err(err)?;
-    let envelope = witmed_policies::directory::parse_signed_directory(&text).map_err(err)?;
-    let authority = c
-        .consortium_authority
-        .parse()
-        .map_err(|e: witmed_crypto::keys::Error| e.to_string())?;
-    let dir = witmed_policies::directory::verify_directory(&envelope, &authority).map_err(err)?;
-    let targets = crate::net::client::targets(&dir)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(err)?;
+    let (researcher, credential, targets) = crate::demo::researcher_of(&c)?;
+    let runtime = crate::net::runtime().map_err(err)?;
     let mut times = Vec::with_capacity(repetitions);
     let (mut request_bytes, mut response_bytes) = (0, 0);
     for r in 0..repetitions {
@@ -524,15 +511,6 @@ fn loopback_round_trip(request: usize, response: usize, repetitions: usize) -> R
     Ok(ms(pct(&mut times, 0.5)))
 }
 
-/// Removes a directory when dropped.
-pub struct RemoveDir(pub std::path::PathBuf);
-
-impl Drop for RemoveDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Picks one figure of a row, for one line of the chart.
 type Pick = dyn Fn(&FederatedRow) -> f64;
 
@@ -610,15 +588,15 @@ pub fn latency_svg(rows: &[FederatedRow], machine: &str) -> String {
 /// DP error against epsilon: mean absolute error of count and mean queries on one node, beside the
 /// error the Laplace scale predicts, and the 95% interval's half-width.
 pub fn dp_error(patients: usize, repetitions: usize, csv: Option<&Path>) -> Result<()> {
-    let tmp = tempdir()?;
-    let _cleanup = RemoveDir(tmp.clone());
+    let scratch = tempdir()?;
+    let tmp = scratch.path();
     let Bench {
         node,
         researcher,
         credential,
         now,
         ..
-    } = bench_node(&tmp, patients, 1e9, 0)?;
+    } = bench_node(tmp, patients, 1e9, 0)?;
     let index = node.index().map_err(err)?;
     println!("witmed bench dp-error ({}; {patients} synthetic patients, {repetitions} queries per point)", machine());
     println!(

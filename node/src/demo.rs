@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use witmed_crypto::{KeyPair, Role};
+use witmed_crypto::{Envelope, KeyPair, Role};
 use witmed_policies::evaluate::{Request, Use};
 use witmed_protocol::combine;
 use witmed_protocol::query::Query;
@@ -133,9 +133,9 @@ fn records(config: &Config, root: &Path) -> Result<(Vec<PathBuf>, Option<PathBuf
 /// Runs the whole demo; prints as it goes and returns the table.
 pub fn run(config: &Config) -> Result<Vec<Row>, String> {
     let started = Instant::now();
-    let root = std::env::temp_dir().join(format!("witmed-demo-{}", std::process::id()));
-    let _cleanup = RemoveOnDrop(root.clone());
-    std::fs::create_dir_all(&root).map_err(|e| e.to_string())?;
+    let scratch = crate::ScratchDir::new(&format!("witmed-demo-{}", std::process::id()))
+        .map_err(|e| e.to_string())?;
+    let root = scratch.path().to_path_buf();
     let (files, outcomes, real) = records(config, &root)?;
     println!(
         "witmed demo: {} hospitals, {} patients ({}), consent simulated for {:.0}% of them",
@@ -185,12 +185,21 @@ pub fn run(config: &Config) -> Result<Vec<Row>, String> {
     Ok(rows)
 }
 
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// The cluster researcher's key and credential, and the hospitals of the cluster's signed directory.
+pub fn researcher_of(
+    cluster: &Cluster,
+) -> Result<(KeyPair, Envelope, Vec<client::Target>), String> {
+    let researcher =
+        KeyPair::load_role(&cluster.researcher_key, Role::Researcher).map_err(|e| e.to_string())?;
+    let text = std::fs::read_to_string(&cluster.credential).map_err(|e| e.to_string())?;
+    let credential = witmed_policies::parse_signed(&text).map_err(|e| e.to_string())?;
+    let authority = cluster
+        .consortium_authority
+        .parse()
+        .map_err(|e: witmed_crypto::keys::Error| e.to_string())?;
+    let (dir, _) =
+        client::load_directory(&cluster.directory, Some(authority)).map_err(|e| e.to_string())?;
+    Ok((researcher, credential, client::targets(&dir)?))
 }
 
 /// Exact answers over the consenting patients of every node (nodes not yet running).
@@ -198,10 +207,7 @@ fn exact_answers(
     cluster: &Cluster,
     queries: &[(String, Query)],
 ) -> Result<Vec<Option<f64>>, String> {
-    let researcher =
-        KeyPair::load_role(&cluster.researcher_key, Role::Researcher).map_err(|e| e.to_string())?;
-    let text = std::fs::read_to_string(&cluster.credential).map_err(|e| e.to_string())?;
-    let envelope = witmed_policies::parse_signed(&text).map_err(|e| e.to_string())?;
+    let (researcher, envelope, _) = researcher_of(cluster)?;
     let now = unix_now();
     let mut values: Vec<Vec<f64>> = vec![Vec::new(); queries.len()];
     for m in &cluster.members {
@@ -248,17 +254,8 @@ fn ask_all(
     exact: &[Option<f64>],
     timeout: Duration,
 ) -> Result<Vec<Row>, String> {
-    let researcher =
-        KeyPair::load_role(&cluster.researcher_key, Role::Researcher).map_err(|e| e.to_string())?;
-    let text = std::fs::read_to_string(&cluster.credential).map_err(|e| e.to_string())?;
-    let credential = witmed_policies::parse_signed(&text).map_err(|e| e.to_string())?;
-    let (dir, _) = load_directory(cluster)?;
-    let targets = client::targets(&dir)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let (researcher, credential, targets) = researcher_of(cluster)?;
+    let runtime = crate::net::runtime().map_err(|e| e.to_string())?;
     let mut rows = Vec::new();
     for ((label, query), exact) in queries.iter().zip(exact) {
         let request = client::request_for(query.clone(), &credential, unix_now())?;
@@ -268,21 +265,6 @@ fn ask_all(
         rows.push(row(label, query, &results, *exact)?);
     }
     Ok(rows)
-}
-
-fn load_directory(
-    cluster: &Cluster,
-) -> Result<(witmed_policies::directory::Directory, ()), String> {
-    let text = std::fs::read_to_string(&cluster.directory).map_err(|e| e.to_string())?;
-    let envelope =
-        witmed_policies::directory::parse_signed_directory(&text).map_err(|e| e.to_string())?;
-    let authority = cluster
-        .consortium_authority
-        .parse()
-        .map_err(|e: witmed_crypto::keys::Error| e.to_string())?;
-    let dir = witmed_policies::directory::verify_directory(&envelope, &authority)
-        .map_err(|e| e.to_string())?;
-    Ok((dir, ()))
 }
 
 fn row(

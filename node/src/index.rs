@@ -170,11 +170,10 @@ impl Index {
     /// Whether patient `i` matches every condition of `cohort`.
     pub fn in_cohort(&self, i: usize, cohort: &Cohort) -> bool {
         let age = self.age[i];
+        // An unknown age is NaN, and every comparison with NaN is false: it
+        // never matches an age filter, and passes when there is none.
         let age_ok =
             cohort.age_min.is_none_or(|m| age >= m) && cohort.age_max.is_none_or(|m| age <= m);
-        // An unknown age never matches an age filter.
-        let age_ok =
-            age_ok && (age.is_finite() || (cohort.age_min.is_none() && cohort.age_max.is_none()));
         age_ok
             && cohort.sex.is_none_or(|s| self.sex[i] == s)
             && self.matches_attributes(i, cohort)

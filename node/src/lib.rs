@@ -33,6 +33,32 @@ pub mod node;
 pub mod setup;
 pub mod store;
 
+/// A directory under the system temp dir, removed with everything in it when dropped.
+///
+/// The demo and the benchmarks build whole nodes in one; dropping it leaves nothing behind.
+#[derive(Debug)]
+pub struct ScratchDir(std::path::PathBuf);
+
+impl ScratchDir {
+    /// Creates `$TMPDIR/name`.
+    pub fn new(name: &str) -> std::io::Result<ScratchDir> {
+        let path = std::env::temp_dir().join(name);
+        std::fs::create_dir_all(&path)?;
+        Ok(ScratchDir(path))
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Current unix time in seconds.
 pub fn unix_now() -> i64 {
     std::time::SystemTime::now()

@@ -2,13 +2,12 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use common::*;
 use witmed::engine::{self, Error};
-use witmed::import::{self, physionet};
+use witmed::import;
 use witmed::node::{self, Node};
 use witmed::{consent_ops, ledger, setup};
 use witmed_crypto::{Envelope, KeyPair, Role};
@@ -95,40 +94,6 @@ epsilon = 1.0
     .unwrap()
 }
 
-/// Exact answers from the files themselves: (patients aged >= 65, mean of their clamped mean HR).
-fn exact_from_files(set: &Path) -> (f64, f64) {
-    let (mut count, mut hr_sum, mut hr_patients) = (0.0, 0.0, 0.0);
-    for path in physionet_files(set) {
-        let text = std::fs::read_to_string(path).unwrap();
-        let mut age = None;
-        let mut hrs = Vec::new();
-        for line in text.lines().skip(1) {
-            let f: Vec<&str> = line.split(',').collect();
-            if f.len() != 3 {
-                continue;
-            }
-            let v: f64 = match f[2].trim().parse() {
-                Ok(v) if v != -1.0 => v,
-                _ => continue,
-            };
-            match f[1] {
-                "Age" => age = Some(v),
-                "HR" => hrs.push(v),
-                _ => {}
-            }
-        }
-        if age.is_some_and(|a| a >= 65.0) {
-            count += 1.0;
-            if !hrs.is_empty() {
-                let mean = hrs.iter().sum::<f64>() / hrs.len() as f64;
-                hr_sum += mean.clamp(30.0, 200.0);
-                hr_patients += 1.0;
-            }
-        }
-    }
-    (count, hr_sum / hr_patients)
-}
-
 fn covers(answer: &witmed_protocol::Answer, exact: f64) -> bool {
     let (lo, hi) = answer.released.ci95.unwrap();
     lo <= exact && exact <= hi
@@ -137,7 +102,11 @@ fn covers(answer: &witmed_protocol::Answer, exact: f64) -> bool {
 #[test]
 fn intervals_cover_the_exact_answer_on_set_a() {
     let set = set_a();
-    let (exact_count, exact_mean) = exact_from_files(&set);
+    let Over65 {
+        count: exact_count,
+        mean_hr: exact_mean,
+        ..
+    } = over_65(&physionet_files(&set));
     let f = fixture(&set, 1e9, 0);
     let runs = 500;
     let (mut count_hits, mut mean_hits) = (0, 0);
@@ -268,15 +237,17 @@ fn small_cohorts_are_suppressed_and_still_charged() {
 
 #[test]
 fn every_patient_counts_once_whatever_their_number_of_observations() {
-    // The engine reduces each patient to one value: a count of patients with HR equals the patient count.
+    // Patients have dozens of heart-rate readings each; the engine must still
+    // give exactly one value per patient aged 65+ who has any.
     let tmp = tempfile::tempdir().unwrap();
     let set = small_set(tmp.path(), 30);
     let f = fixture(&set, 10.0, 0);
     let index = f.node.index().unwrap();
-    let query = mean_hr_query("unit");
-    let values = engine::values_for(&index, &query, |_| true);
-    let (exact_count, _) = exact_from_files(&set);
-    assert!(values.len() as f64 <= exact_count);
-    let _ = BTreeMap::<(), ()>::new();
-    let _ = physionet::loinc_for("HR");
+    let values = engine::values_for(&index, &mean_hr_query("unit"), |_| true);
+    let exact = over_65(&physionet_files(&set));
+    assert!(
+        exact.with_hr > 0.0,
+        "the sample has no patient aged 65+ with a heart rate"
+    );
+    assert_eq!(values.len() as f64, exact.with_hr);
 }

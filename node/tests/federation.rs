@@ -44,39 +44,6 @@ fn mean_query(id: &str) -> String {
     )
 }
 
-/// Exact (count aged >= 65, mean of their clamped mean HR, how many have HR) from the files.
-fn exact(records: &[PathBuf]) -> (f64, f64, f64) {
-    let (mut n, mut hr_sum, mut hr_n) = (0.0, 0.0, 0.0);
-    for path in records {
-        let text = std::fs::read_to_string(path).unwrap();
-        let mut age = None;
-        let mut hrs = Vec::new();
-        for line in text.lines().skip(1) {
-            let f: Vec<&str> = line.split(',').collect();
-            let Some(v) = f
-                .get(2)
-                .and_then(|v| v.trim().parse::<f64>().ok())
-                .filter(|v| *v != -1.0)
-            else {
-                continue;
-            };
-            match f[1] {
-                "Age" => age = Some(v),
-                "HR" => hrs.push(v),
-                _ => {}
-            }
-        }
-        if age.is_some_and(|a| a >= 65.0) {
-            n += 1.0;
-            if !hrs.is_empty() {
-                hr_sum += (hrs.iter().sum::<f64>() / hrs.len() as f64).clamp(30.0, 200.0);
-                hr_n += 1.0;
-            }
-        }
-    }
-    (n, hr_sum / hr_n, hr_n)
-}
-
 fn statuses(answer: &Value) -> Vec<(String, String)> {
     answer["hospitals"]
         .as_array()
@@ -95,7 +62,11 @@ fn statuses(answer: &Value) -> Vec<(String, String)> {
 fn federated_count_and_mean_agree_with_the_exact_answer() {
     let tmp = tempfile::tempdir().unwrap();
     let (c, records) = cluster(tmp.path(), 3, 900);
-    let (exact_count, exact_mean, hr_patients) = exact(&records);
+    let Over65 {
+        count: exact_count,
+        mean_hr: exact_mean,
+        with_hr: hr_patients,
+    } = over_65(&records);
     let count = c
         .query(
             &write_query(tmp.path(), "count.toml", &count_query("fed-count")),

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
@@ -40,10 +40,8 @@ fn world() -> World {
     };
     let mut cluster = Cluster::build(&options, &cluster::split(&records, 2)).unwrap();
     cluster.start_all().unwrap();
-    let text = std::fs::read_to_string(&cluster.directory).unwrap();
-    let envelope = witmed_policies::directory::parse_signed_directory(&text).unwrap();
     let authority = cluster.consortium_authority.parse().unwrap();
-    let dir = witmed_policies::directory::verify_directory(&envelope, &authority).unwrap();
+    let (dir, _) = client::load_directory(&cluster.directory, Some(authority)).unwrap();
     let targets = client::targets(&dir).unwrap();
     let researcher = KeyPair::load_role(&cluster.researcher_key, Role::Researcher).unwrap();
     let credential =
@@ -280,5 +278,3 @@ async fn a_peer_opening_many_connections_is_limited() {
     honest_query_is_answered(&w, "after-flood").await;
     drop(w.cluster);
 }
-
-fn _unused(_: &Path) {}

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use libp2p::Multiaddr;
 use serde_json::json;
 use witmed_crypto::{KeyPair, PublicKey, Role};
-use witmed_policies::directory::{self, Directory};
+use witmed_policies::directory::Directory;
 use witmed_protocol::combine;
 use witmed_protocol::query::Query;
 
@@ -19,11 +19,7 @@ use crate::unix_now;
 type Result<T> = std::result::Result<T, Failure>;
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::new("runtime_failed", e))
+    crate::net::runtime().map_err(|e| Failure::new("runtime_failed", e))
 }
 
 /// `witmed node run`.
@@ -84,19 +80,15 @@ async fn shutdown_signal() {
     }
 }
 
-/// Reads and verifies a signed consortium directory.
+/// Reads and verifies a signed consortium directory (`authority` as hex pins its signer).
 pub fn load_directory(path: &Path, authority: Option<&str>) -> Result<(Directory, PublicKey)> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Failure::new("read_failed", format!("{}: {e}", path.display())))?;
-    let envelope =
-        directory::parse_signed_directory(&text).map_err(|e| Failure::new(e.error_code(), e))?;
-    let signer = match authority {
-        Some(hex) => hex.parse().map_err(|e| Failure::new("bad_public_key", e))?,
-        None => envelope.signer,
-    };
-    let dir = directory::verify_directory(&envelope, &signer)
-        .map_err(|e| Failure::new(e.error_code(), e))?;
-    Ok((dir, signer))
+    let authority = authority
+        .map(|hex| {
+            hex.parse::<PublicKey>()
+                .map_err(|e| Failure::new("bad_public_key", e))
+        })
+        .transpose()?;
+    client::load_directory(path, authority).map_err(|e| Failure::new(e.code(), e))
 }
 
 /// `witmed query run`.

@@ -75,6 +75,46 @@ pub fn request_for(query: Query, credential: &Envelope, now: i64) -> Result<Quer
     })
 }
 
+/// Why a consortium directory file was not loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Refused(#[from] witmed_policies::Error),
+}
+
+impl DirectoryError {
+    /// Stable code for scripts.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DirectoryError::Read { .. } => "read_failed",
+            DirectoryError::Refused(e) => e.error_code(),
+        }
+    }
+}
+
+/// Reads and verifies a signed consortium directory. `authority` pins the
+/// signer; without it the directory's own signer is accepted (and returned,
+/// so the caller can show whom it trusted).
+pub fn load_directory(
+    path: &std::path::Path,
+    authority: Option<PublicKey>,
+) -> Result<(witmed_policies::directory::Directory, PublicKey), DirectoryError> {
+    use witmed_policies::directory;
+    let text = std::fs::read_to_string(path).map_err(|source| DirectoryError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let envelope = directory::parse_signed_directory(&text)?;
+    let signer = authority.unwrap_or(envelope.signer);
+    Ok((directory::verify_directory(&envelope, &signer)?, signer))
+}
+
 /// The targets of every member of a directory.
 pub fn targets(dir: &witmed_policies::directory::Directory) -> Result<Vec<Target>, String> {
     dir.members

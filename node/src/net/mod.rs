@@ -23,6 +23,14 @@ use libp2p::identity;
 use libp2p::PeerId;
 use witmed_crypto::{KeyPair, PublicKey};
 
+/// The tokio runtime witmed's network commands run on (two workers: the machines it targets are small).
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+}
+
 /// The libp2p identity of a witmed key pair (same ed25519 key).
 pub fn libp2p_keypair(key: &KeyPair) -> identity::Keypair {
     let mut seed = *key.secret_seed();

@@ -212,3 +212,50 @@ pub fn assert_mean_near(
         (value - exact).abs()
     );
 }
+
+/// Exact facts about the patients aged 65 or more, counted straight from
+/// PhysioNet files (independently of the importer): how many there are, the
+/// mean of their per-patient mean heart rate clamped to 30-200, and how many
+/// of them have a heart rate at all.
+#[derive(Debug, Clone, Copy)]
+pub struct Over65 {
+    pub count: f64,
+    pub mean_hr: f64,
+    pub with_hr: f64,
+}
+
+pub fn over_65(records: &[PathBuf]) -> Over65 {
+    let (mut count, mut hr_sum, mut with_hr) = (0.0, 0.0, 0.0);
+    for path in records {
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut age = None;
+        let mut hrs = Vec::new();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split(',').collect();
+            if f.len() != 3 {
+                continue;
+            }
+            let v: f64 = match f[2].trim().parse() {
+                Ok(v) if v != -1.0 => v,
+                _ => continue,
+            };
+            match f[1] {
+                "Age" => age = Some(v),
+                "HR" => hrs.push(v),
+                _ => {}
+            }
+        }
+        if age.is_some_and(|a| a >= 65.0) {
+            count += 1.0;
+            if !hrs.is_empty() {
+                hr_sum += (hrs.iter().sum::<f64>() / hrs.len() as f64).clamp(30.0, 200.0);
+                with_hr += 1.0;
+            }
+        }
+    }
+    Over65 {
+        count,
+        mean_hr: hr_sum / with_hr,
+        with_hr,
+    }
+}
