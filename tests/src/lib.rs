@@ -8,7 +8,12 @@ use std::path::{Path, PathBuf};
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    // The runtime value first: cargo and nextest set it for test processes,
+    // and a binary reused from a target dir shared by two checkouts would
+    // otherwise look at the checkout that compiled it.
+    let manifest_dir =
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+    Path::new(&manifest_dir)
         .parent()
         .expect("tests/ sits in the workspace root")
         .to_path_buf()
