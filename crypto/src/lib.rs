@@ -3,7 +3,7 @@
 //! Everything here is pure computation over values (apart from reading and
 //! writing key files in [`keys`]); no sockets, no clock, no storage engine.
 //! Primitives come from audited libraries: ed25519 signatures from
-//! `ed25519-dalek`, AES-256-GCM, HKDF and HMAC-SHA256 from `ring`. No cipher,
+//! `ed25519-dalek`, AES-256-GCM, HKDF and HMAC-SHA256 from `ring`, LWE from `tfhe`. No cipher,
 //! hash or random source is implemented here.
 //!
 //! * [`keys`]: ed25519 key pairs saved as versioned TOML files with 0600
@@ -16,11 +16,15 @@
 //! * [`at_rest`]: AES-256-GCM record encryption, with a key per storage area
 //!   derived by HKDF from the node's master key and the storage key bound as
 //!   associated data.
+//! * [`fhe`]: TFHE's LWE encryption under a compact public key, for
+//!   encrypted aggregation: hospitals encrypt, an aggregator adds without
+//!   any key, only the researcher decrypts the total.
 //! * [`pseudonym`]: keyed HMAC-SHA256 pseudonyms, so that source-system
 //!   patient identifiers never reach the store in clear.
 
 pub mod at_rest;
 pub mod envelope;
+pub mod fhe;
 pub mod keys;
 pub mod pseudonym;
 

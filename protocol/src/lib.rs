@@ -8,6 +8,7 @@
 
 pub mod answer;
 pub mod combine;
+pub mod encrypted;
 pub mod query;
 pub mod vocab;
 pub mod wire;

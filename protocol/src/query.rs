@@ -42,6 +42,8 @@ pub const MAX_ID_LEN: usize = 128;
 pub const MAX_BINS: usize = 64;
 /// Largest epsilon one query may ask for: beyond this DP protects little.
 pub const MAX_EPSILON: f64 = 10.0;
+/// Most hospitals one encrypted total may add up (what the encryption decodes exactly).
+pub const MAX_CONTRIBUTORS: u32 = 127;
 /// Largest query file or wire message accepted, in bytes.
 pub const MAX_QUERY_BYTES: usize = 64 * 1024;
 
@@ -202,6 +204,29 @@ pub struct Privacy {
     /// Encrypted mode: the peer (node name) that sums the ciphertexts.
     #[serde(default)]
     pub aggregator: Option<String>,
+    /// Encrypted mode: the study whose public key encrypts the shares (hex id from `witmed study keygen`).
+    #[serde(default)]
+    pub study: Option<String>,
+    /// Encrypted mode: each hospital adds the noise share of `min_hospitals`
+    /// contributors, and the aggregator releases no total over fewer.
+    #[serde(default)]
+    pub min_hospitals: Option<u32>,
+}
+
+/// Default delta of encrypted mode when the query gives none.
+pub const DEFAULT_ENCRYPTED_DELTA: f64 = 1e-6;
+/// Largest delta a query may ask for: beyond this (epsilon, delta)-DP protects little.
+pub const MAX_DELTA: f64 = 1e-3;
+
+impl Privacy {
+    /// Delta to spend: the query's, or [`DEFAULT_ENCRYPTED_DELTA`] in encrypted mode.
+    pub fn delta_or_default(&self) -> f64 {
+        match (self.mode, self.delta) {
+            (_, Some(delta)) => delta,
+            (Mode::Encrypted, None) => DEFAULT_ENCRYPTED_DELTA,
+            (Mode::Dp, None) => 0.0,
+        }
+    }
 }
 
 /// Why a query is not well formed.
@@ -313,11 +338,48 @@ impl Query {
             )));
         }
         if let Some(delta) = self.privacy.delta {
-            if !(0.0..1.0).contains(&delta) {
+            if !(0.0..=MAX_DELTA).contains(&delta) {
                 return Err(Error::Invalid(format!(
-                    "privacy.delta must be in [0, 1), got {delta}"
+                    "privacy.delta must be in [0, {MAX_DELTA}], got {delta}"
                 )));
             }
+        }
+        match self.privacy.mode {
+            Mode::Encrypted => self.validate_encrypted(),
+            Mode::Dp => Ok(()),
+        }
+    }
+
+    fn validate_encrypted(&self) -> Result<(), Error> {
+        let invalid = |msg: &str| Err(Error::Invalid(format!("encrypted mode: {msg}")));
+        if !matches!(
+            self.aggregate,
+            Aggregate::Count | Aggregate::Sum | Aggregate::Histogram { .. }
+        ) {
+            return invalid("only count, sum and histogram add up under encryption");
+        }
+        let p = &self.privacy;
+        if p.aggregator.as_deref().is_none_or(str::is_empty) {
+            return invalid("privacy.aggregator must name the member that sums the ciphertexts");
+        }
+        let study_ok = p
+            .study
+            .as_deref()
+            .is_some_and(|s| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()));
+        if !study_ok {
+            return invalid(
+                "privacy.study must be the 64-hex-digit id printed by `witmed study keygen`",
+            );
+        }
+        if !matches!(p.min_hospitals, Some(1..=MAX_CONTRIBUTORS)) {
+            return invalid(&format!(
+                "privacy.min_hospitals must be 1 to {MAX_CONTRIBUTORS}: each hospital adds the noise share of that many, and no total over fewer is released"
+            ));
+        }
+        if p.delta_or_default() <= 0.0 {
+            return invalid(
+                "privacy.delta must be above 0 (the Gaussian shares give (epsilon, delta)-DP)",
+            );
         }
         Ok(())
     }
@@ -478,6 +540,50 @@ epsilon = 1.0
             "[aggregate.histogram]\nedges = [3.0, 2.0]",
         );
         assert!(Query::from_toml(&bad_edges).is_err());
+    }
+
+    const ENCRYPTED_COUNT: &str = r#"
+version = 1
+id = "n"
+purpose = "HMB"
+aggregate = "count"
+
+[privacy]
+mode = "encrypted"
+epsilon = 1.0
+aggregator = "north"
+study = "0000000000000000000000000000000000000000000000000000000000000000"
+min_hospitals = 3
+"#;
+
+    #[test]
+    fn encrypted_queries_need_aggregator_study_and_min_hospitals() {
+        let q = Query::from_toml(ENCRYPTED_COUNT).unwrap();
+        assert_eq!(q.privacy.delta_or_default(), DEFAULT_ENCRYPTED_DELTA);
+        let cases = [
+            ("aggregator = \"north\"\n", "privacy.aggregator"),
+            ("min_hospitals = 3\n", "privacy.min_hospitals"),
+            (
+                "study = \"0000000000000000000000000000000000000000000000000000000000000000\"\n",
+                "privacy.study",
+            ),
+        ];
+        for (remove, needle) in cases {
+            let err = Query::from_toml(&ENCRYPTED_COUNT.replace(remove, ""))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{remove}: {err}");
+        }
+        let zero = ENCRYPTED_COUNT.replace("min_hospitals = 3", "min_hospitals = 0");
+        assert!(Query::from_toml(&zero).is_err());
+        let no_delta = ENCRYPTED_COUNT.replace("epsilon = 1.0", "epsilon = 1.0\ndelta = 0.0");
+        assert!(Query::from_toml(&no_delta)
+            .unwrap_err()
+            .to_string()
+            .contains("delta"));
+        let mean = HR_OVER_65.replace("mode = \"dp\"", "mode = \"encrypted\"");
+        let err = Query::from_toml(&mean).unwrap_err().to_string();
+        assert!(err.contains("only count, sum and histogram"), "{err}");
     }
 
     #[test]

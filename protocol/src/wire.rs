@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use witmed_crypto::{Envelope, KeyPair, PublicKey};
 
 use crate::answer::Answer;
+use crate::encrypted::{Contribution, EncryptedTotal};
 use crate::query::Query;
 
 /// The libp2p protocol name of query exchange.
@@ -60,6 +61,12 @@ pub enum Outcome {
     Answered(Answer),
     /// Refused: a stable code and a reason a person can act on.
     Refused { code: String, reason: String },
+    /// Encrypted mode, from a hospital to the aggregator: its encrypted share.
+    Contributed(Contribution),
+    /// Encrypted mode, from the aggregator to the researcher: the encrypted total.
+    Aggregated(EncryptedTotal),
+    /// A study's public key was verified and cached (`query_digest` holds the study id).
+    StudyInstalled,
 }
 
 /// What a node signs in reply.
