@@ -10,4 +10,6 @@ export WITMED_DATA_DIR="${WITMED_DATA_DIR:-$(cd .. && pwd)/shared/data}"
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo nextest run --workspace --locked --no-fail-fast
+# The feature lets the exact-equality tests of encrypted mode switch noise off
+# (see node/tests/encrypted.rs); the release the README builds never has it.
+cargo nextest run --workspace --locked --no-fail-fast --features witmed/insecure-noise-off

@@ -10,14 +10,18 @@
 //! 7. charge, answer and audit entry are written in one synced batch, and only then
 //!    is the answer returned.
 
+use witmed_crypto::fhe;
 use witmed_crypto::{Envelope, PublicKey};
 use witmed_policies::credential::{self, VerifiedCredential};
 use witmed_policies::evaluate::{self, Refusal, Request, Use};
 use witmed_protocol::answer::{Answer, ANSWER_VERSION};
+use witmed_protocol::encrypted::{Contribution, ENCRYPTED_VERSION};
 use witmed_protocol::query::Query;
 
 use crate::audit;
 use crate::dp::{self, Plan};
+use crate::encrypted::shares::SharePlan;
+use crate::encrypted::study;
 use crate::index::Index;
 use crate::ledger::{self, StoredAnswer};
 use crate::node::Node;
@@ -40,6 +44,10 @@ pub enum Error {
     Store(#[from] store::Error),
     #[error("stored answer is unreadable: {0}")]
     StoredAnswer(String),
+    #[error(transparent)]
+    Study(#[from] crate::encrypted::study::Error),
+    #[error("cannot encrypt the share: {0}")]
+    Fhe(#[from] witmed_crypto::fhe::Error),
 }
 
 impl Error {
@@ -53,6 +61,8 @@ impl Error {
             Error::Dp(_) => "dp_failed",
             Error::Store(_) => "store_failed",
             Error::StoredAnswer(_) => "stored_answer_unreadable",
+            Error::Study(e) => e.code(),
+            Error::Fhe(_) => "encryption_failed",
         }
     }
 }
@@ -65,14 +75,14 @@ fn join(refusals: &[Refusal]) -> String {
         .join("; ")
 }
 
-/// Answers `query` from `researcher`, who presents `credential`.
-pub fn answer(
+/// Checks the credential and the node policy; returns the verified credential and the use it allows.
+fn authorize(
     node: &Node,
     query: &Query,
     researcher: &PublicKey,
     credential: &Envelope,
     now: i64,
-) -> Result<Answer, Error> {
+) -> Result<(VerifiedCredential, Use), Error> {
     let policy = node.policy();
     let credential = credential::verify_credential(credential, &policy.trusted_issuers, now)
         .map_err(Error::Credential)?;
@@ -82,20 +92,43 @@ pub fn answer(
         return Err(Error::Refused(reasons));
     }
     let use_ = Use::new(node.id(), &request, &credential).map_err(Error::Credential)?;
+    Ok((credential, use_))
+}
+
+/// Budget left to `researcher`, refusing if `needed` does not fit.
+fn budget_left(node: &Node, researcher: &PublicKey, needed: f64, now: i64) -> Result<f64, Error> {
+    let policy = node.policy();
+    let spent =
+        ledger::spent_in_window(&node.store, researcher, now, policy.budget.window_seconds)?;
+    let left = (policy.budget.epsilon - spent).max(0.0);
+    if needed > left + 1e-9 {
+        return Err(Error::BudgetExhausted { needed, left });
+    }
+    Ok(left)
+}
+
+/// Answers `query` from `researcher`, who presents `credential`.
+pub fn answer(
+    node: &Node,
+    query: &Query,
+    researcher: &PublicKey,
+    credential: &Envelope,
+    now: i64,
+) -> Result<Answer, Error> {
+    if query.privacy.mode == witmed_protocol::vocab::Mode::Encrypted {
+        return Err(Error::Dp(dp::Error::Unsupported(
+            "an encrypted-mode query is answered through its aggregator, as an encrypted share"
+                .into(),
+        )));
+    }
+    let policy = node.policy();
+    let (credential, use_) = authorize(node, query, researcher, credential, now)?;
     let _guard = node.ledger_lock.lock().expect("ledger lock");
     if let Some(stored) = ledger::stored_answer(&node.store, researcher, &query.id)? {
         return replay(stored, query);
     }
     let plan = Plan::new(query)?;
-    let spent =
-        ledger::spent_in_window(&node.store, researcher, now, policy.budget.window_seconds)?;
-    let left = (policy.budget.epsilon - spent).max(0.0);
-    if plan.epsilon() > left + 1e-9 {
-        return Err(Error::BudgetExhausted {
-            needed: plan.epsilon(),
-            left,
-        });
-    }
+    let left = budget_left(node, researcher, plan.epsilon(), now)?;
     let values = select_values(node, query, &use_, now)?;
     let released = plan.release(&values, policy.min_cohort)?;
     let answer = Answer {
@@ -107,16 +140,94 @@ pub fn answer(
         budget_left: (left - plan.epsilon()).max(0.0),
         answered_at: now,
     };
+    let detail = format!(
+        "query {} ({} {}, purpose {}, project {}) answered{}, epsilon {:.4}",
+        query.id,
+        query.aggregate.kind(),
+        query.privacy.mode,
+        query.purpose,
+        credential.credential().project,
+        if answer.released.suppressed {
+            " (suppressed: small cohort)"
+        } else {
+            ""
+        },
+        plan.epsilon()
+    );
+    let charge = ledger::charge(&query.id, plan.epsilon(), 0.0, now);
+    commit(node, researcher, query, &charge, answer.to_bytes(), detail)?;
+    tracing::info!(researcher = %researcher.short(), query = %query.id, epsilon = plan.epsilon(), suppressed = answer.released.suppressed, "query answered");
+    Ok(answer)
+}
+
+/// Encrypted mode: this node's noisy share of `query`, encrypted under the study key.
+///
+/// `members` is the number of hospitals in the consortium directory: the
+/// aggregator adds at most one share from each, so bounding each share by
+/// the largest total over `members` keeps every total decodable.
+pub fn contribute(
+    node: &Node,
+    query: &Query,
+    researcher: &PublicKey,
+    credential: &Envelope,
+    members: usize,
+    now: i64,
+) -> Result<Contribution, Error> {
+    let (credential, use_) = authorize(node, query, researcher, credential, now)?;
+    let study_id = query.privacy.study.as_deref().unwrap_or_default();
+    let study_key = study::key_for(node, study_id, researcher)?;
+    let _guard = node.ledger_lock.lock().expect("ledger lock");
+    if let Some(stored) = ledger::stored_answer(&node.store, researcher, &query.id)? {
+        if stored.query_digest != query.digest() {
+            return Err(Error::IdReused(query.id.clone()));
+        }
+        return Contribution::from_bytes(&stored.answer).map_err(Error::StoredAnswer);
+    }
+    let plan = SharePlan::new(query)?;
+    let left = budget_left(node, researcher, plan.epsilon, now)?;
+    let values = select_values(node, query, &use_, now)?;
+    let bound = fhe::params::MAX_ABS_TOTAL / members.max(1) as i64;
+    let share: Vec<i64> = plan
+        .release(&values, crate::encrypted::noise_enabled())?
+        .into_iter()
+        .map(|v| v.clamp(-bound, bound))
+        .collect();
+    let ciphertext = study_key.encrypt(&share)?;
+    let contribution = Contribution {
+        version: ENCRYPTED_VERSION,
+        study: study_key.study_id(),
+        ciphertext: ciphertext.to_bytes(),
+        values: share.len() as u32,
+        share_scale: plan.share_scale,
+        epsilon_spent: plan.epsilon,
+        delta_spent: plan.delta,
+        budget_left: (left - plan.epsilon).max(0.0),
+        answered_at: now,
+    };
+    let detail = format!(
+        "query {} ({} encrypted, purpose {}, project {}) contributed an encrypted share for aggregator {}: epsilon {:.4}, delta {:e} for the total of at least {} shares; share scale {:.3}, rho {:.4} for this share alone",
+        query.id,
+        query.aggregate.kind(),
+        query.purpose,
+        credential.credential().project,
+        query.privacy.aggregator.as_deref().unwrap_or_default(),
+        plan.epsilon,
+        plan.delta,
+        query.privacy.min_hospitals.unwrap_or(1),
+        plan.share_scale,
+        plan.local_rho,
+    );
+    let charge = ledger::charge(&query.id, plan.epsilon, plan.delta, now);
     commit(
         node,
         researcher,
         query,
-        &answer,
-        plan.epsilon(),
-        &credential,
-        now,
+        &charge,
+        contribution.to_bytes(),
+        detail,
     )?;
-    Ok(answer)
+    tracing::info!(researcher = %researcher.short(), query = %query.id, epsilon = plan.epsilon, "encrypted share contributed");
+    Ok(contribution)
 }
 
 fn replay(stored: StoredAnswer, query: &Query) -> Result<Answer, Error> {
@@ -144,44 +255,28 @@ pub fn values_for(index: &Index, query: &Query, eligible: impl Fn(usize) -> bool
         .collect()
 }
 
+/// Writes the charge, the stored answer and the audit entry in one synced batch.
 fn commit(
     node: &Node,
     researcher: &PublicKey,
     query: &Query,
-    answer: &Answer,
-    epsilon: f64,
-    credential: &VerifiedCredential,
-    now: i64,
+    charge: &ledger::Charge,
+    answer: Vec<u8>,
+    detail: String,
 ) -> Result<(), Error> {
     let mut batch = node.store.batch();
-    let charge = ledger::charge(&query.id, epsilon, 0.0, now);
     let stored = StoredAnswer {
         version: RECORD_VERSION,
         query_digest: query.digest(),
-        answer: answer.to_bytes(),
+        answer,
     };
-    ledger::record(&mut batch, researcher, &charge, &stored)?;
-    let detail = format!(
-        "query {} ({} {}, purpose {}, project {}) answered{}, epsilon {:.4}",
-        query.id,
-        query.aggregate.kind(),
-        query.privacy.mode,
-        query.purpose,
-        credential.credential().project,
-        if answer.released.suppressed {
-            " (suppressed: small cohort)"
-        } else {
-            ""
-        },
-        epsilon
-    );
+    ledger::record(&mut batch, researcher, charge, &stored)?;
     audit::append(
         &mut batch,
         &node.store,
-        &audit::Entry::new(now, "query.answered", researcher.to_hex(), detail),
+        &audit::Entry::new(charge.at, "query.answered", researcher.to_hex(), detail),
     )?;
     node.store.write_durable(batch)?;
-    tracing::info!(researcher = %researcher.short(), query = %query.id, epsilon, suppressed = answer.released.suppressed, "query answered");
     Ok(())
 }
 

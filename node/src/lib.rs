@@ -12,6 +12,7 @@
 //! * [`index`]: in-memory columns that queries read.
 //! * [`engine`]: one query from policy check to charged answer.
 //! * [`dp`]: OpenDP measurements and accuracy.
+//! * [`encrypted`]: encrypted mode: study keys, noise shares, the keyless aggregator.
 //! * [`ledger`]: privacy budget and stored answers.
 //! * [`audit`]: the audit log.
 //! * [`cli`]: the `witmed` command line.
@@ -24,6 +25,7 @@ pub mod consent_ops;
 pub mod consents;
 pub mod demo;
 pub mod dp;
+pub mod encrypted;
 pub mod engine;
 pub mod import;
 pub mod index;

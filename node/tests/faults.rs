@@ -30,6 +30,7 @@ fn cluster(
         consent_rate: 1.0,
         outcomes: None,
         proxied: true,
+        node_env: vec![],
     };
     let mut c = Cluster::build(&options, &specs).unwrap();
     c.start_all().unwrap();

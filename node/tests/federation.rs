@@ -20,6 +20,7 @@ fn cluster(root: &Path, n: usize, files: usize) -> (Cluster, Vec<PathBuf>) {
         consent_rate: 1.0,
         outcomes: Some(outcomes_a()),
         proxied: false,
+        node_env: vec![],
     };
     let mut c = Cluster::build(&options, &cluster::split(&records, n)).unwrap();
     c.start_all().unwrap();

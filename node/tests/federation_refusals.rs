@@ -37,6 +37,7 @@ fn world() -> World {
         consent_rate: 1.0,
         outcomes: None,
         proxied: false,
+        node_env: vec![],
     };
     let mut cluster = Cluster::build(&options, &cluster::split(&records, 2)).unwrap();
     cluster.start_all().unwrap();

@@ -59,6 +59,8 @@ pub struct Options {
     pub outcomes: Option<PathBuf>,
     /// Put a fault-injecting proxy in front of every node (see [`crate::proxy`]).
     pub proxied: bool,
+    /// Extra environment of every node process (tests: `WITMED_INSECURE_NOISE_OFF`).
+    pub node_env: Vec<(String, String)>,
 }
 
 /// A running (or stopped) hospital node.
@@ -90,6 +92,7 @@ pub struct Cluster {
     pub directory: PathBuf,
     /// The consortium authority's public key (hex).
     pub consortium_authority: String,
+    node_env: Vec<(String, String)>,
 }
 
 /// Runs `witmed args` and returns stdout.
@@ -247,6 +250,7 @@ impl Cluster {
             credential,
             directory,
             consortium_authority: consortium_pub,
+            node_env: options.node_env.clone(),
         })
     }
 
@@ -272,12 +276,18 @@ impl Cluster {
         }
         let mut child = command
             .env_remove("WITMED_DATA_DIR")
+            .envs(self.node_env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .spawn()?;
         let stdout = child.stdout.take().expect("stdout is piped");
         m.process = Some(child);
         wait_listening(stdout, &m.name, &log_path)
+    }
+
+    /// Sets how node `i` misbehaves from its next start (`None`: honest).
+    pub fn set_misbehave(&mut self, i: usize, fault: Option<&str>) {
+        self.members[i].misbehave = fault.map(str::to_string);
     }
 
     /// Starts every node.
@@ -362,6 +372,63 @@ impl Cluster {
         query_file: &Path,
         timeout: &str,
     ) -> Result<serde_json::Value, Error> {
+        self.query_with(key, credential, query_file, timeout, &[])
+    }
+
+    /// Makes a study key pair in `dir` as the cluster's researcher would; returns the study id.
+    pub fn study_keygen(&self, dir: &Path) -> Result<String, Error> {
+        let out = witmed(&self.bin, &["study", "keygen", "--out", s(dir)])?;
+        out.lines()
+            .find_map(|l| l.strip_prefix("study "))
+            .map(|id| id.trim().to_string())
+            .ok_or_else(|| Error::Output(out.clone()))
+    }
+
+    /// Publishes the study in `dir` to every member as the cluster's researcher.
+    pub fn publish_study(&self, dir: &Path) -> Result<String, Error> {
+        witmed(
+            &self.bin,
+            &[
+                "study",
+                "publish",
+                "--study",
+                s(dir),
+                "--directory",
+                s(&self.directory),
+                "--authority",
+                &self.consortium_authority,
+                "--key",
+                s(&self.researcher_key),
+                "--credential",
+                s(&self.credential),
+            ],
+        )
+    }
+
+    /// Runs an encrypted-mode `witmed query run --json`, decrypting with the study in `study_dir`.
+    pub fn query_encrypted(
+        &self,
+        query_file: &Path,
+        study_dir: &Path,
+        timeout: &str,
+    ) -> Result<serde_json::Value, Error> {
+        self.query_with(
+            &self.researcher_key,
+            &self.credential,
+            query_file,
+            timeout,
+            &["--study", s(study_dir)],
+        )
+    }
+
+    fn query_with(
+        &self,
+        key: &Path,
+        credential: &Path,
+        query_file: &Path,
+        timeout: &str,
+        extra: &[&str],
+    ) -> Result<serde_json::Value, Error> {
         let out = Command::new(&self.bin)
             .args([
                 "query",
@@ -382,6 +449,7 @@ impl Cluster {
                 timeout,
                 "--json",
             ])
+            .args(extra)
             .output()?;
         serde_json::from_slice(&out.stdout).map_err(|_| Error::Command {
             args: "query run".into(),

@@ -35,6 +35,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Query(QueryCommand::Local(a)) => query_local(a),
         Command::Query(QueryCommand::Run(a)) => super::network::query_run(a),
         Command::Consortium(c) => run_consortium(c),
+        Command::Study(c) => super::study::run(c),
         Command::Audit(a) => show_audit(a),
         Command::Demo(a) => demo(a),
         Command::Bench(c) => run_bench(c),
@@ -106,12 +107,14 @@ fn run_node(command: NodeCommand) -> Result<()> {
             listen,
             max_in_flight,
             max_connections_per_peer,
+            aggregate_timeout,
             fault,
         } => super::network::node_run(
             &dir.data_dir,
             &listen,
             max_in_flight,
             max_connections_per_peer,
+            aggregate_timeout,
             fault.as_deref(),
         ),
         NodeCommand::Status { dir, json } => {
@@ -579,6 +582,11 @@ fn run_bench(command: BenchCommand) -> Result<()> {
             csv.as_deref(),
             svg.as_deref(),
         ),
+        BenchCommand::Encrypted {
+            hospitals,
+            patients,
+            repetitions,
+        } => crate::bench::encrypted::run(&hospitals, patients, repetitions),
         BenchCommand::DpError {
             patients,
             repetitions,

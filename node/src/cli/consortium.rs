@@ -199,6 +199,19 @@ pub fn install(data_dir: &Path, authority: Option<&str>, file: &Path) -> Result<
     Ok(())
 }
 
+/// The directory installed at a node, if any, verified against the pinned authority.
+pub fn installed_at(data_dir: &Path) -> Result<Option<Directory>> {
+    let pinned_path = data_dir.join("consortium.authority");
+    let Ok(hex) = std::fs::read_to_string(&pinned_path) else {
+        return Ok(None);
+    };
+    let authority: PublicKey = hex
+        .trim()
+        .parse()
+        .map_err(|e| Failure::new("bad_public_key", e))?;
+    installed(data_dir, &authority)
+}
+
 /// The directory installed at a node, if any.
 pub fn installed(data_dir: &Path, authority: &PublicKey) -> Result<Option<Directory>> {
     let path = data_dir.join("consortium.signed");

@@ -9,6 +9,7 @@ mod commands;
 mod consortium;
 mod network;
 mod output;
+mod study;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,6 +49,9 @@ pub enum Command {
     /// Researchers ask queries.
     #[command(subcommand)]
     Query(QueryCommand),
+    /// Researchers make and publish study keys for encrypted-mode queries.
+    #[command(subcommand)]
+    Study(StudyCommand),
     /// The consortium directory of member hospitals, signed by the consortium authority.
     #[command(subcommand)]
     Consortium(ConsortiumCommand),
@@ -93,6 +97,10 @@ pub enum NodeCommand {
         /// Established connections per peer.
         #[arg(long, default_value_t = 2)]
         max_connections_per_peer: u32,
+        /// As an encrypted-mode aggregator, wait this long for the other members' shares
+        /// (keep it below the researchers' `query run --timeout`, 10s by default).
+        #[arg(long, default_value = "8s", value_parser = parse_duration)]
+        aggregate_timeout: std::time::Duration,
         /// Fault injection for simnet tests: answer wrongly on purpose.
         #[arg(long, hide = true)]
         fault: Option<String>,
@@ -337,6 +345,40 @@ pub enum QueryCommand {
     Run(RunQueryArgs),
 }
 
+#[derive(Debug, Subcommand)]
+pub enum StudyCommand {
+    /// Make a study key pair: the decryption key stays in DIR, the public key is published.
+    Keygen {
+        /// Directory for client.key (mode 0600), public.key and study.toml.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Send the study's public key, signed by the researcher, to every member to cache.
+    Publish(PublishStudyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PublishStudyArgs {
+    /// The study directory made by `study keygen`.
+    #[arg(long)]
+    pub study: PathBuf,
+    /// The signed consortium directory.
+    #[arg(long)]
+    pub directory: PathBuf,
+    /// Pin the consortium authority's public key (hex).
+    #[arg(long)]
+    pub authority: Option<String>,
+    /// The researcher's key file (signs the announcement).
+    #[arg(long)]
+    pub key: PathBuf,
+    /// The researcher's credential file.
+    #[arg(long)]
+    pub credential: PathBuf,
+    /// Give up on hospitals that have not answered by then.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
+}
+
 #[derive(Debug, Args)]
 pub struct RunQueryArgs {
     /// The signed consortium directory.
@@ -354,6 +396,9 @@ pub struct RunQueryArgs {
     /// The query, in TOML.
     #[arg(long)]
     pub query: PathBuf,
+    /// Encrypted mode: the study directory whose client key decrypts the total.
+    #[arg(long)]
+    pub study: Option<PathBuf>,
     /// Give up on hospitals that have not answered by then (e.g. 10s, 1500ms).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub timeout: std::time::Duration,
@@ -497,6 +542,17 @@ pub enum BenchCommand {
         /// Also draw them as an SVG chart.
         #[arg(long)]
         svg: Option<PathBuf>,
+    },
+    /// Encrypted-mode cost end to end over real nodes, beside the raw tfhe operations.
+    Encrypted {
+        /// Hospital counts to measure, comma separated.
+        #[arg(long, value_delimiter = ',', default_value = "3,10")]
+        hospitals: Vec<usize>,
+        /// Synthetic patients per hospital.
+        #[arg(long, default_value_t = 1000)]
+        patients: usize,
+        #[arg(long, default_value_t = 20)]
+        repetitions: usize,
     },
     /// DP error against epsilon on one node: mean absolute error and interval half-widths.
     DpError {

@@ -8,9 +8,13 @@ use serde_json::json;
 use witmed_crypto::{KeyPair, PublicKey, Role};
 use witmed_policies::directory::Directory;
 use witmed_protocol::combine;
+use witmed_protocol::encrypted::EncryptedTotal;
 use witmed_protocol::query::Query;
+use witmed_protocol::vocab::Mode;
+use witmed_protocol::wire::QueryRequest;
 
 use super::{Failure, RunQueryArgs};
+use crate::encrypted::{reveal, study};
 use crate::net::client::{self, HospitalResult, Status};
 use crate::net::server;
 use crate::node::Node;
@@ -28,6 +32,7 @@ pub fn node_run(
     listen: &[String],
     max_in_flight: usize,
     per_peer: u32,
+    aggregate_timeout: std::time::Duration,
     fault: Option<&str>,
 ) -> Result<()> {
     let misbehave = fault
@@ -52,8 +57,17 @@ pub fn node_run(
         max_in_flight: max_in_flight.max(1),
         max_connections_per_peer: per_peer.max(1),
         misbehave,
+        directory: super::consortium::installed_at(dir)?,
+        aggregate_timeout,
         ..server::Config::default()
     };
+    if !crate::encrypted::noise_enabled() {
+        tracing::warn!("INSECURE TEST SETTING: encrypted-mode shares carry no noise");
+        eprintln!(
+            "WARNING: {}=1: encrypted-mode shares carry NO noise (test builds only)",
+            crate::encrypted::NOISE_OFF_ENV
+        );
+    }
     let name = node.config.name.clone();
     if let Some(how) = misbehave {
         tracing::warn!("FAULT INJECTION: this node will answer wrongly on purpose ({how:?})");
@@ -107,10 +121,146 @@ pub fn query_run(args: RunQueryArgs) -> Result<()> {
     let targets = client::targets(&dir).map_err(|e| Failure::new("bad_directory", e))?;
     let request = client::request_for(query.clone(), &credential, unix_now())
         .map_err(|e| Failure::new("random_failed", e))?;
+    if query.privacy.mode == Mode::Encrypted {
+        return encrypted_query_run(&args, &researcher, &request, &targets);
+    }
     let results = runtime()?
         .block_on(client::ask(&researcher, &request, &targets, args.timeout))
         .map_err(|e| Failure::new("network_failed", e))?;
     print_federated(&query, &results, args.json)
+}
+
+/// Encrypted mode: ask the aggregator, check and decrypt its total, print it.
+fn encrypted_query_run(
+    args: &RunQueryArgs,
+    researcher: &KeyPair,
+    request: &QueryRequest,
+    targets: &[client::Target],
+) -> Result<()> {
+    let query = &request.query;
+    let study_dir = args.study.as_deref().ok_or_else(|| {
+        Failure::new(
+            "missing_study",
+            "encrypted mode needs --study DIR: the study's client key decrypts the total",
+        )
+    })?;
+    let (info, client_key) =
+        study::load_client(study_dir).map_err(|e| Failure::new(e.code(), e))?;
+    if query.privacy.study.as_deref() != Some(info.id.as_str()) {
+        return Err(Failure::new(
+            "study_mismatch",
+            format!(
+                "the query names study {}, but {} holds study {}",
+                query.privacy.study.as_deref().unwrap_or_default(),
+                study_dir.display(),
+                info.id
+            ),
+        ));
+    }
+    let name = query.privacy.aggregator.as_deref().unwrap_or_default();
+    let aggregator = targets.iter().find(|t| t.name == name).ok_or_else(|| {
+        Failure::new(
+            "unknown_aggregator",
+            format!("the aggregator {name:?} is not a member of the directory"),
+        )
+    })?;
+    let results = runtime()?
+        .block_on(client::ask(
+            researcher,
+            request,
+            std::slice::from_ref(aggregator),
+            args.timeout,
+        ))
+        .map_err(|e| Failure::new("network_failed", e))?;
+    let total = match results.into_iter().next().map(|r| r.status) {
+        Some(Status::Aggregated(total)) => total,
+        Some(other) => {
+            return Err(Failure::new(
+                "aggregation_failed",
+                format!(
+                    "aggregator {name}: {}: {}",
+                    other.label(),
+                    other.reason().unwrap_or_default()
+                ),
+            ))
+        }
+        None => return Err(Failure::new("aggregation_failed", "no aggregator asked")),
+    };
+    let members: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
+    let combined = reveal::reveal(query, &total, &client_key, &info.id, &members)
+        .map_err(|e| Failure::new("bad_total", e))?;
+    print_encrypted(query, &total, &combined, args.json);
+    Ok(())
+}
+
+/// Prints a decrypted encrypted-mode total and who is in it.
+pub fn print_encrypted(
+    query: &Query,
+    total: &EncryptedTotal,
+    combined: &combine::Combined,
+    json: bool,
+) {
+    if json {
+        let mut hospitals: Vec<_> = total
+            .included
+            .iter()
+            .map(|i| json!({"name": i.node, "status": "included", "reason": null, "budget_left": i.budget_left}))
+            .collect();
+        hospitals.extend(
+            total
+                .left_out
+                .iter()
+                .map(|l| json!({"name": l.node, "status": l.status, "reason": l.reason})),
+        );
+        let out = json!({
+            "query_id": query.id,
+            "mode": "encrypted",
+            "value": combined.value,
+            "ci95": combined.ci95.map(|(lo, hi)| vec![lo, hi]),
+            "values": combined.values,
+            "ci95s": combined.ci95s.iter().map(|(lo, hi)| vec![*lo, *hi]).collect::<Vec<_>>(),
+            "epsilon_spent": combined.epsilon_spent_max,
+            "delta_spent": total.included.iter().map(|i| i.delta_spent).fold(0.0, f64::max),
+            "share_scale": total.included.first().map(|i| i.share_scale),
+            "hospitals_answered": total.included.len(),
+            "hospitals": hospitals,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).expect("serializes")
+        );
+        return;
+    }
+    println!(
+        "query {} ({}, encrypted: epsilon {} for the total, aggregated by {})",
+        query.id,
+        query.aggregate.kind(),
+        query.privacy.epsilon,
+        query.privacy.aggregator.as_deref().unwrap_or_default()
+    );
+    for i in &total.included {
+        println!(
+            "  {:<20} included     budget left {:.3}",
+            i.node, i.budget_left
+        );
+    }
+    for l in &total.left_out {
+        println!("  {:<20} {:<12} {}", l.node, l.status, l.reason);
+    }
+    if let (Some(v), Some((lo, hi))) = (combined.value, combined.ci95) {
+        println!(
+            "encrypted total over {} hospitals: {v:.0}   95% interval [{lo:.1}, {hi:.1}]",
+            combined.nodes
+        );
+    }
+    for (i, (v, (lo, hi))) in combined.values.iter().zip(&combined.ci95s).enumerate() {
+        println!("  [{i}] {v:.0}   95% interval [{lo:.1}, {hi:.1}]");
+    }
+    println!(
+        "epsilon spent at each hospital: {:.4} (delta {:e}); no hospital's own share was visible to anyone",
+        combined.epsilon_spent_max,
+        query.privacy.delta_or_default()
+    );
 }
 
 /// Combines the answered results and prints them.

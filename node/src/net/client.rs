@@ -15,6 +15,7 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::{noise, tcp, yamux, Multiaddr, PeerId, Swarm};
 use witmed_crypto::{Envelope, KeyPair, PublicKey};
 use witmed_protocol::answer::Answer;
+use witmed_protocol::encrypted::{Contribution, EncryptedTotal};
 use witmed_protocol::query::Query;
 use witmed_protocol::wire::{NodeResponse, Outcome, QueryRequest, RESPONSE_DOMAIN, WIRE_VERSION};
 
@@ -146,6 +147,12 @@ pub fn targets(dir: &witmed_policies::directory::Directory) -> Result<Vec<Target
 #[derive(Debug, Clone, PartialEq)]
 pub enum Status {
     Answered(Answer),
+    /// Encrypted mode: a hospital's encrypted share (seen by the aggregator).
+    Contributed(Contribution),
+    /// Encrypted mode: the aggregator's encrypted total (seen by the researcher).
+    Aggregated(EncryptedTotal),
+    /// A study key was installed.
+    StudyInstalled,
     Refused {
         code: String,
         reason: String,
@@ -161,6 +168,9 @@ impl Status {
     pub fn label(&self) -> &'static str {
         match self {
             Status::Answered(_) => "answered",
+            Status::Contributed(_) => "contributed",
+            Status::Aggregated(_) => "aggregated",
+            Status::StudyInstalled => "installed",
             Status::Refused { .. } => "refused",
             Status::Unreachable(_) => "unreachable",
             Status::TimedOut => "timed out",
@@ -171,7 +181,10 @@ impl Status {
     /// The reason, for every status but answered.
     pub fn reason(&self) -> Option<String> {
         match self {
-            Status::Answered(_) => None,
+            Status::Answered(_)
+            | Status::Contributed(_)
+            | Status::Aggregated(_)
+            | Status::StudyInstalled => None,
             Status::Refused { code, reason } => Some(format!("[{code}] {reason}")),
             Status::Unreachable(r) | Status::Invalid(r) => Some(r.clone()),
             Status::TimedOut => Some("no answer before the timeout".into()),
@@ -344,7 +357,13 @@ pub fn verify(target: &Target, envelope: &Envelope, digest: [u8; 32]) -> Status 
         {
             Status::Answered(answer)
         }
-        Outcome::Answered(_) => Status::Invalid("answer is for another query".into()),
+        Outcome::Contributed(c) if response.query_digest == digest => Status::Contributed(c),
+        Outcome::Aggregated(t) if response.query_digest == digest => Status::Aggregated(t),
+        Outcome::StudyInstalled if response.query_digest == digest => Status::StudyInstalled,
+        Outcome::Answered(_)
+        | Outcome::Contributed(_)
+        | Outcome::Aggregated(_)
+        | Outcome::StudyInstalled => Status::Invalid("answer is for another query".into()),
         Outcome::Refused { code, reason } => Status::Refused { code, reason },
     }
 }

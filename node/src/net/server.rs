@@ -23,8 +23,13 @@ use witmed_crypto::{Envelope, PublicKey};
 use witmed_protocol::query::Query;
 use witmed_protocol::wire::{NodeResponse, Outcome, QueryRequest, QUERY_DOMAIN, WIRE_VERSION};
 
+use witmed_policies::directory::Directory;
+use witmed_protocol::encrypted::STUDY_DOMAIN;
+use witmed_protocol::vocab::Mode;
+
 use super::codec::{self, Codec};
-use super::{libp2p_keypair, peer_id_of, replay};
+use super::{client, libp2p_keypair, peer_id_of, replay};
+use crate::encrypted::{aggregate, study};
 use crate::engine;
 use crate::node::Node;
 
@@ -45,6 +50,10 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Fault injection for simnet: answer wrongly on purpose. Never set in production.
     pub misbehave: Option<Misbehave>,
+    /// The installed consortium directory: who may relay encrypted queries, whom an aggregator asks.
+    pub directory: Option<Directory>,
+    /// How long an aggregator waits for the other members' encrypted shares.
+    pub aggregate_timeout: Duration,
 }
 
 /// Ways a member can misbehave on purpose, so tests can check that researchers' clients cope.
@@ -58,6 +67,14 @@ pub enum Misbehave {
     Oversized,
     /// Answers as if to another query.
     WrongQuery,
+    /// Encrypted mode: sends a truncated ciphertext as its share.
+    TruncatedShare,
+    /// Encrypted mode: sends a share encrypted for another study.
+    ForeignShare,
+    /// Encrypted mode: sends a share over the ciphertext size limit.
+    OversizedShare,
+    /// Encrypted mode, as aggregator: returns a forged total.
+    LyingAggregator,
 }
 
 impl std::str::FromStr for Misbehave {
@@ -68,8 +85,13 @@ impl std::str::FromStr for Misbehave {
             "garbage" => Ok(Misbehave::Garbage),
             "oversized" => Ok(Misbehave::Oversized),
             "wrong-query" => Ok(Misbehave::WrongQuery),
+            "truncated-share" => Ok(Misbehave::TruncatedShare),
+            "foreign-share" => Ok(Misbehave::ForeignShare),
+            "oversized-share" => Ok(Misbehave::OversizedShare),
+            "lying-aggregator" => Ok(Misbehave::LyingAggregator),
             other => Err(format!(
-                "unknown fault {other:?}; use bad-signature, garbage, oversized or wrong-query"
+                "unknown fault {other:?}; use bad-signature, garbage, oversized, wrong-query, \
+                 truncated-share, foreign-share, oversized-share or lying-aggregator"
             )),
         }
     }
@@ -97,6 +119,36 @@ fn misbehave(node: &Node, how: Misbehave, mut response: NodeResponse) -> Envelop
             }
             response.sign(node.key())
         }
+        Misbehave::TruncatedShare
+        | Misbehave::ForeignShare
+        | Misbehave::OversizedShare
+        | Misbehave::LyingAggregator => {
+            tamper_encrypted(how, &mut response.outcome);
+            response.sign(node.key())
+        }
+    }
+}
+
+/// The encrypted-mode faults: a bad share, or a forged total.
+fn tamper_encrypted(how: Misbehave, outcome: &mut Outcome) {
+    use witmed_crypto::fhe::{self, Ciphertext};
+    match (how, outcome) {
+        (Misbehave::TruncatedShare, Outcome::Contributed(c)) => {
+            c.ciphertext.truncate(c.ciphertext.len() / 2);
+        }
+        (Misbehave::ForeignShare, Outcome::Contributed(c)) => c.study[0] ^= 1,
+        (Misbehave::OversizedShare, Outcome::Contributed(c)) => {
+            c.ciphertext
+                .resize(fhe::MAX_CIPHERTEXT_BYTES as usize + 1, 0);
+        }
+        (Misbehave::LyingAggregator, Outcome::Aggregated(t)) => {
+            if let Ok(mut total) = Ciphertext::from_bytes(&t.ciphertext, t.values as usize) {
+                // Not a multiple of delta: a forged total the researcher can detect.
+                total.add_raw_plaintext(1 << (fhe::params::DELTA_LOG2 - 3));
+                t.ciphertext = total.to_bytes();
+            }
+        }
+        _ => {}
     }
 }
 
@@ -110,6 +162,8 @@ impl Default for Config {
             replay_capacity: 100_000,
             idle_timeout: Duration::from_secs(30),
             misbehave: None,
+            directory: None,
+            aggregate_timeout: Duration::from_secs(8),
         }
     }
 }
@@ -190,6 +244,8 @@ pub async fn run(
     }
     let state = Arc::new(State {
         misbehave: config.misbehave,
+        directory: config.directory.clone(),
+        aggregate_timeout: config.aggregate_timeout,
         node,
         replay: Mutex::new(replay::Guard::new(config.replay_capacity)),
         to_disconnect: Mutex::new(VecDeque::new()),
@@ -215,6 +271,8 @@ pub async fn run(
 struct State {
     node: Arc<Node>,
     misbehave: Option<Misbehave>,
+    directory: Option<Directory>,
+    aggregate_timeout: Duration,
     replay: Mutex<replay::Guard>,
     /// Misbehaving peers to disconnect once their refusal has had time to arrive.
     to_disconnect: Mutex<VecDeque<(PeerId, Instant)>>,
@@ -321,13 +379,22 @@ fn dispatch(
     let state = state.clone();
     let done_tx = done_tx.clone();
     tokio::task::spawn_blocking(move || {
-        let (response, misbehaved) = handle(
+        let now = crate::unix_now();
+        let decision = handle(
             &state.node,
+            state.directory.as_ref(),
             &state.replay,
             peer,
             &request,
-            crate::unix_now(),
+            now,
         );
+        let (response, misbehaved) = match decision {
+            Decision::Respond(response, misbehaved) => (response, misbehaved),
+            Decision::Aggregate(query_request) => (
+                aggregate_query(&state, &request, &query_request, now),
+                false,
+            ),
+        };
         let signed = match state.misbehave {
             Some(how) => misbehave(&state.node, how, response),
             None => response.sign(state.node.key()),
@@ -367,19 +434,31 @@ fn response(node: &Node, query_id: &str, digest: [u8; 32], outcome: Outcome) -> 
     }
 }
 
-/// Decides one request. Returns the response and whether the peer misbehaved
-/// (sent something that is not a valid signed query of its own).
+/// What to do with one request.
+pub enum Decision {
+    /// Send this response; the flag says the peer misbehaved (sent something
+    /// that is not a valid signed request of its own).
+    Respond(NodeResponse, bool),
+    /// This node is the aggregator the encrypted query names: gather the shares.
+    Aggregate(QueryRequest),
+}
+
+/// Decides one request.
 pub fn handle(
     node: &Node,
+    directory: Option<&Directory>,
     replay: &Mutex<replay::Guard>,
     peer: PeerId,
     envelope: &Envelope,
     now: i64,
-) -> (NodeResponse, bool) {
+) -> Decision {
+    if envelope.domain == STUDY_DOMAIN {
+        return install_study(node, peer, envelope, now);
+    }
     let request: QueryRequest = match envelope.open(QUERY_DOMAIN) {
         Ok(r) => r,
         Err(e) => {
-            return (
+            return Decision::Respond(
                 refused(node, "", [0; 32], "bad_request", e.to_string()),
                 true,
             )
@@ -387,11 +466,13 @@ pub fn handle(
     };
     let query_id = request.query.id.clone();
     let digest = request.query.digest();
-    if peer_id_of(&envelope.signer) != Some(peer) {
+    let encrypted = request.query.privacy.mode == Mode::Encrypted;
+    let relayed = encrypted && is_named_aggregator(directory, &request.query, peer);
+    if peer_id_of(&envelope.signer) != Some(peer) && !relayed {
         let reason =
             "the query is signed by another key than the connected peer's (replayed or relayed)"
                 .to_string();
-        return (
+        return Decision::Respond(
             refused(node, &query_id, digest, "signer_not_peer", reason),
             true,
         );
@@ -401,7 +482,7 @@ pub fn handle(
             "request version {} is not {WIRE_VERSION}; upgrade the client",
             request.version
         );
-        return (
+        return Decision::Respond(
             refused(node, &query_id, digest, "unsupported_version", reason),
             false,
         );
@@ -417,9 +498,147 @@ pub fn handle(
         } else {
             "not_fresh"
         };
-        return (refused(node, &query_id, digest, code, e.to_string()), false);
+        let response = refused(node, &query_id, digest, code, e.to_string());
+        return Decision::Respond(response, false);
     }
-    (answer(node, &request, envelope.signer, now), false)
+    let aggregator = request
+        .query
+        .privacy
+        .aggregator
+        .as_deref()
+        .unwrap_or_default();
+    let response = match (encrypted, relayed) {
+        (false, _) => answer(node, &request, envelope.signer, now),
+        (true, true) => contribute(node, directory, &request, envelope.signer, now),
+        (true, false) if aggregator == node.config.name => {
+            return Decision::Aggregate(request);
+        }
+        (true, false) => refused(
+            node,
+            &query_id,
+            digest,
+            "not_aggregator",
+            format!("send encrypted queries to the aggregator they name ({aggregator}); it asks the other members"),
+        ),
+    };
+    Decision::Respond(response, false)
+}
+
+/// True if `peer` is the member the encrypted `query` names as its aggregator.
+fn is_named_aggregator(directory: Option<&Directory>, query: &Query, peer: PeerId) -> bool {
+    let Some(name) = query.privacy.aggregator.as_deref() else {
+        return false;
+    };
+    directory
+        .and_then(|d| d.members.iter().find(|m| m.name == name))
+        .and_then(|m| peer_id_of(&m.signing_key))
+        == Some(peer)
+}
+
+/// A researcher publishes a study key: signed by the connected peer, checked, cached.
+fn install_study(node: &Node, peer: PeerId, envelope: &Envelope, now: i64) -> Decision {
+    if peer_id_of(&envelope.signer) != Some(peer) {
+        let reason = "the study is signed by another key than the connected peer's".to_string();
+        return Decision::Respond(refused(node, "", [0; 32], "signer_not_peer", reason), true);
+    }
+    match study::install(node, envelope, now) {
+        Ok(id) => {
+            tracing::info!(study = %hex::encode(id), researcher = %envelope.signer.short(), "study installed");
+            Decision::Respond(response(node, "", id, Outcome::StudyInstalled), false)
+        }
+        Err(e) => {
+            let misbehaved = matches!(e, study::Error::Announcement(_) | study::Error::Fhe(_));
+            Decision::Respond(
+                refused(node, "", [0; 32], e.code(), e.to_string()),
+                misbehaved,
+            )
+        }
+    }
+}
+
+/// A member's encrypted share, for the aggregator that relayed the query.
+fn contribute(
+    node: &Node,
+    directory: Option<&Directory>,
+    request: &QueryRequest,
+    researcher: PublicKey,
+    now: i64,
+) -> NodeResponse {
+    let query = &request.query;
+    let (id, digest) = (query.id.as_str(), query.digest());
+    if let Err(e) = query.validate() {
+        return refused(node, id, digest, "bad_query", e.to_string());
+    }
+    let members = directory.map_or(0, |d| d.members.len());
+    let credential = match witmed_policies::parse_signed_bytes(&request.credential) {
+        Ok(c) => c,
+        Err(e) => return refused(node, id, digest, e.error_code(), format!("credential: {e}")),
+    };
+    match engine::contribute(node, query, &researcher, &credential, members, now) {
+        Ok(c) => response(node, id, digest, Outcome::Contributed(c)),
+        Err(e) => {
+            tracing::info!(query = id, code = e.code(), reason = %e, "encrypted share refused");
+            refused(node, id, digest, e.code(), e.to_string())
+        }
+    }
+}
+
+/// The aggregator's part: its own share, the other members' shares, their encrypted sum.
+fn aggregate_query(
+    state: &State,
+    envelope: &Envelope,
+    request: &QueryRequest,
+    now: i64,
+) -> NodeResponse {
+    let node = &state.node;
+    let query = &request.query;
+    let (id, digest) = (query.id.as_str(), query.digest());
+    let Some(directory) = state.directory.as_ref() else {
+        let reason = "this node has no consortium directory installed; install one to aggregate";
+        return refused(node, id, digest, "no_directory", reason.into());
+    };
+    let own = contribute(node, Some(directory), request, envelope.signer, now);
+    let mut outcomes = vec![(node.config.name.clone(), own_status(own))];
+    let others: Vec<client::Target> = match client::targets(directory) {
+        Ok(t) => t
+            .into_iter()
+            .filter(|t| t.name != node.config.name)
+            .collect(),
+        Err(e) => return refused(node, id, digest, "bad_directory", e),
+    };
+    let asked = tokio::runtime::Handle::current().block_on(client::ask_signed(
+        node.key(),
+        envelope,
+        digest,
+        &others,
+        state.aggregate_timeout,
+        Codec::default(),
+    ));
+    match asked {
+        Ok(results) => outcomes.extend(results.into_iter().map(|r| (r.name, r.status))),
+        Err(e) => return refused(node, id, digest, "network_failed", e.to_string()),
+    }
+    match aggregate::aggregate(node, query, &envelope.signer, outcomes, now) {
+        Ok(total) => {
+            tracing::info!(
+                query = id,
+                included = total.included.len(),
+                left_out = total.left_out.len(),
+                "encrypted total sent"
+            );
+            response(node, id, digest, Outcome::Aggregated(total))
+        }
+        Err(e) => refused(node, id, digest, e.code(), e.to_string()),
+    }
+}
+
+/// The aggregator's own share, as the status a member's answer would have.
+fn own_status(own: NodeResponse) -> client::Status {
+    match own.outcome {
+        Outcome::Contributed(c) => client::Status::Contributed(c),
+        Outcome::Refused { code, reason } => client::Status::Refused { code, reason },
+        _ => client::Status::Invalid("no encrypted share".into()),
+    }
 }
 
 fn answer(node: &Node, request: &QueryRequest, researcher: PublicKey, now: i64) -> NodeResponse {

@@ -259,3 +259,20 @@ pub fn over_65(records: &[PathBuf]) -> Over65 {
         with_hr,
     }
 }
+
+/// Each record's age (the `Age` descriptor), read straight from the files; missing ages (-1) are skipped.
+pub fn ages(records: &[PathBuf]) -> Vec<f64> {
+    records
+        .iter()
+        .filter_map(|path| {
+            let text = std::fs::read_to_string(path).unwrap();
+            text.lines().skip(1).find_map(|line| {
+                let f: Vec<&str> = line.split(',').collect();
+                (f.len() == 3 && f[1] == "Age")
+                    .then(|| f[2].trim().parse::<f64>().ok())
+                    .flatten()
+                    .filter(|a| *a >= 0.0)
+            })
+        })
+        .collect()
+}

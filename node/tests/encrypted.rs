@@ -1,0 +1,368 @@
+//! Encrypted mode end to end: real nodes on loopback, real TFHE ciphertexts, a keyless aggregator.
+//!
+//! The exact-equality tests switch the noise shares off, which only builds
+//! with the `insecure-noise-off` feature can do (`scripts/test.sh` enables
+//! it); without it they fail and say so rather than skip.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use serde_json::Value;
+use witmed::encrypted::{aggregate, study, NOISE_OFF_ENV};
+use witmed_crypto::fhe::Ciphertext;
+use witmed_crypto::KeyPair;
+use witmed_protocol::encrypted::gaussian_sum_halfwidth;
+use witmed_simnet::cluster::{self, Cluster, Options};
+
+const TIMEOUT: &str = "20s";
+const EDGES: [f64; 5] = [0.0, 40.0, 60.0, 80.0, 200.0];
+
+struct World {
+    tmp: tempfile::TempDir,
+    cluster: Cluster,
+    records: Vec<PathBuf>,
+    study_dir: PathBuf,
+    study_id: String,
+}
+
+/// `n` hospitals over the first `files` set-a records, all consenting, with a published study.
+fn world(n: usize, files: usize, noise_off: bool) -> World {
+    let tmp = tempfile::tempdir().unwrap();
+    let records: Vec<PathBuf> = physionet_files(&set_a()).into_iter().take(files).collect();
+    let node_env = if noise_off {
+        vec![(NOISE_OFF_ENV.to_string(), "1".to_string())]
+    } else {
+        vec![]
+    };
+    let options = Options {
+        bin: PathBuf::from(env!("CARGO_BIN_EXE_witmed")),
+        root: tmp.path().join("cluster"),
+        consent_rate: 1.0,
+        outcomes: None,
+        proxied: false,
+        node_env,
+    };
+    let mut cluster = Cluster::build(&options, &cluster::split(&records, n)).unwrap();
+    cluster.start_all().unwrap();
+    let study_dir = tmp.path().join("study");
+    let study_id = cluster.study_keygen(&study_dir).unwrap();
+    let published = cluster.publish_study(&study_dir).unwrap();
+    assert_eq!(published.matches(" installed ").count(), n, "{published}");
+    World {
+        tmp,
+        cluster,
+        records,
+        study_dir,
+        study_id,
+    }
+}
+
+impl World {
+    fn query_file(&self, id: &str, aggregate: &str, min_hospitals: usize) -> PathBuf {
+        let aggregator = &self.cluster.members[0].name;
+        let text = format!(
+            "version = 1\nid = \"{id}\"\npurpose = \"HMB\"\n{aggregate}\n\
+             [privacy]\nmode = \"encrypted\"\nepsilon = 1.0\naggregator = \"{aggregator}\"\n\
+             study = \"{}\"\nmin_hospitals = {min_hospitals}\n",
+            self.study_id
+        );
+        let path = self.tmp.path().join(format!("{id}.toml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn run(&self, id: &str, aggregate: &str, min_hospitals: usize) -> Value {
+        let file = self.query_file(id, aggregate, min_hospitals);
+        self.cluster
+            .query_encrypted(&file, &self.study_dir, TIMEOUT)
+            .unwrap()
+    }
+}
+
+const COUNT_OVER_65: &str = "aggregate = \"count\"\n[cohort]\nage_min = 65";
+
+fn age_histogram() -> String {
+    format!("[aggregate.histogram]\nedges = {EDGES:?}\n[feature.attribute]\nname = \"age\"",)
+}
+
+/// The age histogram counted straight from the files, by the query's binning rule.
+fn exact_age_histogram(records: &[PathBuf]) -> Vec<f64> {
+    let mut bins = vec![0.0; EDGES.len() - 1];
+    for age in ages(records) {
+        bins[witmed::dp::bin_of(age, &EDGES) as usize] += 1.0;
+    }
+    bins
+}
+
+fn included(answer: &Value) -> Vec<String> {
+    answer["hospitals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["status"] == "included")
+        .map(|h| h["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn left_out(answer: &Value) -> Vec<(String, String, String)> {
+    answer["hospitals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["status"] != "included")
+        .map(|h| {
+            (
+                h["name"].as_str().unwrap().to_string(),
+                h["status"].as_str().unwrap().to_string(),
+                h["reason"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+// Constant on purpose: a build without the feature fails here, by name, instead of skipping.
+#[allow(clippy::assertions_on_constants)]
+fn with_noise_off_encrypted_count_and_histogram_are_exact() {
+    assert!(
+        cfg!(feature = "insecure-noise-off"),
+        "this test switches noise shares off: run it with --features witmed/insecure-noise-off (scripts/test.sh does)"
+    );
+    let w = world(3, 300, true);
+    let count = w.run("exact-count", COUNT_OVER_65, 3);
+    assert_eq!(included(&count).len(), 3, "{count}");
+    assert_eq!(count["value"].as_f64().unwrap(), over_65(&w.records).count);
+    let hist = w.run("exact-hist", &age_histogram(), 3);
+    let values: Vec<f64> = hist["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(values, exact_age_histogram(&w.records), "{hist}");
+}
+
+#[test]
+fn noisy_total_is_near_and_the_aggregator_holds_only_ciphertexts() {
+    let mut w = world(3, 300, false);
+    let count = w.run("noisy-count", COUNT_OVER_65, 3);
+    assert_eq!(included(&count).len(), 3, "{count}");
+    let exact = over_65(&w.records).count;
+    let value = count["value"].as_f64().unwrap();
+    let scale = count["share_scale"].as_f64().unwrap();
+    // A rigorous bound: the total is this far off with probability below 1e-6.
+    let bound = gaussian_sum_halfwidth(scale, 3, 1e-6);
+    assert!(
+        (value - exact).abs() <= bound,
+        "{value} vs {exact} ± {bound}"
+    );
+    assert!(count["epsilon_spent"].as_f64().unwrap() <= 1.0);
+    let hist = w.run("noisy-hist", &age_histogram(), 3);
+    let exact_bins = exact_age_histogram(&w.records);
+    for (v, e) in hist["values"].as_array().unwrap().iter().zip(&exact_bins) {
+        assert!((v.as_f64().unwrap() - e).abs() <= bound, "{hist}");
+    }
+
+    // What the aggregator received and kept: three ciphertexts under the
+    // researcher's study key, whose decryptions add up to the total exactly.
+    for i in 0..3 {
+        w.cluster.stop(i).unwrap();
+    }
+    let researcher = KeyPair::load(&w.cluster.researcher_key).unwrap().public();
+    let aggregator = witmed::node::Node::open(&w.cluster.members[0].data_dir, 0).unwrap();
+    let kept = aggregate::stored(&aggregator.store, &researcher, "noisy-count")
+        .unwrap()
+        .expect("the aggregator keeps what it received");
+    let names: Vec<&str> = kept.received.iter().map(|(n, _)| n.as_str()).collect();
+    let members: Vec<&str> = w.cluster.members.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, members);
+    let (_, client) = study::load_client(&w.study_dir).unwrap();
+    let shares: Vec<i64> = kept
+        .received
+        .iter()
+        .map(|(_, bytes)| {
+            client
+                .decrypt(&Ciphertext::from_bytes(bytes, 1).unwrap(), 1)
+                .unwrap()[0]
+        })
+        .collect();
+    let total = client
+        .decrypt(&Ciphertext::from_bytes(&kept.total, 1).unwrap(), 3)
+        .unwrap()[0];
+    assert_eq!(shares.iter().sum::<i64>(), total);
+    assert_eq!(total as f64, value);
+    // The aggregator's data holds no decryption key: only the study dir does.
+    let key_bytes = std::fs::read(w.study_dir.join("client.key")).unwrap();
+    assert_no_file_contains(
+        &w.cluster.members[0].data_dir,
+        &key_bytes[key_bytes.len() - 64..],
+    );
+    let audit = witmed::audit::read_all(&aggregator.store, Some("query.aggregated")).unwrap();
+    assert!(
+        audit.iter().any(|e| e.detail.contains("noisy-count")),
+        "{audit:?}"
+    );
+}
+
+fn assert_no_file_contains(dir: &Path, needle: &[u8]) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            assert_no_file_contains(&path, needle);
+        } else {
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "{} holds decryption key bytes",
+                path.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_hospital_that_does_not_answer_is_left_out_and_named() {
+    let mut w = world(4, 200, false);
+    w.cluster.kill(3).unwrap();
+    let count = w.run("one-down", COUNT_OVER_65, 3);
+    assert_eq!(included(&count).len(), 3, "{count}");
+    let out = left_out(&count);
+    assert_eq!(out.len(), 1, "{count}");
+    assert_eq!(out[0].0, w.cluster.members[3].name);
+    assert_eq!(out[0].1, "unreachable", "{count}");
+    // Below min_hospitals nothing is released.
+    let file = w.query_file("too-few", COUNT_OVER_65, 4);
+    let err = w
+        .cluster
+        .query_encrypted(&file, &w.study_dir, TIMEOUT)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("too_few_hospitals"), "{err}");
+}
+
+#[test]
+fn bad_shares_are_refused_and_named_and_a_forged_total_is_refused() {
+    let mut w = world(4, 200, false);
+    let faults = [
+        ("bad-signature", "invalid", "not"),
+        ("oversized", "unreachable", ""),
+        ("truncated-share", "invalid", "does not deserialize"),
+        ("foreign-share", "invalid", "another study"),
+        ("oversized-share", "invalid", "over the limit"),
+    ];
+    for (i, (fault, status, reason)) in faults.iter().enumerate() {
+        w.cluster.stop(3).unwrap();
+        w.cluster.set_misbehave(3, Some(fault));
+        w.cluster.start(3).unwrap();
+        let count = w.run(&format!("fault-{i}"), COUNT_OVER_65, 3);
+        assert_eq!(included(&count).len(), 3, "{fault}: {count}");
+        let out = left_out(&count);
+        assert_eq!(out.len(), 1, "{fault}: {count}");
+        assert_eq!(out[0].0, w.cluster.members[3].name, "{fault}");
+        assert_eq!(&out[0].1, status, "{fault}: {count}");
+        assert!(out[0].2.contains(reason), "{fault}: {count}");
+    }
+    // The aggregator itself lies: the researcher refuses the total.
+    w.cluster.stop(0).unwrap();
+    w.cluster.set_misbehave(0, Some("lying-aggregator"));
+    w.cluster.start(0).unwrap();
+    let file = w.query_file("forged", COUNT_OVER_65, 3);
+    let err = w
+        .cluster
+        .query_encrypted(&file, &w.study_dir, TIMEOUT)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bad_total") && err.contains("noise"), "{err}");
+}
+
+#[test]
+fn an_unpublished_or_mismatched_study_is_refused() {
+    let w = world(2, 60, false);
+    let other_dir = w.tmp.path().join("unpublished");
+    let other_id = w.cluster.study_keygen(&other_dir).unwrap();
+    let text = std::fs::read_to_string(w.query_file("unknown-study", COUNT_OVER_65, 1))
+        .unwrap()
+        .replace(&w.study_id, &other_id);
+    let file = w.tmp.path().join("unknown-study-2.toml");
+    std::fs::write(&file, text).unwrap();
+    let err = w
+        .cluster
+        .query_encrypted(&file, &other_dir, TIMEOUT)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown_study"), "{err}");
+    // The query's study must be the one whose key decrypts.
+    let file = w.query_file("mismatch", COUNT_OVER_65, 1);
+    let err = w
+        .cluster
+        .query_encrypted(&file, &other_dir, TIMEOUT)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("study_mismatch"), "{err}");
+}
+
+/// Sends a study announcement signed by `signer` to every member; returns each status.
+fn announce(w: &World, signer: &KeyPair, public_key: Vec<u8>) -> Vec<witmed::net::client::Status> {
+    use witmed::net::client;
+    use witmed_protocol::encrypted::{StudyAnnouncement, ENCRYPTED_VERSION};
+    let authority = w.cluster.consortium_authority.parse().unwrap();
+    let (dir, _) = client::load_directory(&w.cluster.directory, Some(authority)).unwrap();
+    let targets = client::targets(&dir).unwrap();
+    let credential =
+        witmed_policies::parse_signed(&std::fs::read_to_string(&w.cluster.credential).unwrap())
+            .unwrap();
+    let announcement = StudyAnnouncement {
+        version: ENCRYPTED_VERSION,
+        params: witmed_crypto::fhe::params::ID.to_string(),
+        public_key,
+        credential: credential.to_bytes(),
+        issued_at: 0,
+    };
+    let runtime = witmed::net::runtime().unwrap();
+    runtime
+        .block_on(client::ask_signed(
+            signer,
+            &announcement.sign(signer),
+            announcement.study_id(),
+            &targets,
+            std::time::Duration::from_secs(8),
+            witmed::net::codec::Codec::default(),
+        ))
+        .unwrap()
+        .into_iter()
+        .map(|r| r.status)
+        .collect()
+}
+
+fn refusal_code(status: &witmed::net::client::Status) -> String {
+    match status {
+        witmed::net::client::Status::Refused { code, .. } => code.clone(),
+        other => format!("not refused: {other:?}"),
+    }
+}
+
+#[test]
+fn study_keys_that_are_truncated_oversized_or_signed_by_the_wrong_key_are_refused() {
+    use witmed::net::client::Status;
+    let w = world(1, 30, false);
+    let researcher = KeyPair::load(&w.cluster.researcher_key).unwrap();
+    let (_, public_key) = study::load_public(&w.study_dir).unwrap();
+    // Truncated: the signature is fine, the key does not deserialize.
+    let truncated = public_key[..public_key.len() / 2].to_vec();
+    let status = &announce(&w, &researcher, truncated)[0];
+    assert_eq!(refusal_code(status), "bad_study_key", "{status:?}");
+    // Signed by a key the presented credential does not name.
+    let intruder = KeyPair::generate(witmed_crypto::Role::Researcher).unwrap();
+    let status = &announce(&w, &intruder, public_key.clone())[0];
+    assert_eq!(refusal_code(status), "bad_study", "{status:?}");
+    // Oversized: cut off by the codec before anything is parsed.
+    let mut oversized = public_key.clone();
+    oversized.resize(witmed_protocol::wire::MAX_REQUEST_BYTES + 1, 0);
+    let status = &announce(&w, &researcher, oversized)[0];
+    assert!(matches!(status, Status::Unreachable(_)), "{status:?}");
+    // The node still installs the genuine key (again: publishing twice is harmless).
+    let status = &announce(&w, &researcher, public_key)[0];
+    assert_eq!(*status, Status::StudyInstalled);
+}
