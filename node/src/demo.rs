@@ -16,9 +16,11 @@ use witmed_crypto::{Envelope, KeyPair, Role};
 use witmed_policies::evaluate::{Request, Use};
 use witmed_protocol::combine;
 use witmed_protocol::query::Query;
+use witmed_protocol::vocab::Mode;
 use witmed_simnet::cluster::{self, Cluster, Options};
 use witmed_simnet::cohort;
 
+use crate::encrypted::{reveal, study};
 use crate::net::client::{self, HospitalResult};
 use crate::node::Node;
 use crate::{engine, unix_now};
@@ -94,6 +96,19 @@ pub fn queries() -> Vec<(String, String)> {
     q
 }
 
+/// The encrypted-mode query: a count of patients aged 65+, summed under encryption by `aggregator`.
+pub fn encrypted_query(study: &str, aggregator: &str, hospitals: usize) -> (String, String) {
+    (
+        "patients, age >= 65 (encrypted count)".to_string(),
+        format!(
+            "version = 1\nid = \"demo-encrypted-{}\"\npurpose = \"HMB\"\naggregate = \"count\"\n\
+             [cohort]\nage_min = 65\n[privacy]\nmode = \"encrypted\"\nepsilon = 0.5\n\
+             aggregator = \"{aggregator}\"\nstudy = \"{study}\"\nmin_hospitals = {hospitals}\n",
+            unix_now()
+        ),
+    )
+}
+
 fn query_toml(id: &str, aggregate: &str, cohort: &str, feature: &str, epsilon: f64) -> String {
     format!(
         "version = 1\nid = \"{id}-{}\"\npurpose = \"HMB\"\n{aggregate}\n{cohort}{feature}[privacy]\nmode = \"dp\"\nepsilon = {epsilon}\n",
@@ -154,11 +169,23 @@ pub fn run(config: &Config) -> Result<Vec<Row>, String> {
         consent_rate: config.consent_rate,
         outcomes,
         proxied: false,
+        node_env: vec![],
     };
     println!("setting up hospitals (keys, encrypted stores, import, consent)...");
     let mut cluster = Cluster::build(&options, &cluster::split(&files, config.hospitals))
         .map_err(|e| e.to_string())?;
-    let queries: Vec<(String, Query)> = queries()
+    // The researcher's study key for the encrypted query: made here, published once nodes run.
+    let study_dir = root.join("study");
+    let study_id = cluster
+        .study_keygen(&study_dir)
+        .map_err(|e| e.to_string())?;
+    let mut texts = queries();
+    texts.push(encrypted_query(
+        &study_id,
+        &cluster.members[0].name,
+        config.hospitals,
+    ));
+    let queries: Vec<(String, Query)> = texts
         .into_iter()
         .map(|(label, text)| {
             Query::from_toml(&text)
@@ -168,12 +195,19 @@ pub fn run(config: &Config) -> Result<Vec<Row>, String> {
         .collect::<Result<_, _>>()?;
     let exact = exact_answers(&cluster, &queries)?;
     cluster.start_all().map_err(|e| e.to_string())?;
+    cluster
+        .publish_study(&study_dir)
+        .map_err(|e| e.to_string())?;
+    println!(
+        "study {}... published to every hospital (only its public key left this machine's study dir)",
+        &study_id[..16]
+    );
     println!(
         "{} nodes listening on 127.0.0.1; asking {} queries over libp2p\n",
         config.hospitals,
         queries.len()
     );
-    let rows = ask_all(&cluster, &queries, &exact, config.timeout)?;
+    let rows = ask_all(&cluster, &queries, &exact, &study_dir, config.timeout)?;
     print_table(&rows);
     for i in 0..cluster.members.len() {
         cluster.stop(i).map_err(|e| e.to_string())?;
@@ -252,6 +286,7 @@ fn ask_all(
     cluster: &Cluster,
     queries: &[(String, Query)],
     exact: &[Option<f64>],
+    study_dir: &Path,
     timeout: Duration,
 ) -> Result<Vec<Row>, String> {
     let (researcher, credential, targets) = researcher_of(cluster)?;
@@ -259,6 +294,24 @@ fn ask_all(
     let mut rows = Vec::new();
     for ((label, query), exact) in queries.iter().zip(exact) {
         let request = client::request_for(query.clone(), &credential, unix_now())?;
+        if query.privacy.mode == Mode::Encrypted {
+            let aggregator = targets
+                .iter()
+                .find(|t| Some(t.name.as_str()) == query.privacy.aggregator.as_deref())
+                .ok_or("the aggregator is not a member")?;
+            let results = runtime
+                .block_on(client::ask(
+                    &researcher,
+                    &request,
+                    std::slice::from_ref(aggregator),
+                    timeout * 2,
+                ))
+                .map_err(|e| e.to_string())?;
+            rows.push(encrypted_row(
+                label, query, &results, study_dir, &targets, *exact,
+            )?);
+            continue;
+        }
         let results = runtime
             .block_on(client::ask(&researcher, &request, &targets, timeout))
             .map_err(|e| e.to_string())?;
@@ -292,6 +345,49 @@ fn row(
             .iter()
             .map(|r| (r.name.clone(), r.status.label().to_string()))
             .collect(),
+    })
+}
+
+/// A row from the aggregator's encrypted total, decrypted with the study's client key.
+fn encrypted_row(
+    label: &str,
+    query: &Query,
+    results: &[HospitalResult],
+    study_dir: &Path,
+    targets: &[client::Target],
+    exact: Option<f64>,
+) -> Result<Row, String> {
+    let total = match results.first().map(|r| &r.status) {
+        Some(client::Status::Aggregated(total)) => total,
+        other => return Err(format!("the aggregator did not return a total: {other:?}")),
+    };
+    let (info, key) = study::load_client(study_dir).map_err(|e| e.to_string())?;
+    let members: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
+    let combined =
+        reveal::reveal(query, total, &key, &info.id, &members).map_err(|e| e.to_string())?;
+    let mut hospitals: Vec<(String, String)> = total
+        .included
+        .iter()
+        .map(|i| (i.node.clone(), "answered".to_string()))
+        .collect();
+    hospitals.extend(
+        total
+            .left_out
+            .iter()
+            .map(|l| (l.node.clone(), l.status.clone())),
+    );
+    Ok(Row {
+        label: label.to_string(),
+        value: combined.value,
+        ci95: combined.ci95,
+        exact,
+        epsilon: query.privacy.epsilon,
+        budget_left: total
+            .included
+            .iter()
+            .map(|i| i.budget_left)
+            .reduce(f64::min),
+        hospitals,
     })
 }
 

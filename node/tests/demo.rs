@@ -30,6 +30,7 @@ fn the_demo_runs_a_small_federation_and_leaves_nothing_running() {
     for needle in [
         "mean heart rate, age >= 65",
         "mortality, medical ICU",
+        "patients, age >= 65 (encrypted count)",
         "95% interval",
         "exact",
         "all nodes stopped",
@@ -49,6 +50,18 @@ fn the_demo_runs_a_small_federation_and_leaves_nothing_running() {
     let (answer, lo, hi, exact) = (numbers[0], numbers[1], numbers[2], numbers[3]);
     assert!(lo <= answer && answer <= hi, "{count_line}");
     assert!((answer - exact).abs() < 60.0, "{count_line}");
+    // The encrypted count: every hospital's share is in the total, and it is near the exact count.
+    let encrypted = stdout
+        .lines()
+        .find(|l| l.starts_with("patients, age >= 65 (encrypted count)"))
+        .unwrap();
+    assert!(encrypted.contains("3/3 answered"), "{encrypted}");
+    let numbers: Vec<f64> = encrypted
+        .split(|c: char| c.is_whitespace() || c == '[' || c == ']' || c == ',')
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    let (answer, exact) = (numbers[1], numbers[4]);
+    assert!((answer - exact).abs() < 60.0, "{encrypted}");
     let root = std::env::temp_dir().join(format!("witmed-demo-{pid}"));
     assert!(!root.exists(), "demo left {root:?} behind");
     let running = std::process::Command::new("pgrep")

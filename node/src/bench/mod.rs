@@ -18,6 +18,8 @@ use crate::import::{self, physionet};
 use crate::node::{self, Node};
 use crate::{consent_ops, engine, setup, unix_now};
 
+pub mod encrypted;
+
 type Result<T> = std::result::Result<T, String>;
 
 fn err(e: impl std::fmt::Display) -> String {
@@ -414,6 +416,7 @@ fn federated_one(hospitals: usize, patients: usize, repetitions: usize) -> Resul
         consent_rate: 1.0,
         outcomes: None,
         proxied: false,
+        node_env: vec![],
     };
     eprintln!("setting up {hospitals} hospitals with {patients} patients each...");
     let mut c = Cluster::build(&options, &cluster::split(&files, hospitals)).map_err(err)?;

@@ -17,16 +17,20 @@
 //!
 //! That rho becomes (epsilon, delta) through OpenDP's zCDP-to-approximate-DP
 //! conversion, and the smallest `sigma` whose epsilon fits the query's is
-//! chosen by bisection. The sensitivities are OpenDP's stability maps of the
+//! chosen by bisection (and remembered: every query of the same shape needs
+//! the same one). The sensitivities are OpenDP's stability maps of the
 //! transformations at one patient, the noise is OpenDP's `make_gaussian`,
 //! and a share alone (every other hospital's noise missing) still gives the
 //! local rho of OpenDP's privacy map, which the audit log records.
 
-use opendp::combinators::{make_chain_mt, make_fix_delta, make_zCDP_to_approxDP};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use opendp::combinators::{make_chain_mt, make_zCDP_to_approxDP};
 use opendp::core::{Measurement, Transformation};
 use opendp::domains::{AtomDomain, VectorDomain};
 use opendp::measurements::make_gaussian;
-use opendp::measures::ZeroConcentratedDivergence;
+use opendp::measures::{PrivacyProfile, ZeroConcentratedDivergence};
 use opendp::metrics::{AbsoluteDistance, L1Distance, L2Distance, SymmetricDistance};
 use opendp::transformations::{make_clamp, make_count, make_count_by_categories, make_sum};
 use witmed_protocol::query::{Aggregate, Query};
@@ -115,7 +119,7 @@ impl SharePlan {
                     l2: d,
                     dims: 1,
                 };
-                let sigma = share_scale(epsilon, delta, contributors, sens)?;
+                let (sigma, total) = share_scale(epsilon, delta, contributors, sens)?;
                 let noise = make_gaussian::<_, _, Zcdp>(
                     exact.output_domain.clone(),
                     exact.output_metric.clone(),
@@ -123,14 +127,7 @@ impl SharePlan {
                     None,
                 )?;
                 let noisy = make_chain_mt(&noise, &exact)?;
-                Self::finish(
-                    Kind::Count { exact, noisy },
-                    sigma,
-                    delta,
-                    contributors,
-                    sens,
-                    1,
-                )
+                Self::finish(Kind::Count { exact, noisy }, sigma, (total, delta), 1)
             }
             Aggregate::Sum => {
                 let b = query
@@ -156,7 +153,7 @@ impl SharePlan {
                     l2: d,
                     dims: 1,
                 };
-                let sigma = share_scale(epsilon, delta, contributors, sens)?;
+                let (sigma, total) = share_scale(epsilon, delta, contributors, sens)?;
                 let noise = make_gaussian::<_, _, Zcdp>(
                     exact.output_domain.clone(),
                     exact.output_metric.clone(),
@@ -164,14 +161,7 @@ impl SharePlan {
                     None,
                 )?;
                 let noisy = make_chain_mt(&noise, &exact)?;
-                Self::finish(
-                    Kind::Sum { exact, noisy },
-                    sigma,
-                    delta,
-                    contributors,
-                    sens,
-                    1,
-                )
+                Self::finish(Kind::Sum { exact, noisy }, sigma, (total, delta), 1)
             }
             Aggregate::Histogram { edges } => {
                 let bins = edges.len() - 1;
@@ -195,7 +185,7 @@ impl SharePlan {
                     l2: exact.map(&1)? as f64,
                     dims: bins,
                 };
-                let sigma = share_scale(epsilon, delta, contributors, sens)?;
+                let (sigma, total) = share_scale(epsilon, delta, contributors, sens)?;
                 let noise = make_gaussian::<_, _, Zcdp>(
                     exact.output_domain.clone(),
                     exact.output_metric.clone(),
@@ -208,7 +198,7 @@ impl SharePlan {
                     noisy,
                     edges: edges.clone(),
                 };
-                Self::finish(kind, sigma, delta, contributors, sens, bins)
+                Self::finish(kind, sigma, (total, delta), bins)
             }
             other => Err(Error::Unsupported(format!(
                 "a {} does not add up under encryption; use dp mode",
@@ -220,9 +210,7 @@ impl SharePlan {
     fn finish(
         kind: Kind,
         sigma: f64,
-        delta: f64,
-        contributors: usize,
-        sens: Sensitivity,
+        (epsilon, delta): (f64, f64),
         values: usize,
     ) -> Result<SharePlan, Error> {
         let local_rho = match &kind {
@@ -233,7 +221,7 @@ impl SharePlan {
         Ok(SharePlan {
             kind,
             share_scale: sigma,
-            epsilon: total_epsilon(sigma, delta, contributors, sens)?,
+            epsilon,
             delta,
             local_rho,
             values,
@@ -289,8 +277,8 @@ fn distributed_rho(sigma: f64, t: usize, s: Sensitivity) -> f64 {
     eps * eps / 2.0
 }
 
-/// Epsilon at `delta` of a rho-zCDP mechanism, by OpenDP's conversion.
-fn approx_epsilon(rho: f64, delta: f64) -> Result<f64, Error> {
+/// The (epsilon, delta) privacy profile of a rho-zCDP mechanism, from OpenDP's conversion.
+fn profile(rho: f64) -> Result<PrivacyProfile, Error> {
     // A Gaussian mechanism of sensitivity 1 and scale 1/sqrt(2 rho) is exactly
     // rho-zCDP; its converted map is the conversion of rho.
     let scale = 1.0 / (2.0 * rho).sqrt();
@@ -300,34 +288,71 @@ fn approx_epsilon(rho: f64, delta: f64) -> Result<f64, Error> {
         scale,
         None,
     )?;
-    let fixed = make_fix_delta(&make_zCDP_to_approxDP(gaussian)?, delta)?;
-    Ok(fixed.map(&1)?.0)
+    Ok(make_zCDP_to_approxDP(gaussian)?.map(&1)?)
 }
 
+/// Epsilon at `delta` of the total (OpenDP's smallest epsilon on the profile).
 fn total_epsilon(sigma: f64, delta: f64, t: usize, s: Sensitivity) -> Result<f64, Error> {
-    approx_epsilon(distributed_rho(sigma, t, s), delta)
+    Ok(profile(distributed_rho(sigma, t, s))?.epsilon(delta)?)
 }
 
-/// Smallest share scale whose total epsilon at `delta` is within `epsilon`.
-fn share_scale(epsilon: f64, delta: f64, t: usize, s: Sensitivity) -> Result<f64, Error> {
-    if total_epsilon(MIN_SHARE_SCALE, delta, t, s)? <= epsilon {
-        return Ok(MIN_SHARE_SCALE);
+/// True if shares of scale `sigma` keep the total within (epsilon, delta).
+fn fits(sigma: f64, epsilon: f64, delta: f64, t: usize, s: Sensitivity) -> Result<bool, Error> {
+    // One evaluation of the profile's delta at epsilon: far cheaper than
+    // searching the profile for the epsilon at delta.
+    Ok(profile(distributed_rho(sigma, t, s))?.delta(epsilon)? <= delta)
+}
+
+/// Share scales already found, per (epsilon, delta, contributors, sensitivity):
+/// every member solves the same search for every query of the same shape.
+/// Bounded: cleared when full.
+static SCALES: Mutex<BTreeMap<[u64; 6], (f64, f64)>> = Mutex::new(BTreeMap::new());
+const MAX_CACHED_SCALES: usize = 256;
+
+/// The smallest share scale whose total stays within (epsilon, delta), and the total's epsilon.
+fn share_scale(epsilon: f64, delta: f64, t: usize, s: Sensitivity) -> Result<(f64, f64), Error> {
+    let key = [
+        epsilon.to_bits(),
+        delta.to_bits(),
+        t as u64,
+        s.l1.to_bits(),
+        s.l2.to_bits(),
+        s.dims as u64,
+    ];
+    if let Some(found) = SCALES.lock().expect("scale cache").get(&key) {
+        return Ok(*found);
     }
-    if total_epsilon(MAX_SHARE_SCALE, delta, t, s)? > epsilon {
-        return Err(Error::Unsupported(format!(
-            "epsilon {epsilon} at delta {delta} needs more noise than witmed allows"
-        )));
+    let found = search_scale(epsilon, delta, t, s)?;
+    let mut cache = SCALES.lock().expect("scale cache");
+    if cache.len() >= MAX_CACHED_SCALES {
+        cache.clear();
     }
-    let (mut lo, mut hi) = (MIN_SHARE_SCALE.ln(), MAX_SHARE_SCALE.ln());
-    for _ in 0..60 {
-        let mid = (lo + hi) / 2.0;
-        if total_epsilon(mid.exp(), delta, t, s)? <= epsilon {
-            hi = mid;
-        } else {
-            lo = mid;
+    cache.insert(key, found);
+    Ok(found)
+}
+
+fn search_scale(epsilon: f64, delta: f64, t: usize, s: Sensitivity) -> Result<(f64, f64), Error> {
+    let sigma = if fits(MIN_SHARE_SCALE, epsilon, delta, t, s)? {
+        MIN_SHARE_SCALE
+    } else {
+        if !fits(MAX_SHARE_SCALE, epsilon, delta, t, s)? {
+            return Err(Error::Unsupported(format!(
+                "epsilon {epsilon} at delta {delta} needs more noise than witmed allows"
+            )));
         }
-    }
-    Ok(hi.exp())
+        // Bisection on log sigma down to a relative width of 1e-6.
+        let (mut lo, mut hi) = (MIN_SHARE_SCALE.ln(), MAX_SHARE_SCALE.ln());
+        while hi - lo > 1e-6 {
+            let mid = (lo + hi) / 2.0;
+            if fits(mid.exp(), epsilon, delta, t, s)? {
+                hi = mid;
+            } else {
+                lo = mid;
+            }
+        }
+        hi.exp()
+    };
+    Ok((sigma, total_epsilon(sigma, delta, t, s)?))
 }
 
 #[cfg(test)]

@@ -597,8 +597,6 @@ fn aggregate_query(
         let reason = "this node has no consortium directory installed; install one to aggregate";
         return refused(node, id, digest, "no_directory", reason.into());
     };
-    let own = contribute(node, Some(directory), request, envelope.signer, now);
-    let mut outcomes = vec![(node.config.name.clone(), own_status(own))];
     let others: Vec<client::Target> = match client::targets(directory) {
         Ok(t) => t
             .into_iter()
@@ -606,14 +604,24 @@ fn aggregate_query(
             .collect(),
         Err(e) => return refused(node, id, digest, "bad_directory", e),
     };
-    let asked = tokio::runtime::Handle::current().block_on(client::ask_signed(
-        node.key(),
-        envelope,
-        digest,
-        &others,
-        state.aggregate_timeout,
-        Codec::default(),
-    ));
+    // The aggregator's own share is computed while the others are asked.
+    let (own, asked) = std::thread::scope(|scope| {
+        let own = scope.spawn(|| contribute(node, Some(directory), request, envelope.signer, now));
+        let asked = tokio::runtime::Handle::current().block_on(client::ask_signed(
+            node.key(),
+            envelope,
+            digest,
+            &others,
+            state.aggregate_timeout,
+            Codec::default(),
+        ));
+        (own.join(), asked)
+    });
+    let own = match own {
+        Ok(response) => own_status(response),
+        Err(_) => client::Status::Invalid("computing the aggregator's own share failed".into()),
+    };
+    let mut outcomes = vec![(node.config.name.clone(), own)];
     match asked {
         Ok(results) => outcomes.extend(results.into_iter().map(|r| (r.name, r.status))),
         Err(e) => return refused(node, id, digest, "network_failed", e.to_string()),
