@@ -142,6 +142,17 @@ fn with_noise_off_encrypted_count_and_histogram_are_exact() {
         .map(|v| v.as_f64().unwrap())
         .collect();
     assert_eq!(values, exact_age_histogram(&w.records), "{hist}");
+    // A sum adds whole units: each age rounded, then clamped to the bounds.
+    let sum = w.run(
+        "exact-sum",
+        "aggregate = \"sum\"\n[feature.attribute]\nname = \"age\"\n[bounds]\nlower = 18.0\nupper = 90.0",
+        3,
+    );
+    let exact_sum: f64 = ages(&w.records)
+        .iter()
+        .map(|a| a.round().clamp(18.0, 90.0))
+        .sum();
+    assert_eq!(sum["value"].as_f64().unwrap(), exact_sum, "{sum}");
 }
 
 #[test]
@@ -223,7 +234,7 @@ fn assert_no_file_contains(dir: &Path, needle: &[u8]) {
 }
 
 #[test]
-fn a_hospital_that_does_not_answer_is_left_out_and_named() {
+fn hospitals_that_do_not_answer_in_time_are_left_out_and_named() {
     let mut w = world(4, 200, false);
     w.cluster.kill(3).unwrap();
     let count = w.run("one-down", COUNT_OVER_65, 3);
@@ -232,6 +243,18 @@ fn a_hospital_that_does_not_answer_is_left_out_and_named() {
     assert_eq!(out.len(), 1, "{count}");
     assert_eq!(out[0].0, w.cluster.members[3].name);
     assert_eq!(out[0].1, "unreachable", "{count}");
+    // A frozen member holds its connection and never answers: the
+    // aggregator gives up after its timeout (8 s) and names it.
+    w.cluster.pause(2).unwrap();
+    let count = w.run("one-frozen", COUNT_OVER_65, 2);
+    w.cluster.resume(2).unwrap();
+    assert_eq!(included(&count).len(), 2, "{count}");
+    let out = left_out(&count);
+    assert!(
+        out.iter()
+            .any(|(n, s, _)| *n == w.cluster.members[2].name && s == "timed out"),
+        "{count}"
+    );
     // Below min_hospitals nothing is released.
     let file = w.query_file("too-few", COUNT_OVER_65, 4);
     let err = w
@@ -275,6 +298,42 @@ fn bad_shares_are_refused_and_named_and_a_forged_total_is_refused() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("bad_total") && err.contains("noise"), "{err}");
+}
+
+#[test]
+fn a_hundred_encrypted_queries_crash_nothing_and_memory_stays_flat() {
+    let mut w = world(3, 150, false);
+    let mut rss_after_warmup = Vec::new();
+    for q in 0..100 {
+        // 100 queries at epsilon 0.05 fit the default budget of 10.
+        let file = w
+            .query_file(&format!("soak-{q}"), COUNT_OVER_65, 3)
+            .to_string_lossy()
+            .into_owned();
+        std::fs::write(
+            &file,
+            std::fs::read_to_string(&file)
+                .unwrap()
+                .replace("epsilon = 1.0", "epsilon = 0.05"),
+        )
+        .unwrap();
+        let answer = w
+            .cluster
+            .query_encrypted(Path::new(&file), &w.study_dir, TIMEOUT)
+            .unwrap();
+        assert_eq!(included(&answer).len(), 3, "query {q}: {answer}");
+        if q == 19 {
+            rss_after_warmup = (0..3).map(|i| w.cluster.rss_kib(i).unwrap()).collect();
+        }
+    }
+    for (i, before) in rss_after_warmup.into_iter().enumerate() {
+        assert!(w.cluster.alive(i), "node {i} died");
+        let after = w.cluster.rss_kib(i).unwrap();
+        assert!(
+            after < before + before / 4 + 8 * 1024,
+            "node {i} grew from {before} KiB to {after} KiB over 80 encrypted queries"
+        );
+    }
 }
 
 #[test]

@@ -405,6 +405,24 @@ min_hospitals = {min_hospitals}
     }
 
     #[test]
+    fn sums_round_each_patient_then_clamp() {
+        let text = count_query(1.0, 2).to_toml().replace(
+            "aggregate = \"count\"",
+            "aggregate = \"sum\"\n[feature.attribute]\nname = \"age\"\n[bounds]\nlower = 0.0\nupper = 100.0",
+        );
+        let plan = SharePlan::new(&Query::from_toml(&text).unwrap()).unwrap();
+        // 1.4 -> 1, 2.6 -> 3, 500 -> 100 (clamped), NaN dropped.
+        assert_eq!(
+            plan.release(&[1.4, 2.6, 500.0, f64::NAN], false).unwrap(),
+            vec![104]
+        );
+        // Sensitivity 100: the share is 100 times wider than a count's.
+        let count = SharePlan::new(&count_query(1.0, 2)).unwrap();
+        let ratio = plan.share_scale / count.share_scale;
+        assert!((ratio - 100.0).abs() < 0.01, "{ratio}");
+    }
+
+    #[test]
     fn noise_free_release_is_the_exact_aggregate() {
         let plan = SharePlan::new(&count_query(1.0, 3)).unwrap();
         assert_eq!(plan.release(&[1.0, 2.0, 3.0], false).unwrap(), vec![3]);
