@@ -13,12 +13,9 @@ use std::time::{Duration, Instant};
 
 use witmed_crypto::fhe::{ClientKey, CompactPublicKey};
 use witmed_protocol::query::Query;
-use witmed_simnet::cluster::{self, Cluster, Options};
-use witmed_simnet::cohort;
 
-use super::{err, machine, ms, pct, tempdir, Result};
+use super::{err, machine, ms, pct, synthetic_cluster, tempdir, Result};
 use crate::encrypted::{reveal, study};
-use crate::import::physionet;
 use crate::net::client::{self, Status};
 use crate::unix_now;
 
@@ -184,29 +181,7 @@ pub fn run(hospitals: &[usize], patients: usize, repetitions: usize) -> Result<(
 fn end_to_end(hospitals: usize, patients: usize, repetitions: usize) -> Result<Row> {
     let scratch = tempdir()?;
     let root = scratch.path();
-    let written = cohort::write_physionet_set(
-        &root.join("cohort"),
-        &cohort::Config {
-            patients: patients * hospitals,
-            seed: 13,
-            hours: 12,
-            samples_per_hour: 0.5,
-            ..cohort::Config::default()
-        },
-    )
-    .map_err(err)?;
-    let files = physionet::list_set_files(&written.dir).map_err(err)?;
-    let options = Options {
-        bin: std::env::current_exe().map_err(err)?,
-        root: root.join("cluster"),
-        consent_rate: 1.0,
-        outcomes: None,
-        proxied: false,
-        node_env: vec![],
-    };
-    eprintln!("setting up {hospitals} hospitals with {patients} patients each...");
-    let mut c = Cluster::build(&options, &cluster::split(&files, hospitals)).map_err(err)?;
-    c.start_all().map_err(err)?;
+    let mut c = synthetic_cluster(root, hospitals, patients, 13)?;
     let study_dir = root.join("study");
     let study_id = c.study_keygen(&study_dir).map_err(err)?;
     c.publish_study(&study_dir).map_err(err)?;

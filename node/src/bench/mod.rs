@@ -394,15 +394,20 @@ pub fn federated(
     Ok(())
 }
 
-fn federated_one(hospitals: usize, patients: usize, repetitions: usize) -> Result<FederatedRow> {
+/// Starts `hospitals` nodes on loopback under `root`, each with `patients`
+/// synthetic patients (short stays, all consenting).
+fn synthetic_cluster(
+    root: &Path,
+    hospitals: usize,
+    patients: usize,
+    seed: u64,
+) -> Result<witmed_simnet::cluster::Cluster> {
     use witmed_simnet::cluster::{self, Cluster, Options};
-    let scratch = tempdir()?;
-    let root = scratch.path();
     let written = cohort::write_physionet_set(
         &root.join("cohort"),
         &cohort::Config {
             patients: patients * hospitals,
-            seed: 11,
+            seed,
             hours: 12,
             samples_per_hour: 0.5,
             ..cohort::Config::default()
@@ -421,6 +426,12 @@ fn federated_one(hospitals: usize, patients: usize, repetitions: usize) -> Resul
     eprintln!("setting up {hospitals} hospitals with {patients} patients each...");
     let mut c = Cluster::build(&options, &cluster::split(&files, hospitals)).map_err(err)?;
     c.start_all().map_err(err)?;
+    Ok(c)
+}
+
+fn federated_one(hospitals: usize, patients: usize, repetitions: usize) -> Result<FederatedRow> {
+    let scratch = tempdir()?;
+    let mut c = synthetic_cluster(scratch.path(), hospitals, patients, 11)?;
     let (researcher, credential, targets) = crate::demo::researcher_of(&c)?;
     let runtime = crate::net::runtime().map_err(err)?;
     let mut times = Vec::with_capacity(repetitions);

@@ -357,30 +357,9 @@ pub enum StudyCommand {
     Publish(PublishStudyArgs),
 }
 
+/// Who a researcher is and which federation they talk to.
 #[derive(Debug, Args)]
-pub struct PublishStudyArgs {
-    /// The study directory made by `study keygen`.
-    #[arg(long)]
-    pub study: PathBuf,
-    /// The signed consortium directory.
-    #[arg(long)]
-    pub directory: PathBuf,
-    /// Pin the consortium authority's public key (hex).
-    #[arg(long)]
-    pub authority: Option<String>,
-    /// The researcher's key file (signs the announcement).
-    #[arg(long)]
-    pub key: PathBuf,
-    /// The researcher's credential file.
-    #[arg(long)]
-    pub credential: PathBuf,
-    /// Give up on hospitals that have not answered by then.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    pub timeout: std::time::Duration,
-}
-
-#[derive(Debug, Args)]
-pub struct RunQueryArgs {
+pub struct ResearcherArgs {
     /// The signed consortium directory.
     #[arg(long)]
     pub directory: PathBuf,
@@ -393,6 +372,24 @@ pub struct RunQueryArgs {
     /// The researcher's credential file.
     #[arg(long)]
     pub credential: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct PublishStudyArgs {
+    /// The study directory made by `study keygen`.
+    #[arg(long)]
+    pub study: PathBuf,
+    #[command(flatten)]
+    pub researcher: ResearcherArgs,
+    /// Give up on hospitals that have not answered by then.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct RunQueryArgs {
+    #[command(flatten)]
+    pub researcher: ResearcherArgs,
     /// The query, in TOML.
     #[arg(long)]
     pub query: PathBuf,

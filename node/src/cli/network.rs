@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use libp2p::Multiaddr;
 use serde_json::json;
-use witmed_crypto::{KeyPair, PublicKey, Role};
+use witmed_crypto::{Envelope, KeyPair, PublicKey, Role};
 use witmed_policies::directory::Directory;
 use witmed_protocol::combine;
 use witmed_protocol::encrypted::EncryptedTotal;
@@ -13,7 +13,7 @@ use witmed_protocol::query::Query;
 use witmed_protocol::vocab::Mode;
 use witmed_protocol::wire::QueryRequest;
 
-use super::{Failure, RunQueryArgs};
+use super::{Failure, ResearcherArgs, RunQueryArgs};
 use crate::encrypted::{reveal, study};
 use crate::net::client::{self, HospitalResult, Status};
 use crate::net::server;
@@ -105,20 +105,28 @@ pub fn load_directory(path: &Path, authority: Option<&str>) -> Result<(Directory
     client::load_directory(path, authority).map_err(|e| Failure::new(e.code(), e))
 }
 
-/// `witmed query run`.
-pub fn query_run(args: RunQueryArgs) -> Result<()> {
+/// The researcher's key, credential and the members of the verified directory.
+pub fn researcher_session(
+    args: &ResearcherArgs,
+) -> Result<(KeyPair, Envelope, Vec<client::Target>)> {
     let researcher =
         KeyPair::load_role(&args.key, Role::Researcher).map_err(|e| Failure::new("bad_key", e))?;
     let credential_text = std::fs::read_to_string(&args.credential)
         .map_err(|e| Failure::new("read_failed", format!("{}: {e}", args.credential.display())))?;
     let credential = witmed_policies::parse_signed(&credential_text)
         .map_err(|e| Failure::new(e.error_code(), e))?;
+    let (dir, _) = load_directory(&args.directory, args.authority.as_deref())?;
+    let targets = client::targets(&dir).map_err(|e| Failure::new("bad_directory", e))?;
+    Ok((researcher, credential, targets))
+}
+
+/// `witmed query run`.
+pub fn query_run(args: RunQueryArgs) -> Result<()> {
+    let (researcher, credential, targets) = researcher_session(&args.researcher)?;
     let query_text = std::fs::read_to_string(&args.query)
         .map_err(|e| Failure::new("read_failed", format!("{}: {e}", args.query.display())))?;
     let query = Query::from_toml(&query_text)
         .map_err(|e| Failure::new("bad_query", format!("{}: {e}", args.query.display())))?;
-    let (dir, _) = load_directory(&args.directory, args.authority.as_deref())?;
-    let targets = client::targets(&dir).map_err(|e| Failure::new("bad_directory", e))?;
     let request = client::request_for(query.clone(), &credential, unix_now())
         .map_err(|e| Failure::new("random_failed", e))?;
     if query.privacy.mode == Mode::Encrypted {

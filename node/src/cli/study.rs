@@ -1,9 +1,8 @@
 //! `witmed study`: a researcher's study keys for encrypted mode, made once and published to every member.
 
-use witmed_crypto::{KeyPair, Role};
 use witmed_protocol::encrypted::{StudyAnnouncement, ENCRYPTED_VERSION};
 
-use super::network::load_directory;
+use super::network::researcher_session;
 use super::{Failure, PublishStudyArgs, StudyCommand};
 use crate::encrypted::study;
 use crate::net::client::{self, Status};
@@ -35,17 +34,8 @@ fn keygen(out: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-/// Reads the researcher's credential file as a signed envelope.
-pub fn read_credential(path: &std::path::Path) -> Result<witmed_crypto::Envelope> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Failure::new("read_failed", format!("{}: {e}", path.display())))?;
-    witmed_policies::parse_signed(&text).map_err(|e| Failure::new(e.error_code(), e))
-}
-
 fn publish(args: PublishStudyArgs) -> Result<()> {
-    let researcher =
-        KeyPair::load_role(&args.key, Role::Researcher).map_err(|e| Failure::new("bad_key", e))?;
-    let credential = read_credential(&args.credential)?;
+    let (researcher, credential, targets) = researcher_session(&args.researcher)?;
     let (info, public_key) =
         study::load_public(&args.study).map_err(|e| Failure::new(e.code(), e))?;
     let announcement = StudyAnnouncement {
@@ -56,8 +46,6 @@ fn publish(args: PublishStudyArgs) -> Result<()> {
         issued_at: unix_now(),
     };
     let id = announcement.study_id();
-    let (dir, _) = load_directory(&args.directory, args.authority.as_deref())?;
-    let targets = client::targets(&dir).map_err(|e| Failure::new("bad_directory", e))?;
     let envelope = announcement.sign(&researcher);
     let runtime = crate::net::runtime().map_err(|e| Failure::new("runtime_failed", e))?;
     let results = runtime

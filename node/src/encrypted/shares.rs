@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use opendp::combinators::{make_chain_mt, make_zCDP_to_approxDP};
-use opendp::core::{Measurement, Transformation};
+use opendp::core::{Domain, Measurement, MetricSpace, Transformation};
 use opendp::domains::{AtomDomain, VectorDomain};
 use opendp::measurements::make_gaussian;
 use opendp::measures::{PrivacyProfile, ZeroConcentratedDivergence};
@@ -113,20 +113,7 @@ impl SharePlan {
                     VectorDomain::new(AtomDomain::new_non_nan()),
                     SymmetricDistance,
                 )?;
-                let d = exact.map(&1)? as f64;
-                let sens = Sensitivity {
-                    l1: d,
-                    l2: d,
-                    dims: 1,
-                };
-                let (sigma, total) = share_scale(epsilon, delta, contributors, sens)?;
-                let noise = make_gaussian::<_, _, Zcdp>(
-                    exact.output_domain.clone(),
-                    exact.output_metric.clone(),
-                    sigma,
-                    None,
-                )?;
-                let noisy = make_chain_mt(&noise, &exact)?;
+                let (noisy, sigma, total) = scalar_share(&exact, (epsilon, delta), contributors)?;
                 Self::finish(Kind::Count { exact, noisy }, sigma, (total, delta), 1)
             }
             Aggregate::Sum => {
@@ -147,20 +134,7 @@ impl SharePlan {
                 )?;
                 let sum = make_sum(clamp.output_domain.clone(), SymmetricDistance)?;
                 let exact = opendp::combinators::make_chain_tt(&sum, &clamp)?;
-                let d = exact.map(&1)? as f64;
-                let sens = Sensitivity {
-                    l1: d,
-                    l2: d,
-                    dims: 1,
-                };
-                let (sigma, total) = share_scale(epsilon, delta, contributors, sens)?;
-                let noise = make_gaussian::<_, _, Zcdp>(
-                    exact.output_domain.clone(),
-                    exact.output_metric.clone(),
-                    sigma,
-                    None,
-                )?;
-                let noisy = make_chain_mt(&noise, &exact)?;
+                let (noisy, sigma, total) = scalar_share(&exact, (epsilon, delta), contributors)?;
                 Self::finish(Kind::Sum { exact, noisy }, sigma, (total, delta), 1)
             }
             Aggregate::Histogram { edges } => {
@@ -260,6 +234,39 @@ impl SharePlan {
             }
         })
     }
+}
+
+/// A measurement releasing one noisy integer from the rows of `DI`.
+type ScalarShare<DI> = Measurement<DI, SymmetricDistance, Zcdp, i64>;
+
+/// The noisy share of a scalar aggregate, its scale and the total's epsilon.
+fn scalar_share<DI>(
+    exact: &Transformation<DI, SymmetricDistance, AtomDomain<i64>, AbsoluteDistance<i64>>,
+    (epsilon, delta): (f64, f64),
+    contributors: usize,
+) -> Result<(ScalarShare<DI>, f64, f64), Error>
+where
+    DI: Domain + 'static,
+    (DI, SymmetricDistance): MetricSpace,
+{
+    let d = exact.map(&1)? as f64;
+    let sens = Sensitivity {
+        l1: d,
+        l2: d,
+        dims: 1,
+    };
+    let (sigma, total) = share_scale(epsilon, delta, contributors, sens)?;
+    let noise = make_gaussian::<AtomDomain<i64>, AbsoluteDistance<i64>, Zcdp>(
+        exact.output_domain.clone(),
+        exact.output_metric.clone(),
+        sigma,
+        None,
+    )?;
+    let noisy =
+        make_chain_mt::<DI, AtomDomain<i64>, i64, SymmetricDistance, AbsoluteDistance<i64>, Zcdp>(
+            &noise, exact,
+        )?;
+    Ok((noisy, sigma, total))
 }
 
 /// rho of a sum of `t` discrete Gaussians of scale `sigma` (the theorem in the module docs).
