@@ -12,8 +12,10 @@
 //!
 //! [`params`] pins one set: LWE dimension 2048 over the native modulus 2^64,
 //! TUniform(17) noise for the public key and for encryption (tfhe's
-//! 128-bit-secure compact public-key parameters, `PARAM_PKE_*_TUNIFORM_2M128`,
-//! use this dimension and noise). A value `m` is encoded as `m * 2^37`.
+//! 128-bit-secure compact public-key parameters,
+//! `V1_8_PARAM_PKE_TO_SMALL_MESSAGE_2_CARRY_2_KS_PBS_TUNIFORM_2M128_ZKV2`,
+//! have this dimension, noise and modulus; only the encoding differs).
+//! A value `m` is encoded as `m * 2^37`.
 //!
 //! One encryption decrypts to `delta * m + e` with
 //! `e = <pk noise, r> + body noise - <mask noise, s>` where `r` and `s` are
