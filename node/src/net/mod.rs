@@ -2,8 +2,10 @@
 //!
 //! Transport: TCP with Noise (authenticated encryption, peers identified by
 //! their ed25519 keys) and Yamux multiplexing. One request-response
-//! protocol, [`witmed_protocol::wire::PROTOCOL`], carries signed queries and
-//! signed responses with explicit size limits in both directions.
+//! protocol, [`witmed_protocol::wire::PROTOCOL`], carries signed queries,
+//! study announcements and signed responses with explicit size limits in
+//! both directions. In encrypted mode the aggregator ([`aggregator`]) is also
+//! a client of the other members, under its own node key.
 //!
 //! Identities: a node's libp2p identity is its node key, a researcher's
 //! client uses the researcher's key, so "who signed" and "who is connected"
@@ -14,8 +16,10 @@
 //! busy rather than queued), a bounded replay cache, and request and
 //! response size limits.
 
+pub mod aggregator;
 pub mod client;
 pub mod codec;
+pub mod fault;
 pub mod replay;
 pub mod server;
 

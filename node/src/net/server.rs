@@ -1,10 +1,13 @@
 //! The hospital node as a libp2p peer: `witmed node run`.
 //!
 //! Each inbound request is checked in this order, and the first failure is
-//! the signed refusal sent back: the envelope is a signed query; its signer
-//! is the connected peer; the request is fresh and not a replay; the
-//! credential and query decode. Then [`crate::engine::answer`] applies the
-//! node policy, consent, the privacy engine and the budget. Queries run on
+//! the signed refusal sent back: the envelope is a signed query (or a study
+//! announcement, see [`super::aggregator`]); its signer is the connected
+//! peer, or for an encrypted query the connected peer is the aggregator the
+//! query names; the request is fresh and not a replay; the credential and
+//! query decode. Then [`crate::engine::answer`] (or, in encrypted mode,
+//! [`crate::engine::contribute`]) applies the node policy, consent, the
+//! privacy engine and the budget. Queries run on
 //! blocking threads, at most [`Config::max_in_flight`] at once; a request
 //! beyond that is refused as busy at once rather than queued, so remote
 //! load cannot pile up work in the node. A peer that sends something that
@@ -27,9 +30,10 @@ use witmed_policies::directory::Directory;
 use witmed_protocol::encrypted::STUDY_DOMAIN;
 use witmed_protocol::vocab::Mode;
 
+pub use super::fault::Misbehave;
+
 use super::codec::{self, Codec};
-use super::{client, libp2p_keypair, peer_id_of, replay};
-use crate::encrypted::{aggregate, study};
+use super::{aggregator, fault, libp2p_keypair, peer_id_of, replay};
 use crate::engine;
 use crate::node::Node;
 
@@ -54,102 +58,6 @@ pub struct Config {
     pub directory: Option<Directory>,
     /// How long an aggregator waits for the other members' encrypted shares.
     pub aggregate_timeout: Duration,
-}
-
-/// Ways a member can misbehave on purpose, so tests can check that researchers' clients cope.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Misbehave {
-    /// Answers with a corrupted signature.
-    BadSignature,
-    /// Answers with a validly signed envelope whose payload is junk.
-    Garbage,
-    /// Answers with a response over the client's size limit.
-    Oversized,
-    /// Answers as if to another query.
-    WrongQuery,
-    /// Encrypted mode: sends a truncated ciphertext as its share.
-    TruncatedShare,
-    /// Encrypted mode: sends a share encrypted for another study.
-    ForeignShare,
-    /// Encrypted mode: sends a share over the ciphertext size limit.
-    OversizedShare,
-    /// Encrypted mode, as aggregator: returns a forged total.
-    LyingAggregator,
-}
-
-impl std::str::FromStr for Misbehave {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "bad-signature" => Ok(Misbehave::BadSignature),
-            "garbage" => Ok(Misbehave::Garbage),
-            "oversized" => Ok(Misbehave::Oversized),
-            "wrong-query" => Ok(Misbehave::WrongQuery),
-            "truncated-share" => Ok(Misbehave::TruncatedShare),
-            "foreign-share" => Ok(Misbehave::ForeignShare),
-            "oversized-share" => Ok(Misbehave::OversizedShare),
-            "lying-aggregator" => Ok(Misbehave::LyingAggregator),
-            other => Err(format!(
-                "unknown fault {other:?}; use bad-signature, garbage, oversized, wrong-query, \
-                 truncated-share, foreign-share, oversized-share or lying-aggregator"
-            )),
-        }
-    }
-}
-
-/// Applies a deliberate fault to a response (simnet only).
-fn misbehave(node: &Node, how: Misbehave, mut response: NodeResponse) -> Envelope {
-    use witmed_protocol::wire::{MAX_RESPONSE_BYTES, RESPONSE_DOMAIN};
-    match how {
-        Misbehave::BadSignature => {
-            let mut signed = response.sign(node.key());
-            signed.signature[0] ^= 1;
-            signed
-        }
-        Misbehave::Garbage => Envelope::seal(RESPONSE_DOMAIN, &vec![0xA5u8; 300], node.key()),
-        Misbehave::Oversized => Envelope::seal(
-            RESPONSE_DOMAIN,
-            &vec![0u8; MAX_RESPONSE_BYTES + 1],
-            node.key(),
-        ),
-        Misbehave::WrongQuery => {
-            response.query_digest[0] ^= 1;
-            if let Outcome::Answered(answer) = &mut response.outcome {
-                answer.query_digest[0] ^= 1;
-            }
-            response.sign(node.key())
-        }
-        Misbehave::TruncatedShare
-        | Misbehave::ForeignShare
-        | Misbehave::OversizedShare
-        | Misbehave::LyingAggregator => {
-            tamper_encrypted(how, &mut response.outcome);
-            response.sign(node.key())
-        }
-    }
-}
-
-/// The encrypted-mode faults: a bad share, or a forged total.
-fn tamper_encrypted(how: Misbehave, outcome: &mut Outcome) {
-    use witmed_crypto::fhe::{self, Ciphertext};
-    match (how, outcome) {
-        (Misbehave::TruncatedShare, Outcome::Contributed(c)) => {
-            c.ciphertext.truncate(c.ciphertext.len() / 2);
-        }
-        (Misbehave::ForeignShare, Outcome::Contributed(c)) => c.study[0] ^= 1,
-        (Misbehave::OversizedShare, Outcome::Contributed(c)) => {
-            c.ciphertext
-                .resize(fhe::MAX_CIPHERTEXT_BYTES as usize + 1, 0);
-        }
-        (Misbehave::LyingAggregator, Outcome::Aggregated(t)) => {
-            if let Ok(mut total) = Ciphertext::from_bytes(&t.ciphertext, t.values as usize) {
-                // Not a multiple of delta: a forged total the researcher can detect.
-                total.add_raw_plaintext(1 << (fhe::params::DELTA_LOG2 - 3));
-                t.ciphertext = total.to_bytes();
-            }
-        }
-        _ => {}
-    }
 }
 
 impl Default for Config {
@@ -390,13 +298,20 @@ fn dispatch(
         );
         let (response, misbehaved) = match decision {
             Decision::Respond(response, misbehaved) => (response, misbehaved),
-            Decision::Aggregate(query_request) => (
-                aggregate_query(&state, &request, &query_request, now),
-                false,
-            ),
+            Decision::Aggregate(query_request) => {
+                let response = aggregator::aggregate_query(
+                    &state.node,
+                    state.directory.as_ref(),
+                    state.aggregate_timeout,
+                    &request,
+                    &query_request,
+                    now,
+                );
+                (response, false)
+            }
         };
         let signed = match state.misbehave {
-            Some(how) => misbehave(&state.node, how, response),
+            Some(how) => fault::misbehave(&state.node, how, response),
             None => response.sign(state.node.key()),
         };
         // The channel holds max_in_flight and each permit sends once: never blocks for long.
@@ -410,7 +325,13 @@ fn dispatch(
     });
 }
 
-fn refusal(node: &Node, query_id: &str, digest: [u8; 32], code: &str, reason: &str) -> Envelope {
+pub(super) fn refusal(
+    node: &Node,
+    query_id: &str,
+    digest: [u8; 32],
+    code: &str,
+    reason: &str,
+) -> Envelope {
     response(
         node,
         query_id,
@@ -423,7 +344,12 @@ fn refusal(node: &Node, query_id: &str, digest: [u8; 32], code: &str, reason: &s
     .sign(node.key())
 }
 
-fn response(node: &Node, query_id: &str, digest: [u8; 32], outcome: Outcome) -> NodeResponse {
+pub(super) fn response(
+    node: &Node,
+    query_id: &str,
+    digest: [u8; 32],
+    outcome: Outcome,
+) -> NodeResponse {
     NodeResponse {
         version: WIRE_VERSION,
         node: node.id(),
@@ -453,7 +379,7 @@ pub fn handle(
     now: i64,
 ) -> Decision {
     if envelope.domain == STUDY_DOMAIN {
-        return install_study(node, peer, envelope, now);
+        return aggregator::install_study(node, peer, envelope, now);
     }
     let request: QueryRequest = match envelope.open(QUERY_DOMAIN) {
         Ok(r) => r,
@@ -467,7 +393,7 @@ pub fn handle(
     let query_id = request.query.id.clone();
     let digest = request.query.digest();
     let encrypted = request.query.privacy.mode == Mode::Encrypted;
-    let relayed = encrypted && is_named_aggregator(directory, &request.query, peer);
+    let relayed = encrypted && aggregator::is_named_aggregator(directory, &request.query, peer);
     if peer_id_of(&envelope.signer) != Some(peer) && !relayed {
         let reason =
             "the query is signed by another key than the connected peer's (replayed or relayed)"
@@ -509,7 +435,7 @@ pub fn handle(
         .unwrap_or_default();
     let response = match (encrypted, relayed) {
         (false, _) => answer(node, &request, envelope.signer, now),
-        (true, true) => contribute(node, directory, &request, envelope.signer, now),
+        (true, true) => aggregator::contribute(node, directory, &request, envelope.signer, now),
         (true, false) if aggregator == node.config.name => {
             return Decision::Aggregate(request);
         }
@@ -522,131 +448,6 @@ pub fn handle(
         ),
     };
     Decision::Respond(response, false)
-}
-
-/// True if `peer` is the member the encrypted `query` names as its aggregator.
-fn is_named_aggregator(directory: Option<&Directory>, query: &Query, peer: PeerId) -> bool {
-    let Some(name) = query.privacy.aggregator.as_deref() else {
-        return false;
-    };
-    directory
-        .and_then(|d| d.members.iter().find(|m| m.name == name))
-        .and_then(|m| peer_id_of(&m.signing_key))
-        == Some(peer)
-}
-
-/// A researcher publishes a study key: signed by the connected peer, checked, cached.
-fn install_study(node: &Node, peer: PeerId, envelope: &Envelope, now: i64) -> Decision {
-    if peer_id_of(&envelope.signer) != Some(peer) {
-        let reason = "the study is signed by another key than the connected peer's".to_string();
-        return Decision::Respond(refused(node, "", [0; 32], "signer_not_peer", reason), true);
-    }
-    match study::install(node, envelope, now) {
-        Ok(id) => {
-            tracing::info!(study = %hex::encode(id), researcher = %envelope.signer.short(), "study installed");
-            Decision::Respond(response(node, "", id, Outcome::StudyInstalled), false)
-        }
-        Err(e) => {
-            let misbehaved = matches!(e, study::Error::Announcement(_) | study::Error::Fhe(_));
-            Decision::Respond(
-                refused(node, "", [0; 32], e.code(), e.to_string()),
-                misbehaved,
-            )
-        }
-    }
-}
-
-/// A member's encrypted share, for the aggregator that relayed the query.
-fn contribute(
-    node: &Node,
-    directory: Option<&Directory>,
-    request: &QueryRequest,
-    researcher: PublicKey,
-    now: i64,
-) -> NodeResponse {
-    let query = &request.query;
-    let (id, digest) = (query.id.as_str(), query.digest());
-    if let Err(e) = query.validate() {
-        return refused(node, id, digest, "bad_query", e.to_string());
-    }
-    let members = directory.map_or(0, |d| d.members.len());
-    let credential = match witmed_policies::parse_signed_bytes(&request.credential) {
-        Ok(c) => c,
-        Err(e) => return refused(node, id, digest, e.error_code(), format!("credential: {e}")),
-    };
-    match engine::contribute(node, query, &researcher, &credential, members, now) {
-        Ok(c) => response(node, id, digest, Outcome::Contributed(c)),
-        Err(e) => {
-            tracing::info!(query = id, code = e.code(), reason = %e, "encrypted share refused");
-            refused(node, id, digest, e.code(), e.to_string())
-        }
-    }
-}
-
-/// The aggregator's part: its own share, the other members' shares, their encrypted sum.
-fn aggregate_query(
-    state: &State,
-    envelope: &Envelope,
-    request: &QueryRequest,
-    now: i64,
-) -> NodeResponse {
-    let node = &state.node;
-    let query = &request.query;
-    let (id, digest) = (query.id.as_str(), query.digest());
-    let Some(directory) = state.directory.as_ref() else {
-        let reason = "this node has no consortium directory installed; install one to aggregate";
-        return refused(node, id, digest, "no_directory", reason.into());
-    };
-    let others: Vec<client::Target> = match client::targets(directory) {
-        Ok(t) => t
-            .into_iter()
-            .filter(|t| t.name != node.config.name)
-            .collect(),
-        Err(e) => return refused(node, id, digest, "bad_directory", e),
-    };
-    // The aggregator's own share is computed while the others are asked.
-    let (own, asked) = std::thread::scope(|scope| {
-        let own = scope.spawn(|| contribute(node, Some(directory), request, envelope.signer, now));
-        let asked = tokio::runtime::Handle::current().block_on(client::ask_signed(
-            node.key(),
-            envelope,
-            digest,
-            &others,
-            state.aggregate_timeout,
-            Codec::default(),
-        ));
-        (own.join(), asked)
-    });
-    let own = match own {
-        Ok(response) => own_status(response),
-        Err(_) => client::Status::Invalid("computing the aggregator's own share failed".into()),
-    };
-    let mut outcomes = vec![(node.config.name.clone(), own)];
-    match asked {
-        Ok(results) => outcomes.extend(results.into_iter().map(|r| (r.name, r.status))),
-        Err(e) => return refused(node, id, digest, "network_failed", e.to_string()),
-    }
-    match aggregate::aggregate(node, query, &envelope.signer, outcomes, now) {
-        Ok(total) => {
-            tracing::info!(
-                query = id,
-                included = total.included.len(),
-                left_out = total.left_out.len(),
-                "encrypted total sent"
-            );
-            response(node, id, digest, Outcome::Aggregated(total))
-        }
-        Err(e) => refused(node, id, digest, e.code(), e.to_string()),
-    }
-}
-
-/// The aggregator's own share, as the status a member's answer would have.
-fn own_status(own: NodeResponse) -> client::Status {
-    match own.outcome {
-        Outcome::Contributed(c) => client::Status::Contributed(c),
-        Outcome::Refused { code, reason } => client::Status::Refused { code, reason },
-        _ => client::Status::Invalid("no encrypted share".into()),
-    }
 }
 
 fn answer(node: &Node, request: &QueryRequest, researcher: PublicKey, now: i64) -> NodeResponse {
@@ -671,7 +472,13 @@ fn answer(node: &Node, request: &QueryRequest, researcher: PublicKey, now: i64) 
     }
 }
 
-fn refused(node: &Node, id: &str, digest: [u8; 32], code: &str, reason: String) -> NodeResponse {
+pub(super) fn refused(
+    node: &Node,
+    id: &str,
+    digest: [u8; 32],
+    code: &str,
+    reason: String,
+) -> NodeResponse {
     response(
         node,
         id,
