@@ -337,6 +337,34 @@ fn a_hundred_encrypted_queries_crash_nothing_and_memory_stays_flat() {
 }
 
 #[test]
+fn a_study_belongs_to_the_researcher_who_published_it() {
+    let w = world(2, 60, false);
+    // Another credentialed researcher publishes the same (public) key: it is
+    // cached for them, and takes nothing from the first researcher.
+    let (key_b, credential_b) = w.cluster.add_researcher("second").unwrap();
+    let published = w
+        .cluster
+        .publish_study_as(&w.study_dir, &key_b, &credential_b)
+        .unwrap();
+    assert_eq!(published.matches(" installed ").count(), 2, "{published}");
+    let file = w.query_file("owner-a", COUNT_OVER_65, 2);
+    let answer = w
+        .cluster
+        .query_encrypted(&file, &w.study_dir, TIMEOUT)
+        .unwrap();
+    assert_eq!(included(&answer).len(), 2, "{answer}");
+    // A third researcher who never published it cannot use it.
+    let (key_c, credential_c) = w.cluster.add_researcher("third").unwrap();
+    let file = w.query_file("not-theirs", COUNT_OVER_65, 1);
+    let err = w
+        .cluster
+        .query_encrypted_as(&key_c, &credential_c, &file, &w.study_dir, TIMEOUT)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown_study"), "{err}");
+}
+
+#[test]
 fn an_unpublished_or_mismatched_study_is_refused() {
     let w = world(2, 60, false);
     let other_dir = w.tmp.path().join("unpublished");

@@ -149,40 +149,7 @@ impl Cluster {
             bin,
             &["keygen", "--role", "authority", "--out", s(&consortium_key)],
         )?)?;
-        let researcher_key = root.join("researcher.key");
-        witmed(
-            bin,
-            &[
-                "keygen",
-                "--role",
-                "researcher",
-                "--out",
-                s(&researcher_key),
-            ],
-        )?;
-        let credential = root.join("researcher.credential");
-        witmed(
-            bin,
-            &[
-                "credential",
-                "issue",
-                "--authority-key",
-                s(&authority),
-                "--researcher-key",
-                s(&researcher_key),
-                "--name",
-                "Simulated Researcher",
-                "--institution",
-                "simnet",
-                "--project",
-                "simnet",
-                "--purposes",
-                "HMB",
-                "--not-for-profit",
-                "--out",
-                s(&credential),
-            ],
-        )?;
+        let (researcher_key, credential) = new_researcher(bin, &root, "researcher")?;
         let unsigned = root.join("consortium.toml");
         witmed(
             bin,
@@ -384,8 +351,23 @@ impl Cluster {
             .ok_or_else(|| Error::Output(out.clone()))
     }
 
+    /// Another researcher with a key and a credential from the cluster's authority.
+    pub fn add_researcher(&self, name: &str) -> Result<(PathBuf, PathBuf), Error> {
+        new_researcher(&self.bin, &self.root, name)
+    }
+
     /// Publishes the study in `dir` to every member as the cluster's researcher.
     pub fn publish_study(&self, dir: &Path) -> Result<String, Error> {
+        self.publish_study_as(dir, &self.researcher_key, &self.credential)
+    }
+
+    /// Publishes the study in `dir` with the given researcher key and credential.
+    pub fn publish_study_as(
+        &self,
+        dir: &Path,
+        key: &Path,
+        credential: &Path,
+    ) -> Result<String, Error> {
         witmed(
             &self.bin,
             &[
@@ -398,9 +380,9 @@ impl Cluster {
                 "--authority",
                 &self.consortium_authority,
                 "--key",
-                s(&self.researcher_key),
+                s(key),
                 "--credential",
-                s(&self.credential),
+                s(credential),
             ],
         )
     }
@@ -412,9 +394,27 @@ impl Cluster {
         study_dir: &Path,
         timeout: &str,
     ) -> Result<serde_json::Value, Error> {
-        self.query_with(
+        self.query_encrypted_as(
             &self.researcher_key,
             &self.credential,
+            query_file,
+            study_dir,
+            timeout,
+        )
+    }
+
+    /// Like [`Cluster::query_encrypted`] with the given researcher key and credential.
+    pub fn query_encrypted_as(
+        &self,
+        key: &Path,
+        credential: &Path,
+        query_file: &Path,
+        study_dir: &Path,
+        timeout: &str,
+    ) -> Result<serde_json::Value, Error> {
+        self.query_with(
+            key,
+            credential,
             query_file,
             timeout,
             &["--study", s(study_dir)],
@@ -478,6 +478,37 @@ fn signal(pid: u32, sig: &str) -> Result<(), Error> {
         return Err(Error::Output(format!("kill -{sig} {pid} failed")));
     }
     Ok(())
+}
+
+/// A researcher key `NAME.key` and credential `NAME.credential` in `root`,
+/// issued by the cluster's authority (`root/authority.key`) for HMB.
+fn new_researcher(bin: &Path, root: &Path, name: &str) -> Result<(PathBuf, PathBuf), Error> {
+    let key = root.join(format!("{name}.key"));
+    witmed(bin, &["keygen", "--role", "researcher", "--out", s(&key)])?;
+    let credential = root.join(format!("{name}.credential"));
+    witmed(
+        bin,
+        &[
+            "credential",
+            "issue",
+            "--authority-key",
+            s(&root.join("authority.key")),
+            "--researcher-key",
+            s(&key),
+            "--name",
+            "Simulated Researcher",
+            "--institution",
+            "simnet",
+            "--project",
+            "simnet",
+            "--purposes",
+            "HMB",
+            "--not-for-profit",
+            "--out",
+            s(&credential),
+        ],
+    )?;
+    Ok((key, credential))
 }
 
 /// Creates one node's data dir with its share of records.

@@ -45,10 +45,8 @@ pub enum Error {
     Announcement(String),
     #[error(transparent)]
     Fhe(#[from] fhe::Error),
-    #[error("study {0} is not installed at this node; publish it with `witmed study publish`")]
+    #[error("study {0} is not installed at this node for this researcher; publish it with `witmed study publish`")]
     Unknown(String),
-    #[error("study {0} belongs to another researcher; only its owner can query with it")]
-    NotOwner(String),
     #[error(transparent)]
     Store(#[from] store::Error),
 }
@@ -63,7 +61,6 @@ impl Error {
             Error::Announcement(_) => "bad_study",
             Error::Fhe(_) => "bad_study_key",
             Error::Unknown(_) => "unknown_study",
-            Error::NotOwner(_) => "study_not_owned",
             Error::Store(_) => "store_failed",
         }
     }
@@ -173,8 +170,11 @@ impl Versioned for StoredStudy {
     }
 }
 
-fn study_key(id: &[u8; 32]) -> Vec<u8> {
+/// Studies are kept per researcher: a public key is public, so another
+/// researcher publishing the same one must not take it over or block it.
+fn study_key(researcher: &PublicKey, id: &[u8; 32]) -> Vec<u8> {
     let mut key = b"study/".to_vec();
+    key.extend_from_slice(researcher.as_bytes());
     key.extend_from_slice(id);
     key
 }
@@ -206,12 +206,9 @@ pub fn install(node: &Node, envelope: &Envelope, now: i64) -> Result<[u8; 32], E
     // Signature and credential first; only then is the key parsed (size-limited).
     CompactPublicKey::from_bytes(&announcement.public_key)?;
     let id = announcement.study_id();
-    if let Some(existing) = node.store.get::<StoredStudy>(cf::META, &study_key(&id))? {
-        return if existing.researcher == envelope.signer {
-            Ok(id)
-        } else {
-            Err(Error::NotOwner(hex::encode(id)))
-        };
+    let key = study_key(&envelope.signer, &id);
+    if node.store.contains(cf::META, &key)? {
+        return Ok(id);
     }
     let stored = StoredStudy {
         version: RECORD_VERSION,
@@ -220,7 +217,7 @@ pub fn install(node: &Node, envelope: &Envelope, now: i64) -> Result<[u8; 32], E
         installed_at: now,
     };
     let mut batch = node.store.batch();
-    batch.put(cf::META, &study_key(&id), &stored)?;
+    batch.put(cf::META, &key, &stored)?;
     audit::append(
         &mut batch,
         &node.store,
@@ -239,7 +236,7 @@ pub fn install(node: &Node, envelope: &Envelope, now: i64) -> Result<[u8; 32], E
     Ok(id)
 }
 
-/// The public key of study `id_hex`, for queries of `researcher`.
+/// The public key of study `id_hex` as `researcher` published it.
 pub fn key_for(
     node: &Node,
     id_hex: &str,
@@ -249,11 +246,8 @@ pub fn key_for(
     hex::decode_to_slice(id_hex, &mut id).map_err(|_| Error::Unknown(id_hex.to_string()))?;
     let stored = node
         .store
-        .get::<StoredStudy>(cf::META, &study_key(&id))?
+        .get::<StoredStudy>(cf::META, &study_key(researcher, &id))?
         .ok_or_else(|| Error::Unknown(id_hex.to_string()))?;
-    if stored.researcher != *researcher {
-        return Err(Error::NotOwner(id_hex.to_string()));
-    }
     Ok(CompactPublicKey::from_bytes(&stored.public_key)?)
 }
 
