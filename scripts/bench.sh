@@ -16,4 +16,5 @@ run bench-query.txt bench query --patients 100000 --repetitions 200
 run bench-dp-error.txt bench dp-error --patients 10000 --repetitions 100 --csv docs/bench-dp-error.csv
 run bench-federation.txt bench federation --hospitals "${HOSPITALS:-1,3,10}" --patients "${PATIENTS:-10000}" \
     --repetitions 50 --csv docs/bench-federation.csv --svg docs/bench-federation.svg
-run bench-encrypted.txt bench encrypted --hospitals 3,10 --patients 1000 --repetitions 20
+run bench-encrypted.txt bench encrypted --hospitals 3,10 --patients 1000 --repetitions 20 \
+    --csv docs/bench-encrypted.csv

@@ -586,7 +586,8 @@ fn run_bench(command: BenchCommand) -> Result<()> {
             hospitals,
             patients,
             repetitions,
-        } => crate::bench::encrypted::run(&hospitals, patients, repetitions),
+            csv,
+        } => crate::bench::encrypted::run(&hospitals, patients, repetitions, csv.as_deref()),
         BenchCommand::DpError {
             patients,
             repetitions,

@@ -550,6 +550,9 @@ pub enum BenchCommand {
         patients: usize,
         #[arg(long, default_value_t = 20)]
         repetitions: usize,
+        /// Also write the end-to-end figures as CSV.
+        #[arg(long)]
+        csv: Option<PathBuf>,
     },
     /// DP error against epsilon on one node: mean absolute error and interval half-widths.
     DpError {
