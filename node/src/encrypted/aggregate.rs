@@ -101,6 +101,12 @@ fn accept(
         }
     };
     let invalid = |reason: String| ("invalid".to_string(), reason);
+    if contribution.version != ENCRYPTED_VERSION {
+        return Err(invalid(format!(
+            "share has version {}, not {ENCRYPTED_VERSION}",
+            contribution.version
+        )));
+    }
     if contribution.study != *study {
         return Err(invalid("share is encrypted for another study".into()));
     }

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 
 use witmed_crypto::fhe::{self, Ciphertext, ClientKey};
 use witmed_protocol::combine::Combined;
-use witmed_protocol::encrypted::{gaussian_sum_halfwidth, EncryptedTotal};
+use witmed_protocol::encrypted::{gaussian_sum_halfwidth, EncryptedTotal, ENCRYPTED_VERSION};
 use witmed_protocol::query::{Aggregate, Query};
 
 use super::aggregate::expected_values;
@@ -37,6 +37,12 @@ pub fn reveal(
     study_id: &str,
     members: &[String],
 ) -> Result<Combined, Error> {
+    if total.version != ENCRYPTED_VERSION {
+        return inconsistent(format!(
+            "has version {}; this witmed reads version {ENCRYPTED_VERSION}",
+            total.version
+        ));
+    }
     if hex::encode(total.study) != study_id {
         return inconsistent("is encrypted for another study");
     }
@@ -100,4 +106,94 @@ fn check_included(query: &Query, total: &EncryptedTotal, members: &[String]) -> 
         return inconsistent("has more shares than decode exactly");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use witmed_protocol::encrypted::Included;
+
+    fn count_query(min_hospitals: u32) -> Query {
+        Query::from_toml(&format!(
+            "version = 1\nid = \"c\"\npurpose = \"HMB\"\naggregate = \"count\"\n[privacy]\n\
+             mode = \"encrypted\"\nepsilon = 1.0\naggregator = \"a\"\nstudy = \"{}\"\nmin_hospitals = {min_hospitals}\n",
+            "0".repeat(64)
+        ))
+        .unwrap()
+    }
+
+    fn included(node: &str, scale: f64) -> Included {
+        Included {
+            node: node.into(),
+            share_scale: scale,
+            epsilon_spent: 1.0,
+            delta_spent: 1e-6,
+            budget_left: 9.0,
+        }
+    }
+
+    /// An honest total of shares 10 and 20 from members a and b.
+    fn honest() -> (EncryptedTotal, ClientKey, String, Vec<String>) {
+        let (client, public) = ClientKey::generate();
+        let mut sum = public.encrypt(&[10]).unwrap();
+        sum.add_assign(&public.encrypt(&[20]).unwrap()).unwrap();
+        let total = EncryptedTotal {
+            version: ENCRYPTED_VERSION,
+            study: public.study_id(),
+            ciphertext: sum.to_bytes(),
+            values: 1,
+            included: vec![included("a", 3.0), included("b", 3.0)],
+            left_out: vec![],
+        };
+        let study = hex::encode(public.study_id());
+        (
+            total,
+            client,
+            study,
+            vec!["a".into(), "b".into(), "c".into()],
+        )
+    }
+
+    #[test]
+    fn an_honest_total_decrypts_with_its_interval() {
+        let (total, client, study, members) = honest();
+        let c = reveal(&count_query(2), &total, &client, &study, &members).unwrap();
+        assert_eq!(c.value, Some(30.0));
+        let half = gaussian_sum_halfwidth(3.0, 2, ALPHA);
+        assert_eq!(c.ci95, Some((30.0 - half, 30.0 + half)));
+        assert_eq!(c.nodes, 2);
+    }
+
+    #[test]
+    fn inconsistent_totals_are_refused_with_the_reason() {
+        let (total, client, study, members) = honest();
+        let check = |t: &EncryptedTotal, min: u32, needle: &str| {
+            let err = reveal(&count_query(min), t, &client, &study, &members)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{needle}: {err}");
+        };
+        let mut t = total.clone();
+        t.included[1].node = "mallory".into();
+        check(&t, 2, "not a member");
+        let mut t = total.clone();
+        t.included[1].node = "a".into();
+        check(&t, 2, "twice");
+        check(&total, 3, "fewer than min_hospitals");
+        let mut t = total.clone();
+        t.included[1].share_scale = 1.0;
+        check(&t, 2, "different scales");
+        let mut t = total.clone();
+        t.study[0] ^= 1;
+        check(&t, 2, "another study");
+        let mut t = total.clone();
+        t.version = 2;
+        check(&t, 2, "version");
+        let mut t = total.clone();
+        t.values = 2;
+        check(&t, 2, "values");
+        let mut t = total.clone();
+        t.ciphertext.truncate(100);
+        check(&t, 2, "does not deserialize");
+    }
 }

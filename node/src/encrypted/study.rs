@@ -133,6 +133,15 @@ pub fn load_public(dir: &Path) -> Result<(StudyInfo, Vec<u8>), Error> {
         path: info_path.clone(),
         reason: e.to_string(),
     })?;
+    if info.version != ENCRYPTED_VERSION {
+        return Err(Error::BadFile {
+            path: info_path,
+            reason: format!(
+                "version {}; this witmed reads version {ENCRYPTED_VERSION}",
+                info.version
+            ),
+        });
+    }
     let public_path = dir.join(PUBLIC_KEY);
     let bytes = std::fs::read(&public_path).map_err(io("read", &public_path))?;
     CompactPublicKey::from_bytes(&bytes)?;
