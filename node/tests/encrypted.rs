@@ -170,6 +170,30 @@ fn noisy_total_is_near_and_the_aggregator_holds_only_ciphertexts() {
         "{value} vs {exact} ± {bound}"
     );
     assert!(count["epsilon_spent"].as_f64().unwrap() <= 1.0);
+    // The same kind of query as a person reads it.
+    let file = w.query_file("noisy-count-text", COUNT_OVER_65, 3);
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let text = run_ok(&[
+        "query",
+        "run",
+        "--directory",
+        &s(&w.cluster.directory),
+        "--authority",
+        &w.cluster.consortium_authority,
+        "--key",
+        &s(&w.cluster.researcher_key),
+        "--credential",
+        &s(&w.cluster.credential),
+        "--query",
+        &s(&file),
+        "--study",
+        &s(&w.study_dir),
+        "--timeout",
+        TIMEOUT,
+    ]);
+    assert!(text.contains("encrypted total over 3 hospitals"), "{text}");
+    assert_eq!(text.matches(" included ").count(), 3, "{text}");
+    assert!(text.contains("95% interval"), "{text}");
     let hist = w.run("noisy-hist", &age_histogram(), 3);
     let exact_bins = exact_age_histogram(&w.records);
     for (v, e) in hist["values"].as_array().unwrap().iter().zip(&exact_bins) {
