@@ -320,7 +320,10 @@ impl CompactPublicKey {
         if values.is_empty() || values.len() > params::MAX_VALUES {
             return Err(Error::ValueCount(values.len()));
         }
-        if let Some(v) = values.iter().find(|v| v.abs() > params::MAX_ABS_TOTAL) {
+        if let Some(v) = values
+            .iter()
+            .find(|v| v.unsigned_abs() > params::MAX_ABS_TOTAL as u64)
+        {
             return Err(Error::ValueRange(*v));
         }
         let encoded: Vec<u64> = values
@@ -497,6 +500,10 @@ mod tests {
         let (_, public) = keys();
         assert!(matches!(
             public.encrypt(&[params::MAX_ABS_TOTAL + 1]),
+            Err(Error::ValueRange(_))
+        ));
+        assert!(matches!(
+            public.encrypt(&[i64::MIN]),
             Err(Error::ValueRange(_))
         ));
         assert!(matches!(public.encrypt(&[]), Err(Error::ValueCount(0))));
