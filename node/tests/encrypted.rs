@@ -477,3 +477,39 @@ fn study_keys_that_are_truncated_oversized_or_signed_by_the_wrong_key_are_refuse
     let status = &announce(&w, &researcher, public_key)[0];
     assert_eq!(*status, Status::StudyInstalled);
 }
+
+#[test]
+fn a_malformed_encrypted_query_sent_past_the_client_is_refused_and_the_aggregator_stays_up() {
+    use witmed::net::client;
+    let w = world(2, 60, false);
+    let text = std::fs::read_to_string(w.query_file("raw", COUNT_OVER_65, 2)).unwrap();
+    let mut query = witmed_protocol::query::Query::from_toml(&text).unwrap();
+    // What a hand-made client could send: a check the CLI would have caught.
+    query.privacy.study = Some("not-hex".into());
+    let authority = w.cluster.consortium_authority.parse().unwrap();
+    let (dir, _) = client::load_directory(&w.cluster.directory, Some(authority)).unwrap();
+    let targets = client::targets(&dir).unwrap();
+    let researcher = KeyPair::load(&w.cluster.researcher_key).unwrap();
+    let credential =
+        witmed_policies::parse_signed(&std::fs::read_to_string(&w.cluster.credential).unwrap())
+            .unwrap();
+    let request = client::request_for(query, &credential, witmed::unix_now()).unwrap();
+    let runtime = witmed::net::runtime().unwrap();
+    let results = runtime
+        .block_on(client::ask(
+            &researcher,
+            &request,
+            &targets[..1],
+            std::time::Duration::from_secs(8),
+        ))
+        .unwrap();
+    assert_eq!(
+        refusal_code(&results[0].status),
+        "bad_query",
+        "{:?}",
+        results[0].status
+    );
+    // And the aggregator still answers an honest query.
+    let count = w.run("after-raw", COUNT_OVER_65, 2);
+    assert_eq!(included(&count).len(), 2, "{count}");
+}

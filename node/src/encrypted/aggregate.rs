@@ -69,6 +69,8 @@ pub enum Error {
         min: usize,
         left_out: String,
     },
+    #[error("the query's study is not a 64-hex-digit id")]
+    BadStudyId,
     #[error(transparent)]
     Store(#[from] store::Error),
 }
@@ -78,6 +80,7 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Error::TooFew { .. } => "too_few_hospitals",
+            Error::BadStudyId => "bad_query",
             Error::Store(_) => "store_failed",
         }
     }
@@ -130,12 +133,11 @@ pub fn aggregate(
     now: i64,
 ) -> Result<EncryptedTotal, Error> {
     let mut study = [0u8; 32];
-    // The query validated: the study is 64 hex digits.
     hex::decode_to_slice(
         query.privacy.study.as_deref().unwrap_or_default(),
         &mut study,
     )
-    .expect("validated study id");
+    .map_err(|_| Error::BadStudyId)?;
     let values = expected_values(query);
     let mut total: Option<Ciphertext> = None;
     let (mut included, mut left_out, mut received) = (Vec::new(), Vec::new(), Vec::new());
@@ -194,7 +196,7 @@ pub fn aggregate(
 /// Values per share of `query`: one, or one per histogram bin.
 pub fn expected_values(query: &Query) -> usize {
     match &query.aggregate {
-        witmed_protocol::query::Aggregate::Histogram { edges } => edges.len() - 1,
+        witmed_protocol::query::Aggregate::Histogram { edges } => edges.len().saturating_sub(1),
         _ => 1,
     }
 }

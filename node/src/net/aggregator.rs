@@ -96,6 +96,10 @@ pub(super) fn aggregate_query(
 ) -> NodeResponse {
     let query = &request.query;
     let (id, digest) = (query.id.as_str(), query.digest());
+    // Checked before anything is asked of the members or of the aggregate.
+    if let Err(e) = query.validate() {
+        return refused(node, id, digest, "bad_query", e.to_string());
+    }
     let Some(directory) = directory else {
         let reason = "this node has no consortium directory installed; install one to aggregate";
         return refused(node, id, digest, "no_directory", reason.into());
