@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use witmed_crypto::{Envelope, KeyPair, Role};
 use witmed_policies::evaluate::{Request, Use};
 use witmed_protocol::combine;
+use witmed_protocol::encrypted::EncryptedTotal;
 use witmed_protocol::query::Query;
 use witmed_protocol::vocab::Mode;
 use witmed_simnet::cluster::{self, Cluster, Options};
@@ -291,25 +292,22 @@ fn ask_all(
 ) -> Result<Vec<Row>, String> {
     let (researcher, credential, targets) = researcher_of(cluster)?;
     let runtime = crate::net::runtime().map_err(|e| e.to_string())?;
+    let (study_info, study_key) = study::load_client(study_dir).map_err(|e| e.to_string())?;
     let mut rows = Vec::new();
     for ((label, query), exact) in queries.iter().zip(exact) {
         let request = client::request_for(query.clone(), &credential, unix_now())?;
         if query.privacy.mode == Mode::Encrypted {
-            let aggregator = targets
-                .iter()
-                .find(|t| Some(t.name.as_str()) == query.privacy.aggregator.as_deref())
-                .ok_or("the aggregator is not a member")?;
-            let results = runtime
-                .block_on(client::ask(
+            // The aggregator waits up to its own timeout for the members.
+            let (total, combined) = runtime
+                .block_on(reveal::ask_aggregator(
                     &researcher,
                     &request,
-                    std::slice::from_ref(aggregator),
+                    &targets,
+                    (&study_key, &study_info.id),
                     timeout * 2,
                 ))
                 .map_err(|e| e.to_string())?;
-            rows.push(encrypted_row(
-                label, query, &results, study_dir, &targets, *exact,
-            )?);
+            rows.push(encrypted_row(label, query, &total, &combined, *exact));
             continue;
         }
         let results = runtime
@@ -352,19 +350,10 @@ fn row(
 fn encrypted_row(
     label: &str,
     query: &Query,
-    results: &[HospitalResult],
-    study_dir: &Path,
-    targets: &[client::Target],
+    total: &EncryptedTotal,
+    combined: &combine::Combined,
     exact: Option<f64>,
-) -> Result<Row, String> {
-    let total = match results.first().map(|r| &r.status) {
-        Some(client::Status::Aggregated(total)) => total,
-        other => return Err(format!("the aggregator did not return a total: {other:?}")),
-    };
-    let (info, key) = study::load_client(study_dir).map_err(|e| e.to_string())?;
-    let members: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
-    let combined =
-        reveal::reveal(query, total, &key, &info.id, &members).map_err(|e| e.to_string())?;
+) -> Row {
     let mut hospitals: Vec<(String, String)> = total
         .included
         .iter()
@@ -376,7 +365,7 @@ fn encrypted_row(
             .iter()
             .map(|l| (l.node.clone(), l.status.clone())),
     );
-    Ok(Row {
+    Row {
         label: label.to_string(),
         value: combined.value,
         ci95: combined.ci95,
@@ -388,7 +377,7 @@ fn encrypted_row(
             .map(|i| i.budget_left)
             .reduce(f64::min),
         hospitals,
-    })
+    }
 }
 
 fn print_table(rows: &[Row]) {

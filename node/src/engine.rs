@@ -125,7 +125,7 @@ pub fn answer(
     let (credential, use_) = authorize(node, query, researcher, credential, now)?;
     let _guard = node.ledger_lock.lock().expect("ledger lock");
     if let Some(stored) = ledger::stored_answer(&node.store, researcher, &query.id)? {
-        return replay(stored, query);
+        return replay(stored, query, Answer::from_bytes);
     }
     let plan = Plan::new(query)?;
     let left = budget_left(node, researcher, plan.epsilon(), now)?;
@@ -175,13 +175,11 @@ pub fn contribute(
 ) -> Result<Contribution, Error> {
     let (credential, use_) = authorize(node, query, researcher, credential, now)?;
     let study_id = query.privacy.study.as_deref().unwrap_or_default();
-    let study_key = study::key_for(node, study_id, researcher)?;
+    // The id it is stored under is the hash of the key: no need to hash it again.
+    let (study, study_key) = study::key_for(node, study_id, researcher)?;
     let _guard = node.ledger_lock.lock().expect("ledger lock");
     if let Some(stored) = ledger::stored_answer(&node.store, researcher, &query.id)? {
-        if stored.query_digest != query.digest() {
-            return Err(Error::IdReused(query.id.clone()));
-        }
-        return Contribution::from_bytes(&stored.answer).map_err(Error::StoredAnswer);
+        return replay(stored, query, Contribution::from_bytes);
     }
     let plan = SharePlan::new(query)?;
     let left = budget_left(node, researcher, plan.epsilon, now)?;
@@ -195,7 +193,7 @@ pub fn contribute(
     let ciphertext = study_key.encrypt(&share)?;
     let contribution = Contribution {
         version: ENCRYPTED_VERSION,
-        study: study_key.study_id(),
+        study,
         ciphertext: ciphertext.to_bytes(),
         values: share.len() as u32,
         share_scale: plan.share_scale,
@@ -230,11 +228,16 @@ pub fn contribute(
     Ok(contribution)
 }
 
-fn replay(stored: StoredAnswer, query: &Query) -> Result<Answer, Error> {
+/// What was released for a used query id, if it is this very query (`parse` reads the stored bytes).
+fn replay<T>(
+    stored: StoredAnswer,
+    query: &Query,
+    parse: impl FnOnce(&[u8]) -> Result<T, String>,
+) -> Result<T, Error> {
     if stored.query_digest != query.digest() {
         return Err(Error::IdReused(query.id.clone()));
     }
-    Answer::from_bytes(&stored.answer).map_err(Error::StoredAnswer)
+    parse(&stored.answer).map_err(Error::StoredAnswer)
 }
 
 /// One value per eligible patient in the cohort (or one row per patient for a plain count).

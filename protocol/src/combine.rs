@@ -557,7 +557,7 @@ fn log_target(alpha: f64) -> f64 {
 /// up from `start`; `None` if no x below f64::MAX passes. Only an x that was
 /// seen to pass is returned, so the result is valid even if `passes` is not
 /// perfectly monotone in floating point.
-fn smallest_passing(passes: impl Fn(f64) -> bool, start: f64) -> Option<f64> {
+pub fn smallest_passing(passes: impl Fn(f64) -> bool, start: f64) -> Option<f64> {
     let mut hi = start;
     while !passes(hi) {
         hi *= 2.0;

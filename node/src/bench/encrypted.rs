@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use witmed_crypto::fhe::{ClientKey, CompactPublicKey};
+use witmed_crypto::fhe::ClientKey;
 use witmed_protocol::query::Query;
 
 use super::{err, machine, ms, pct, synthetic_cluster, tempdir, Result};
@@ -41,7 +41,7 @@ struct Raw {
     decrypt_ms: f64,
 }
 
-fn raw(values: usize, repetitions: usize) -> Result<(Raw, ClientKey, CompactPublicKey)> {
+fn raw(values: usize, repetitions: usize) -> Result<Raw> {
     let mut keys = None;
     let keygen = median(5, || keys = Some(ClientKey::generate()));
     let (client, public) = keys.expect("generated");
@@ -55,18 +55,14 @@ fn raw(values: usize, repetitions: usize) -> Result<(Raw, ClientKey, CompactPubl
     let decrypt = median(repetitions, || {
         client.decrypt(&ct, 1).expect("decrypts");
     });
-    Ok((
-        Raw {
-            keygen_ms: ms(keygen),
-            public_key_bytes: public.to_bytes().len(),
-            ciphertext_bytes: ct.to_bytes().len(),
-            encrypt_ms: ms(encrypt),
-            add_ms: ms(add),
-            decrypt_ms: ms(decrypt),
-        },
-        client,
-        public,
-    ))
+    Ok(Raw {
+        keygen_ms: ms(keygen),
+        public_key_bytes: public.to_bytes().len(),
+        ciphertext_bytes: ct.to_bytes().len(),
+        encrypt_ms: ms(encrypt),
+        add_ms: ms(add),
+        decrypt_ms: ms(decrypt),
+    })
 }
 
 /// One end-to-end row.
@@ -112,8 +108,8 @@ pub fn run(
         "witmed bench encrypted ({}; {patients} synthetic patients per hospital, {repetitions} queries per row)",
         machine()
     );
-    let (raw1, _, _) = raw(1, repetitions.max(20))?;
-    let (raw10, _, _) = raw(10, repetitions.max(20))?;
+    let raw1 = raw(1, repetitions.max(20))?;
+    let raw10 = raw(10, repetitions.max(20))?;
     println!("\nraw tfhe operations (LWE dimension 2048, compact public key, no server key):");
     println!(
         "  key generation                 {:>9.2} ms",
@@ -211,8 +207,7 @@ fn end_to_end(hospitals: usize, patients: usize, repetitions: usize) -> Result<R
     c.publish_study(&study_dir).map_err(err)?;
     let (_, client_key) = study::load_client(&study_dir).map_err(err)?;
     let (researcher, credential, targets) = crate::demo::researcher_of(&c)?;
-    let members: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
-    let aggregator = targets[0].clone();
+    let aggregator = targets[0].name.clone();
     let runtime = crate::net::runtime().map_err(err)?;
     let timeout = Duration::from_secs(30);
     let (mut encrypted, mut dp) = (Vec::new(), Vec::new());
@@ -223,26 +218,21 @@ fn end_to_end(hospitals: usize, patients: usize, repetitions: usize) -> Result<R
             &format!("enc-{r}"),
             "encrypted",
             &study_id,
-            &aggregator.name,
+            &aggregator,
             hospitals,
         ))
         .map_err(err)?;
-        let request = client::request_for(query.clone(), &credential, unix_now())?;
+        let request = client::request_for(query, &credential, unix_now())?;
         let started = Instant::now();
-        let results = runtime
-            .block_on(client::ask(
+        let (total, revealed) = runtime
+            .block_on(reveal::ask_aggregator(
                 &researcher,
                 &request,
-                std::slice::from_ref(&aggregator),
+                &targets,
+                (&client_key, &study_id),
                 timeout,
             ))
             .map_err(err)?;
-        let total = match &results[0].status {
-            Status::Aggregated(t) => t,
-            other => return Err(format!("the aggregator did not return a total: {other:?}")),
-        };
-        let revealed =
-            reveal::reveal(&query, total, &client_key, &study_id, &members).map_err(err)?;
         encrypted.push(started.elapsed());
         encrypted_halfwidth = revealed.ci95.map_or(0.0, |(lo, hi)| (hi - lo) / 2.0);
         total_bytes = total.ciphertext.len();
@@ -251,7 +241,7 @@ fn end_to_end(hospitals: usize, patients: usize, repetitions: usize) -> Result<R
             &format!("dp-{r}"),
             "dp",
             &study_id,
-            &aggregator.name,
+            &aggregator,
             hospitals,
         ))
         .map_err(err)?;

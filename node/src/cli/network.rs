@@ -154,49 +154,15 @@ fn encrypted_query_run(
     })?;
     let (info, client_key) =
         study::load_client(study_dir).map_err(|e| Failure::new(e.code(), e))?;
-    if query.privacy.study.as_deref() != Some(info.id.as_str()) {
-        return Err(Failure::new(
-            "study_mismatch",
-            format!(
-                "the query names study {}, but {} holds study {}",
-                query.privacy.study.as_deref().unwrap_or_default(),
-                study_dir.display(),
-                info.id
-            ),
-        ));
-    }
-    let name = query.privacy.aggregator.as_deref().unwrap_or_default();
-    let aggregator = targets.iter().find(|t| t.name == name).ok_or_else(|| {
-        Failure::new(
-            "unknown_aggregator",
-            format!("the aggregator {name:?} is not a member of the directory"),
-        )
-    })?;
-    let results = runtime()?
-        .block_on(client::ask(
+    let (total, combined) = runtime()?
+        .block_on(reveal::ask_aggregator(
             researcher,
             request,
-            std::slice::from_ref(aggregator),
+            targets,
+            (&client_key, &info.id),
             args.timeout,
         ))
-        .map_err(|e| Failure::new("network_failed", e))?;
-    let total = match results.into_iter().next().map(|r| r.status) {
-        Some(Status::Aggregated(total)) => total,
-        Some(other) => {
-            return Err(Failure::new(
-                "aggregation_failed",
-                format!(
-                    "aggregator {name}: {}: {}",
-                    other.label(),
-                    other.reason().unwrap_or_default()
-                ),
-            ))
-        }
-        None => return Err(Failure::new("aggregation_failed", "no aggregator asked")),
-    };
-    let members: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
-    let combined = reveal::reveal(query, &total, &client_key, &info.id, &members)
-        .map_err(|e| Failure::new("bad_total", e))?;
+        .map_err(|e| Failure::new(e.code(), e))?;
     print_encrypted(query, &total, &combined, args.json);
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! The researcher's side of encrypted mode: check the aggregator's total, decrypt it, attach intervals.
+//! The researcher's side of encrypted mode: ask the aggregator, check its total, decrypt it, attach intervals.
 //!
 //! The total is refused, not misread, when it names another study, holds
 //! the wrong number of values, counts a hospital that is not a member or
@@ -7,14 +7,18 @@
 //! encryptions and additions can have (a corrupted or forged ciphertext).
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use witmed_crypto::fhe::{self, Ciphertext, ClientKey};
+use witmed_crypto::KeyPair;
 use witmed_protocol::combine::Combined;
 use witmed_protocol::encrypted::{gaussian_sum_halfwidth, EncryptedTotal, ENCRYPTED_VERSION};
 use witmed_protocol::query::{Aggregate, Query};
+use witmed_protocol::wire::QueryRequest;
 
 use super::aggregate::expected_values;
 use crate::dp::ALPHA;
+use crate::net::client;
 
 /// Why an encrypted total was refused.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +31,84 @@ pub enum Error {
 
 fn inconsistent<T>(msg: impl Into<String>) -> Result<T, Error> {
     Err(Error::Inconsistent(msg.into()))
+}
+
+/// Why an encrypted query brought back no usable total.
+#[derive(Debug, thiserror::Error)]
+pub enum AskError {
+    #[error("the query names study {query}, but the study key given is study {key}")]
+    StudyMismatch { query: String, key: String },
+    #[error("the aggregator {0:?} is not a member of the directory")]
+    UnknownAggregator(String),
+    #[error(transparent)]
+    Network(#[from] client::Error),
+    #[error("aggregator {name}: {label}: {reason}")]
+    Aggregator {
+        name: String,
+        label: &'static str,
+        reason: String,
+    },
+    #[error(transparent)]
+    Total(#[from] Error),
+}
+
+impl AskError {
+    /// Stable code for scripts.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AskError::StudyMismatch { .. } => "study_mismatch",
+            AskError::UnknownAggregator(_) => "unknown_aggregator",
+            AskError::Network(_) => "network_failed",
+            AskError::Aggregator { .. } => "aggregation_failed",
+            AskError::Total(_) => "bad_total",
+        }
+    }
+}
+
+/// The researcher's whole encrypted query: send `request` to the aggregator
+/// it names, wait at most `timeout`, then check and decrypt the total with
+/// the study's `key` (study `study_id`).
+pub async fn ask_aggregator(
+    researcher: &KeyPair,
+    request: &QueryRequest,
+    targets: &[client::Target],
+    (key, study_id): (&ClientKey, &str),
+    timeout: Duration,
+) -> Result<(EncryptedTotal, Combined), AskError> {
+    let query = &request.query;
+    let named = query.privacy.study.as_deref().unwrap_or_default();
+    if named != study_id {
+        return Err(AskError::StudyMismatch {
+            query: named.to_string(),
+            key: study_id.to_string(),
+        });
+    }
+    let name = query.privacy.aggregator.as_deref().unwrap_or_default();
+    let aggregator = targets
+        .iter()
+        .find(|t| t.name == name)
+        .ok_or_else(|| AskError::UnknownAggregator(name.to_string()))?;
+    let results = client::ask(
+        researcher,
+        request,
+        std::slice::from_ref(aggregator),
+        timeout,
+    )
+    .await?;
+    let total = match results.into_iter().next().map(|r| r.status) {
+        Some(client::Status::Aggregated(total)) => total,
+        other => {
+            let other = other.unwrap_or(client::Status::TimedOut);
+            return Err(AskError::Aggregator {
+                name: name.to_string(),
+                label: other.label(),
+                reason: other.reason().unwrap_or_default(),
+            });
+        }
+    };
+    let members: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
+    let combined = reveal(query, &total, key, study_id, &members)?;
+    Ok((total, combined))
 }
 
 /// Checks `total` against the query and the directory's `members`, then decrypts it.

@@ -17,12 +17,14 @@
 //!
 //! That rho becomes (epsilon, delta) through OpenDP's zCDP-to-approximate-DP
 //! conversion, and the smallest `sigma` whose epsilon fits the query's is
-//! chosen by bisection (and remembered: every query of the same shape needs
-//! the same one). The sensitivities are OpenDP's stability maps of the
+//! chosen with the monotone search the researcher's intervals also use
+//! (`combine::smallest_passing`), and remembered, since every query of the
+//! same shape needs the same one. The sensitivities are OpenDP's stability maps of the
 //! transformations at one patient, the noise is OpenDP's `make_gaussian`,
 //! and a share alone (every other hospital's noise missing) still gives the
 //! local rho of OpenDP's privacy map, which the audit log records.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
@@ -33,6 +35,7 @@ use opendp::measurements::make_gaussian;
 use opendp::measures::{PrivacyProfile, ZeroConcentratedDivergence};
 use opendp::metrics::{AbsoluteDistance, L1Distance, L2Distance, SymmetricDistance};
 use opendp::transformations::{make_clamp, make_count, make_count_by_categories, make_sum};
+use witmed_protocol::combine::smallest_passing;
 use witmed_protocol::query::{Aggregate, Query};
 
 use crate::dp::{bin_of, Error};
@@ -339,26 +342,24 @@ fn share_scale(epsilon: f64, delta: f64, t: usize, s: Sensitivity) -> Result<(f6
 }
 
 fn search_scale(epsilon: f64, delta: f64, t: usize, s: Sensitivity) -> Result<(f64, f64), Error> {
-    let sigma = if fits(MIN_SHARE_SCALE, epsilon, delta, t, s)? {
-        MIN_SHARE_SCALE
-    } else {
-        if !fits(MAX_SHARE_SCALE, epsilon, delta, t, s)? {
-            return Err(Error::Unsupported(format!(
-                "epsilon {epsilon} at delta {delta} needs more noise than witmed allows"
-            )));
-        }
-        // Bisection on log sigma down to a relative width of 1e-6.
-        let (mut lo, mut hi) = (MIN_SHARE_SCALE.ln(), MAX_SHARE_SCALE.ln());
-        while hi - lo > 1e-6 {
-            let mid = (lo + hi) / 2.0;
-            if fits(mid.exp(), epsilon, delta, t, s)? {
-                hi = mid;
-            } else {
-                lo = mid;
-            }
-        }
-        hi.exp()
+    // The first OpenDP failure, if any, is the error to report.
+    let failure = RefCell::new(None);
+    let passes = |sigma: f64| {
+        (MIN_SHARE_SCALE..=MAX_SHARE_SCALE).contains(&sigma)
+            && fits(sigma, epsilon, delta, t, s).unwrap_or_else(|e| {
+                failure.borrow_mut().get_or_insert(e);
+                false
+            })
     };
+    let found = smallest_passing(passes, MIN_SHARE_SCALE);
+    if let Some(e) = failure.into_inner() {
+        return Err(e);
+    }
+    let sigma = found.ok_or_else(|| {
+        Error::Unsupported(format!(
+            "epsilon {epsilon} at delta {delta} needs more noise than witmed allows"
+        ))
+    })?;
     Ok((sigma, total_epsilon(sigma, delta, t, s)?))
 }
 

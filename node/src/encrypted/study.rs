@@ -245,19 +245,19 @@ pub fn install(node: &Node, envelope: &Envelope, now: i64) -> Result<[u8; 32], E
     Ok(id)
 }
 
-/// The public key of study `id_hex` as `researcher` published it.
+/// The id and public key of study `id_hex` as `researcher` published it.
 pub fn key_for(
     node: &Node,
     id_hex: &str,
     researcher: &PublicKey,
-) -> Result<CompactPublicKey, Error> {
+) -> Result<([u8; 32], CompactPublicKey), Error> {
     let mut id = [0u8; 32];
     hex::decode_to_slice(id_hex, &mut id).map_err(|_| Error::Unknown(id_hex.to_string()))?;
     let stored = node
         .store
         .get::<StoredStudy>(cf::META, &study_key(researcher, &id))?
         .ok_or_else(|| Error::Unknown(id_hex.to_string()))?;
-    Ok(CompactPublicKey::from_bytes(&stored.public_key)?)
+    Ok((id, CompactPublicKey::from_bytes(&stored.public_key)?))
 }
 
 #[cfg(test)]

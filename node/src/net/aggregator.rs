@@ -16,7 +16,7 @@ use witmed_protocol::query::Query;
 use witmed_protocol::wire::{NodeResponse, Outcome, QueryRequest};
 
 use super::codec::Codec;
-use super::server::{refused, response, Decision};
+use super::server::{checked_credential, refused, response, Decision};
 use super::{client, peer_id_of};
 use crate::encrypted::{aggregate, study};
 use crate::engine;
@@ -66,17 +66,31 @@ pub(super) fn contribute(
     researcher: PublicKey,
     now: i64,
 ) -> NodeResponse {
-    let query = &request.query;
-    let (id, digest) = (query.id.as_str(), query.digest());
-    if let Err(e) = query.validate() {
-        return refused(node, id, digest, "bad_query", e.to_string());
+    match checked_credential(node, request) {
+        Ok(credential) => share(
+            node,
+            directory,
+            &request.query,
+            &credential,
+            researcher,
+            now,
+        ),
+        Err(refusal) => *refusal,
     }
+}
+
+/// This node's encrypted share of a checked query.
+fn share(
+    node: &Node,
+    directory: Option<&Directory>,
+    query: &Query,
+    credential: &Envelope,
+    researcher: PublicKey,
+    now: i64,
+) -> NodeResponse {
+    let (id, digest) = (query.id.as_str(), query.digest());
     let members = directory.map_or(0, |d| d.members.len());
-    let credential = match witmed_policies::parse_signed_bytes(&request.credential) {
-        Ok(c) => c,
-        Err(e) => return refused(node, id, digest, e.error_code(), format!("credential: {e}")),
-    };
-    match engine::contribute(node, query, &researcher, &credential, members, now) {
+    match engine::contribute(node, query, &researcher, credential, members, now) {
         Ok(c) => response(node, id, digest, Outcome::Contributed(c)),
         Err(e) => {
             tracing::info!(query = id, code = e.code(), reason = %e, "encrypted share refused");
@@ -97,9 +111,10 @@ pub(super) fn aggregate_query(
     let query = &request.query;
     let (id, digest) = (query.id.as_str(), query.digest());
     // Checked before anything is asked of the members or of the aggregate.
-    if let Err(e) = query.validate() {
-        return refused(node, id, digest, "bad_query", e.to_string());
-    }
+    let credential = match checked_credential(node, request) {
+        Ok(c) => c,
+        Err(refusal) => return *refusal,
+    };
     let Some(directory) = directory else {
         let reason = "this node has no consortium directory installed; install one to aggregate";
         return refused(node, id, digest, "no_directory", reason.into());
@@ -113,7 +128,16 @@ pub(super) fn aggregate_query(
     };
     // The aggregator's own share is computed while the others are asked.
     let (own, asked) = std::thread::scope(|scope| {
-        let own = scope.spawn(|| contribute(node, Some(directory), request, envelope.signer, now));
+        let own = scope.spawn(|| {
+            share(
+                node,
+                Some(directory),
+                query,
+                &credential,
+                envelope.signer,
+                now,
+            )
+        });
         let asked = tokio::runtime::Handle::current().block_on(client::ask_signed(
             node.key(),
             envelope,

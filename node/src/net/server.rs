@@ -450,15 +450,34 @@ pub fn handle(
     Decision::Respond(response, false)
 }
 
+/// The query is well formed and the credential decodes: returns the
+/// credential, or the refusal to send.
+pub(super) fn checked_credential(
+    node: &Node,
+    request: &QueryRequest,
+) -> Result<Envelope, Box<NodeResponse>> {
+    let query = &request.query;
+    let (id, digest) = (query.id.as_str(), query.digest());
+    query
+        .validate()
+        .map_err(|e| Box::new(refused(node, id, digest, "bad_query", e.to_string())))?;
+    witmed_policies::parse_signed_bytes(&request.credential).map_err(|e| {
+        Box::new(refused(
+            node,
+            id,
+            digest,
+            e.error_code(),
+            format!("credential: {e}"),
+        ))
+    })
+}
+
 fn answer(node: &Node, request: &QueryRequest, researcher: PublicKey, now: i64) -> NodeResponse {
     let query: &Query = &request.query;
     let (id, digest) = (query.id.as_str(), query.digest());
-    if let Err(e) = query.validate() {
-        return refused(node, id, digest, "bad_query", e.to_string());
-    }
-    let credential = match witmed_policies::parse_signed_bytes(&request.credential) {
+    let credential = match checked_credential(node, request) {
         Ok(c) => c,
-        Err(e) => return refused(node, id, digest, e.error_code(), format!("credential: {e}")),
+        Err(refusal) => return *refusal,
     };
     match engine::answer(node, query, &researcher, &credential, now) {
         Ok(answer) => {
