@@ -42,3 +42,70 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
         }
     }
 }
+
+/// One row of THREAT_MODEL.md's contract table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContractRow {
+    pub threat: String,
+    pub tests: Vec<String>,
+}
+
+/// The rows of the table under the `## The contract` heading: `| threat | mitigation | tests |`.
+pub fn contract_rows(markdown: &str) -> Vec<ContractRow> {
+    let Some(section) = markdown.split("\n## The contract").nth(1) else {
+        return Vec::new();
+    };
+    let section = section.split("\n## ").next().unwrap_or_default();
+    section
+        .lines()
+        .filter(|l| l.starts_with('|') && !l.starts_with("|---") && !l.starts_with("| threat"))
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+            let [threat, _mitigation, tests] = cells.as_slice() else {
+                return None;
+            };
+            Some(ContractRow {
+                threat: threat.to_string(),
+                tests: backticked(tests),
+            })
+        })
+        .collect()
+}
+
+fn backticked(cell: &str) -> Vec<String> {
+    cell.split('`')
+        .enumerate()
+        .filter(|(i, s)| i % 2 == 1 && s.contains("::"))
+        .map(|(_, s)| s.to_string())
+        .collect()
+}
+
+/// Whether `path/to/file.rs::function` is a test function in that file.
+pub fn test_exists(name: &str) -> Result<(), String> {
+    let (path, function) = name
+        .rsplit_once("::")
+        .ok_or("not of the form path/to/file.rs::function")?;
+    let text = std::fs::read_to_string(workspace_root().join(path))
+        .map_err(|e| format!("cannot read {path}: {e}"))?;
+    let signature = format!("fn {function}(");
+    let at = text
+        .find(&signature)
+        .ok_or_else(|| format!("no `fn {function}` in {path}"))?;
+    let before = &text[..at];
+    // The lines above the one holding `fn` (which may start with `async` or `pub`).
+    let above = &before[..before.rfind('\n').unwrap_or(0)];
+    let attribute_above = above
+        .lines()
+        .rev()
+        .take(4)
+        .any(|l| l.contains("#[test]") || l.contains("#[tokio::test"));
+    let in_proptest = before.rfind("proptest!").is_some_and(|p| {
+        // Still inside the macro: no item-level closing `}\n` at column 0 since it opened.
+        !before[p..].contains("\n}\n")
+    });
+    if attribute_above || in_proptest {
+        Ok(())
+    } else {
+        Err(format!("`fn {function}` in {path} is not marked as a test"))
+    }
+}

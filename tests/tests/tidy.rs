@@ -105,3 +105,49 @@ fn no_data_files_are_committed() {
         );
     }
 }
+
+/// THREAT_MODEL.md is a contract: every row of its table names tests that exist.
+///
+/// A test cell lists backticked `path/to/file.rs::function` names; each
+/// must be a function in that file marked as a test (`#[test]`,
+/// `#[tokio::test]`, or inside a `proptest!` block). Renaming or deleting
+/// a test that a promise rests on therefore fails here.
+#[test]
+fn every_threat_model_row_names_tests_that_exist() {
+    let text = std::fs::read_to_string(workspace_root().join("THREAT_MODEL.md")).unwrap();
+    let rows = witmed_e2e::contract_rows(&text);
+    assert!(
+        rows.len() >= 20,
+        "the contract table has only {} rows",
+        rows.len()
+    );
+    let mut problems = Vec::new();
+    for row in &rows {
+        if row.tests.is_empty() {
+            problems.push(format!("row `{}` names no test", row.threat));
+        }
+        for name in &row.tests {
+            if let Err(why) = witmed_e2e::test_exists(name) {
+                problems.push(format!("row `{}`: {name}: {why}", row.threat));
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "THREAT_MODEL.md contract:\n{}",
+        problems.join("\n")
+    );
+}
+
+/// The contract check itself refuses what it must: a missing file, a missing function, a helper that is not a test.
+#[test]
+fn the_contract_check_refuses_missing_and_unmarked_functions() {
+    assert!(witmed_e2e::test_exists("tests/tests/tidy.rs::no_data_files_are_committed").is_ok());
+    assert!(witmed_e2e::test_exists("tests/tests/tidy.rs::no_such_test").is_err());
+    assert!(witmed_e2e::test_exists("tests/tests/missing.rs::x").is_err());
+    assert!(witmed_e2e::test_exists("tests/src/lib.rs::contract_rows").is_err());
+    let table = "x\n## The contract\n| threat | mitigation | tests |\n|---|---|---|\n| a | b | `f.rs::t`, `g.rs::u` |\n## Next\n| c | d | `h.rs::v` |\n";
+    let rows = witmed_e2e::contract_rows(table);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].tests, vec!["f.rs::t", "g.rs::u"]);
+}
