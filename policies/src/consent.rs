@@ -416,3 +416,79 @@ fn invalid_id(id: &str) -> Error {
         "token id {id:?} is not {TOKEN_ID_LEN} lowercase hex characters"
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn keys() -> (KeyPair, KeyPair, KeyPair, PublicKey) {
+        let hospital = KeyPair::from_seed(witmed_crypto::Role::Hospital, &[1; 32]);
+        let old = KeyPair::from_seed(witmed_crypto::Role::Patient, &[2; 32]);
+        let new = KeyPair::from_seed(witmed_crypto::Role::Patient, &[3; 32]);
+        (hospital, old, new, PublicKey::from_bytes([9; 32]))
+    }
+
+    fn record(node: PublicKey, new: &KeyPair) -> Reenrolment {
+        Reenrolment {
+            version: REENROLMENT_VERSION,
+            node,
+            patient: Pseudonym([4; 16]),
+            new_key: new.public(),
+            reason: "key lost".into(),
+            issued_at: NOW,
+            id: token_id([5; 16]),
+        }
+    }
+
+    fn check(r: Reenrolment, signer: &KeyPair) -> Result<VerifiedReenrolment, Error> {
+        let (hospital, old, _, node) = keys();
+        let old_key = old.public();
+        verify_reenrolment(
+            &r.sign(signer),
+            &node,
+            &hospital.public(),
+            &|_| Some(old_key),
+            NOW,
+        )
+    }
+
+    #[test]
+    fn a_reenrolment_needs_the_hospital_key_or_the_old_patient_key() {
+        let (hospital, old, new, node) = keys();
+        let by_hospital = check(record(node, &new), &hospital).unwrap();
+        assert!(by_hospital.by_hospital && by_hospital.old_key == old.public());
+        assert!(!check(record(node, &new), &old).unwrap().by_hospital);
+        let stranger = KeyPair::from_seed(witmed_crypto::Role::Hospital, &[7; 32]);
+        let refused = check(record(node, &new), &stranger).unwrap_err();
+        assert_eq!(refused.error_code(), "reenrolment_not_authorised");
+        // The new key cannot approve itself.
+        let refused = check(record(node, &new), &new).unwrap_err();
+        assert_eq!(refused.error_code(), "reenrolment_not_authorised");
+    }
+
+    #[test]
+    fn a_reenrolment_for_another_node_stale_or_to_the_same_key_is_refused() {
+        let (hospital, old, new, node) = keys();
+        let other = check(record(PublicKey::from_bytes([8; 32]), &new), &hospital);
+        assert_eq!(other.unwrap_err().error_code(), "other_node");
+        let mut stale = record(node, &new);
+        stale.issued_at = NOW - REENROLMENT_MAX_AGE_SECONDS - 1;
+        assert_eq!(
+            check(stale, &hospital).unwrap_err().error_code(),
+            "invalid_consent"
+        );
+        let same = record(node, &old);
+        assert_eq!(
+            check(same, &hospital).unwrap_err().error_code(),
+            "invalid_consent"
+        );
+        let mut long = record(node, &new);
+        long.reason = "x".repeat(MAX_REASON_BYTES + 1);
+        assert_eq!(
+            check(long, &hospital).unwrap_err().error_code(),
+            "invalid_consent"
+        );
+    }
+}
