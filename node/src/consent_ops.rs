@@ -1,15 +1,20 @@
-//! Consent operations on an open node: enrolment, submission of signed tokens and revocations, simulation.
+//! Consent operations on an open node: enrolment, re-enrolment, submission of signed tokens and revocations, simulation.
 //!
 //! Each operation verifies first, writes durably with its audit entry, and
 //! only then changes the in-memory registry that queries read.
 
+use std::sync::RwLockWriteGuard;
+
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use witmed_crypto::{Envelope, KeyPair, Pseudonym, PublicKey, Role};
-use witmed_policies::consent::{self, Token};
+use witmed_policies::consent::{self, Token, Verified};
 
 use crate::audit;
-use crate::consents::{put_enrolment, put_signed, revocation_key, token_key};
+use crate::consents::{
+    put_enrolment, put_signed, reenrolment_key, revocation_key, supersede_token, token_key,
+    Registry,
+};
 use crate::node::Node;
 use crate::store::{self, cf};
 use witmed_protocol::vocab::{Category, Mode};
@@ -24,13 +29,23 @@ pub enum Error {
     #[error("patient {0} has no record at this node; import the patient's data before enrolling")]
     UnknownPatient(Pseudonym),
     #[error(
-        "patient {0} is already enrolled with another key; a key change needs hospital review"
+        "patient {0} is already enrolled with another key; to replace a lost key use `witmed patient reenrol` with the hospital admin key or the patient's old key"
     )]
     AlreadyEnrolled(Pseudonym),
     #[error("consent token {0} was already submitted")]
     DuplicateToken(String),
     #[error("no consent token {0} at this node; submit the token before its revocation")]
     UnknownToken(String),
+    #[error("re-enrolment {0} was already applied at this node; a new key change needs a new re-enrolment")]
+    DuplicateReenrolment(String),
+    #[error("this node's policy does not allow demonstration data (allow_demonstration_data = false); simulated consent is only for demonstration nodes: sign and install a policy with allow_demonstration_data = true, never on a node with real patients")]
+    DemonstrationDataNotAllowed,
+    #[error(
+        "the consent registry is unusable after an earlier internal failure; restart the node"
+    )]
+    Poisoned,
+    #[error("the OS random source failed; retry, and check the system's entropy source")]
+    Random,
     #[error("{0}")]
     Invalid(String),
 }
@@ -45,6 +60,10 @@ impl Error {
             Error::AlreadyEnrolled(_) => "already_enrolled",
             Error::DuplicateToken(_) => "duplicate_token",
             Error::UnknownToken(_) => "unknown_token",
+            Error::DuplicateReenrolment(_) => "duplicate_reenrolment",
+            Error::DemonstrationDataNotAllowed => "demonstration_data_not_allowed",
+            Error::Poisoned => "internal",
+            Error::Random => "random_failed",
             Error::Invalid(_) => "invalid",
         }
     }
@@ -63,28 +82,106 @@ pub enum Submitted {
     },
 }
 
+fn registry(node: &Node) -> Result<RwLockWriteGuard<'_, Registry>, Error> {
+    node.consents.write().map_err(|_| Error::Poisoned)
+}
+
 /// Binds `key` to patient `p` (hospital staff, at registration).
+///
+/// A simulated enrolment is replaced (its tokens stop counting); a real one
+/// is never: changing a real patient's key is [`reenrol`]'s, under dual control.
 pub fn enrol(node: &Node, p: Pseudonym, key: PublicKey, now: i64) -> Result<(), Error> {
     if !node.store.contains(cf::PATIENTS, &p.0)? {
         return Err(Error::UnknownPatient(p));
     }
-    let mut registry = node.consents.write().expect("consent lock");
-    match registry.enrolled_key(&p) {
-        Some(existing) if existing == key => return Ok(()),
-        Some(_) => return Err(Error::AlreadyEnrolled(p)),
-        None => {}
-    }
+    let mut registry = registry(node)?;
+    let replaced = match registry.enrolment(&p) {
+        Some(e) if e.key == key && !e.simulated => return Ok(()),
+        Some(e) if !e.simulated => return Err(Error::AlreadyEnrolled(p)),
+        Some(e) => Some(e.key),
+        None => None,
+    };
     let mut batch = node.store.batch();
     put_enrolment(&mut batch, &p, key, now, false)?;
-    let detail = format!("patient {p} enrolled with key {}", key.short());
+    let superseded = registry.tokens_not_signed_by(&p, &key);
+    for id in &superseded {
+        supersede_token(&mut batch, &node.store, id)?;
+    }
+    let mut detail = format!("patient {p} enrolled with key {}", key.short());
+    if let Some(old) = replaced {
+        detail.push_str(&format!(
+            ", replacing a SIMULATED enrolment (key {}; {} simulated tokens no longer count)",
+            old.short(),
+            superseded.len()
+        ));
+    }
     audit::append(
         &mut batch,
         &node.store,
         &audit::Entry::new(now, "patient.enrolled", "operator", detail),
     )?;
     node.store.write_durable(batch)?;
-    registry.enrol(p, key);
+    registry.enrol(p, key, false);
     Ok(())
+}
+
+/// What a re-enrolment did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reenrolled {
+    pub patient: Pseudonym,
+    pub old_key: PublicKey,
+    pub new_key: PublicKey,
+    /// Tokens signed by the old key, which no longer count.
+    pub superseded: usize,
+}
+
+/// Verifies and applies a signed re-enrolment (text form): the patient's
+/// enrolled key is replaced and the old key's tokens stop counting.
+pub fn reenrol(node: &Node, text: &str, now: i64) -> Result<Reenrolled, Error> {
+    let envelope = witmed_policies::parse_signed(text)?;
+    let mut registry = registry(node)?;
+    let lookup = |q: &Pseudonym| registry.enrolled_key(q);
+    let verified = consent::verify_reenrolment(
+        &envelope,
+        &node.id(),
+        &node.config.hospital_key,
+        &lookup,
+        now,
+    )?;
+    let record_key = reenrolment_key(&verified.id);
+    if node.store.contains(cf::CONSENTS, &record_key)? {
+        return Err(Error::DuplicateReenrolment(verified.id.clone()));
+    }
+    let p = verified.patient;
+    let mut batch = node.store.batch();
+    put_enrolment(&mut batch, &p, verified.new_key, now, false)?;
+    let superseded = registry.tokens_not_signed_by(&p, &verified.new_key);
+    for id in &superseded {
+        supersede_token(&mut batch, &node.store, id)?;
+    }
+    put_signed(&mut batch, &record_key, text, false)?;
+    let detail = format!(
+        "patient {p}: key {} replaced by {} under re-enrolment {} signed by the {} (reason {:?}); {} tokens of the old key no longer count",
+        verified.old_key.short(),
+        verified.new_key.short(),
+        verified.id,
+        if verified.by_hospital { "hospital admin key" } else { "patient's old key" },
+        verified.reason,
+        superseded.len()
+    );
+    audit::append(
+        &mut batch,
+        &node.store,
+        &audit::Entry::new(now, "patient.reenrolled", envelope.signer.to_hex(), detail),
+    )?;
+    node.store.write_durable(batch)?;
+    registry.enrol(p, verified.new_key, false);
+    Ok(Reenrolled {
+        patient: p,
+        old_key: verified.old_key,
+        new_key: verified.new_key,
+        superseded: superseded.len(),
+    })
 }
 
 /// Verifies and stores a signed consent token or revocation (text form).
@@ -93,12 +190,17 @@ pub fn submit(node: &Node, text: &str, now: i64) -> Result<Submitted, Error> {
     if envelope.domain == consent::REVOCATION_DOMAIN {
         submit_revocation(node, &envelope, text, now)
     } else {
-        submit_token(node, text, now)
+        submit_token(node, &envelope, text, now)
     }
 }
 
-fn submit_token(node: &Node, text: &str, now: i64) -> Result<Submitted, Error> {
-    let mut registry = node.consents.write().expect("consent lock");
+fn submit_token(
+    node: &Node,
+    envelope: &Envelope,
+    text: &str,
+    now: i64,
+) -> Result<Submitted, Error> {
+    let mut registry = registry(node)?;
     let verified = registry.verify_token_text(text, &node.id(), now, false)?;
     let token = verified.token().clone();
     if registry.has_token(&token.id) {
@@ -116,7 +218,7 @@ fn submit_token(node: &Node, text: &str, now: i64) -> Result<Submitted, Error> {
     audit::append(
         &mut batch,
         &node.store,
-        &audit::Entry::new(now, "consent.granted", verified_signer(text), detail),
+        &audit::Entry::new(now, "consent.granted", envelope.signer.to_hex(), detail),
     )?;
     node.store.write_durable(batch)?;
     registry.add_token(verified, false);
@@ -132,7 +234,7 @@ fn submit_revocation(
     text: &str,
     now: i64,
 ) -> Result<Submitted, Error> {
-    let mut registry = node.consents.write().expect("consent lock");
+    let mut registry = registry(node)?;
     let verified = registry.verify_revocation_envelope(envelope, &node.id())?;
     let revocation = verified.revocation().clone();
     // One patient must not revoke another's token: the revocation must name
@@ -171,25 +273,25 @@ fn submit_revocation(
     })
 }
 
-fn verified_signer(text: &str) -> String {
-    witmed_policies::parse_signed(text)
-        .map(|e| e.signer.to_hex())
-        .unwrap_or_default()
-}
-
 /// What `consent simulate` did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Simulated {
     pub patients: usize,
     pub enrolled: usize,
     pub tokens: usize,
+    /// Chosen by the seed but already enrolled (real or simulated): left alone.
     pub already: usize,
 }
 
-/// Enrols generated keys and signs tokens for a seeded share of patients.
+/// Enrols fresh keys and signs tokens for a seeded share of patients.
 ///
-/// For demonstrations and simulation only: every enrolment and token is
-/// marked simulated in the store, and the keys are derived from the seed.
+/// For demonstration nodes only: refused unless the node policy allows
+/// demonstration data. Every enrolment and token is marked simulated in the
+/// store and counts only while the policy allows it. Each key is drawn from
+/// the OS and dropped once its token is signed, so nobody (not the operator,
+/// not someone who knows the seed) can sign for a simulated patient again.
+/// The seed only chooses which patients. Patients already enrolled are
+/// skipped, and everything is written in one synced batch or not at all.
 pub fn simulate(
     node: &Node,
     rate: f64,
@@ -197,6 +299,9 @@ pub fn simulate(
     seed: u64,
     now: i64,
 ) -> Result<Simulated, Error> {
+    if !node.policy().allow_demonstration_data {
+        return Err(Error::DemonstrationDataNotAllowed);
+    }
     if !(0.0..=1.0).contains(&rate) {
         return Err(Error::Invalid(format!(
             "--rate must be within 0 and 1, got {rate}"
@@ -208,33 +313,28 @@ pub fn simulate(
         patients: pseudonyms.len(),
         ..Simulated::default()
     };
-    let mut registry = node.consents.write().expect("consent lock");
+    let mut registry = registry(node)?;
     let mut batch = node.store.batch();
-    let mut pending = Vec::new();
+    let mut made: Vec<(Pseudonym, PublicKey, Verified)> = Vec::new();
     for p in pseudonyms {
+        // Drawn for every patient, so the choice depends on the seed alone.
         if !rng.gen_bool(rate) {
             continue;
         }
-        let key = simulated_patient_key(seed, &p);
-        let token = simulated_token(node.id(), p, purposes, seed, now);
-        if registry.has_token(&token.id) {
+        if registry.enrolment(&p).is_some() {
             out.already += 1;
             continue;
         }
-        if registry.enrolled_key(&p).is_none() {
-            put_enrolment(&mut batch, &p, key.public(), now, true)?;
-            registry.enrol(p, key.public());
-            out.enrolled += 1;
-        }
-        let id = token.id.clone();
-        let text = token.sign(&key).to_text();
-        put_signed(&mut batch, &token_key(&id), &text, true)?;
-        pending.push(text);
+        let (key, verified, text) = simulated_consent(node.id(), p, purposes, now)?;
+        put_enrolment(&mut batch, &p, key, now, true)?;
+        put_signed(&mut batch, &token_key(&verified.id), &text, true)?;
+        made.push((p, key, verified));
     }
     let detail = format!(
-        "SIMULATED consent: {} tokens for purposes {} (seed {seed}, rate {rate})",
-        pending.len(),
-        purposes.join(",")
+        "SIMULATED consent: {} patients enrolled with fresh keys and tokens for purposes {} (seed {seed}, rate {rate}, {} already enrolled left alone)",
+        made.len(),
+        purposes.join(","),
+        out.already
     );
     audit::append(
         &mut batch,
@@ -242,12 +342,35 @@ pub fn simulate(
         &audit::Entry::new(now, "consent.simulated", "operator", detail),
     )?;
     node.store.write_durable(batch)?;
-    for text in pending {
-        let verified = registry.verify_token_text(&text, &node.id(), now, false)?;
+    for (p, key, verified) in made {
+        registry.enrol(p, key, true);
         registry.add_token(verified, true);
+        out.enrolled += 1;
         out.tokens += 1;
     }
     Ok(out)
+}
+
+/// A fresh simulated patient key, and a token signed and verified with it.
+/// The private key is dropped here.
+fn simulated_consent(
+    node: PublicKey,
+    p: Pseudonym,
+    purposes: &[String],
+    now: i64,
+) -> Result<(PublicKey, Verified, String), Error> {
+    let key = KeyPair::generate(Role::Patient).map_err(|_| Error::Random)?;
+    let public = key.public();
+    let token = simulated_token(node, p, purposes, random_token_id()?, now);
+    let envelope = token.sign(&key);
+    let verified = consent::verify_token(&envelope, &node, &|q| (*q == p).then_some(public), now)?;
+    Ok((public, verified, envelope.to_text()))
+}
+
+fn random_token_id() -> Result<String, Error> {
+    let mut bytes = [0u8; 16];
+    witmed_crypto::fill_random(&mut bytes).map_err(|_| Error::Random)?;
+    Ok(consent::token_id(bytes))
 }
 
 fn all_patients(node: &Node) -> Result<Vec<Pseudonym>, Error> {
@@ -261,26 +384,13 @@ fn all_patients(node: &Node) -> Result<Vec<Pseudonym>, Error> {
     Ok(out)
 }
 
-/// A simulated patient's key, reproducible from the seed.
-pub fn simulated_patient_key(seed: u64, p: &Pseudonym) -> KeyPair {
-    let mut input = b"witmed/simulated-patient-key".to_vec();
-    input.extend_from_slice(&seed.to_le_bytes());
-    input.extend_from_slice(&p.0);
-    KeyPair::from_seed(Role::Patient, &witmed_crypto::sha256(&input))
-}
-
 fn simulated_token(
     node: PublicKey,
     patient: Pseudonym,
     purposes: &[String],
-    seed: u64,
+    id: String,
     now: i64,
 ) -> Token {
-    let mut input = b"witmed/simulated-token".to_vec();
-    input.extend_from_slice(&seed.to_le_bytes());
-    input.extend_from_slice(&patient.0);
-    input.extend_from_slice(purposes.join(",").as_bytes());
-    let id = hex::encode(&witmed_crypto::sha256(&input)[..16]);
     Token {
         version: consent::TOKEN_VERSION,
         id,
@@ -289,8 +399,8 @@ fn simulated_token(
         purposes: purposes.to_vec(),
         categories: Category::ALL.into_iter().collect(),
         modes: [Mode::Dp, Mode::Encrypted].into_iter().collect(),
-        not_before: now - 86_400,
-        expires: now + 365 * 86_400,
+        not_before: now.saturating_sub(86_400),
+        expires: now.saturating_add(365 * 86_400),
         simulated: true,
     }
 }

@@ -63,12 +63,35 @@ pub fn token_key(id: &str) -> Vec<u8> {
 pub fn revocation_key(id: &str) -> Vec<u8> {
     key(b"r/", id.as_bytes())
 }
+/// Key of a token whose patient key was replaced (re-enrolment): kept for
+/// the audit trail, never loaded as consent.
+pub fn superseded_key(id: &str) -> Vec<u8> {
+    key(b"s/", id.as_bytes())
+}
+/// Key of an applied re-enrolment (by its id), so each is applied once.
+pub fn reenrolment_key(id: &str) -> Vec<u8> {
+    key(b"n/", id.as_bytes())
+}
+
+/// An enrolled patient key and whether `consent simulate` made it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Enrolled {
+    pub key: PublicKey,
+    pub simulated: bool,
+}
+
+/// A verified token and whether it is simulated (demonstration data).
+#[derive(Debug, Clone)]
+struct Held {
+    token: Verified,
+    simulated: bool,
+}
 
 /// The registry in memory.
 #[derive(Debug, Default)]
 pub struct Registry {
-    enrolled: HashMap<Pseudonym, PublicKey>,
-    tokens: HashMap<Pseudonym, Vec<Verified>>,
+    enrolled: HashMap<Pseudonym, Enrolled>,
+    tokens: HashMap<Pseudonym, Vec<Held>>,
     token_ids: BTreeSet<String>,
     revoked: BTreeSet<String>,
     simulated_tokens: usize,
@@ -100,8 +123,12 @@ impl Registry {
     ) -> Result<(Registry, Vec<String>), StoreError> {
         let mut registry = Registry::default();
         store.scan_records(cf::CONSENTS, b"e/", |k, e: Enrolment| {
-            if let Ok(p) = k[2..].try_into().map(Pseudonym) {
-                registry.enrolled.insert(p, e.key);
+            if let Some(p) = k.get(2..).and_then(|b| b.try_into().ok()).map(Pseudonym) {
+                let enrolled = Enrolled {
+                    key: e.key,
+                    simulated: e.simulated,
+                };
+                registry.enrolled.insert(p, enrolled);
             }
             Ok(())
         })?;
@@ -128,13 +155,50 @@ impl Registry {
 
     /// The key enrolled for `p`.
     pub fn enrolled_key(&self, p: &Pseudonym) -> Option<PublicKey> {
+        self.enrolled.get(p).map(|e| e.key)
+    }
+
+    /// The enrolment of `p`, with whether it is simulated.
+    pub fn enrolment(&self, p: &Pseudonym) -> Option<Enrolled> {
         self.enrolled.get(p).copied()
     }
 
     /// Records an enrolment in memory (after it is durable).
-    pub fn enrol(&mut self, p: Pseudonym, key: PublicKey) {
-        self.enrolled.insert(p, key);
+    ///
+    /// Tokens signed by a key that was enrolled before are dropped: the
+    /// caller moved them to the superseded prefix in the same durable batch.
+    pub fn enrol(&mut self, p: Pseudonym, key: PublicKey, simulated: bool) {
+        self.enrolled.insert(p, Enrolled { key, simulated });
+        if let Some(held) = self.tokens.get_mut(&p) {
+            let before = held.len();
+            held.retain(|h| h.token.envelope().signer == key);
+            let dropped = before - held.len();
+            if held.is_empty() {
+                self.tokens.remove(&p);
+            }
+            if dropped > 0 {
+                self.recount();
+            }
+        }
         self.generation += 1;
+    }
+
+    /// Ids of `p`'s tokens that are not signed by `key` (they stop counting
+    /// when `key` replaces the enrolled key).
+    pub fn tokens_not_signed_by(&self, p: &Pseudonym, key: &PublicKey) -> Vec<String> {
+        self.tokens
+            .get(p)
+            .into_iter()
+            .flatten()
+            .filter(|h| h.token.envelope().signer != *key)
+            .map(|h| h.token.token().id.clone())
+            .collect()
+    }
+
+    fn recount(&mut self) {
+        let held = self.tokens.values().flatten();
+        self.token_ids = held.clone().map(|h| h.token.token().id.clone()).collect();
+        self.simulated_tokens = held.filter(|h| h.simulated).count();
     }
 
     /// Changes with every enrolment, token and revocation.
@@ -153,7 +217,7 @@ impl Registry {
             .unwrap_or(i64::MIN);
         let until = self
             .boundaries
-            .range(now + 1..)
+            .range(now.saturating_add(1)..)
             .next()
             .copied()
             .unwrap_or(i64::MAX);
@@ -191,7 +255,7 @@ impl Registry {
 
     /// The verified token with this id.
     pub fn token(&self, id: &str) -> Option<&Verified> {
-        self.tokens.values().flatten().find(|v| v.token().id == id)
+        self.tokens().find(|v| v.token().id == id)
     }
 
     /// True if a token with this id is known.
@@ -199,8 +263,10 @@ impl Registry {
         self.token_ids.contains(id)
     }
 
-    /// Adds a verified token (after it is durable).
+    /// Adds a verified token (after it is durable). A token is simulated if
+    /// its stored record or its own signed contents say so.
     pub fn add_token(&mut self, token: Verified, simulated: bool) {
+        let simulated = simulated || token.token().simulated;
         self.token_ids.insert(token.token().id.clone());
         self.boundaries.insert(token.token().not_before);
         self.boundaries.insert(token.token().expires);
@@ -211,7 +277,7 @@ impl Registry {
         self.tokens
             .entry(token.token().patient)
             .or_default()
-            .push(token);
+            .push(Held { token, simulated });
     }
 
     /// Marks a token revoked (after the revocation is durable).
@@ -221,17 +287,25 @@ impl Registry {
     }
 
     /// True if the patient may be included in a query with this use at `now`.
-    pub fn eligible(&self, p: &Pseudonym, use_: &Use, now: i64) -> bool {
-        let Some(tokens) = self.tokens.get(p) else {
+    ///
+    /// Simulated tokens count only if `allow_simulated` (the node policy's
+    /// `allow_demonstration_data`); otherwise a patient who holds only
+    /// simulated consent is never included.
+    pub fn eligible(&self, p: &Pseudonym, use_: &Use, now: i64, allow_simulated: bool) -> bool {
+        let Some(held) = self.tokens.get(p) else {
             return false;
         };
-        let refs: Vec<&Verified> = tokens.iter().collect();
+        let refs: Vec<&Verified> = held
+            .iter()
+            .filter(|h| allow_simulated || !h.simulated)
+            .map(|h| &h.token)
+            .collect();
         evaluate::patient_eligible(&refs, &self.revoked, use_, now)
     }
 
     /// Every token, for listing.
     pub fn tokens(&self) -> impl Iterator<Item = &Verified> {
-        self.tokens.values().flatten()
+        self.tokens.values().flatten().map(|h| &h.token)
     }
 
     /// True if the token was revoked.
@@ -266,6 +340,20 @@ pub fn put_enrolment(
         simulated,
     };
     batch.put(cf::CONSENTS, &enrolment_key(p), &record)
+}
+
+/// Moves stored token `id` to the superseded prefix within `batch`: it
+/// stays in the store for the audit trail but is no longer loaded as consent.
+pub fn supersede_token(batch: &mut Batch<'_>, store: &Store, id: &str) -> Result<(), StoreError> {
+    let from = token_key(id);
+    if let Some(record) = store.get::<StoredSigned>(cf::CONSENTS, &from)? {
+        batch.put(cf::CONSENTS, &superseded_key(id), &record)?;
+    }
+    // One key: the range [key, key + 0x00) holds exactly it.
+    let mut to = from.clone();
+    to.push(0);
+    batch.delete_range(cf::CONSENTS, &from, &to);
+    Ok(())
 }
 
 /// Adds a signed object to a batch.

@@ -9,6 +9,7 @@
 //! * [`store`]: column families, key layout, sealed versioned records.
 //! * [`import`]: PhysioNet 2012 and FHIR R4 import.
 //! * [`consents`], [`consent_ops`]: enrolment, consent tokens, revocations.
+//! * [`admin`]: the local channel through which a running node accepts consent changes.
 //! * [`index`]: in-memory columns that queries read.
 //! * [`engine`]: one query from policy check to charged answer.
 //! * [`dp`]: OpenDP measurements and accuracy.
@@ -18,6 +19,7 @@
 //! * [`cli`]: the `witmed` command line.
 //! * [`bench`]: `witmed bench`.
 
+pub mod admin;
 pub mod audit;
 pub mod bench;
 pub mod cli;

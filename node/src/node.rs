@@ -270,8 +270,10 @@ impl Node {
         use_: &witmed_policies::evaluate::Use,
         now: i64,
     ) -> Arc<Vec<bool>> {
+        // Simulated consent counts only while the policy allows demonstration data.
+        let allow_simulated = self.policy().allow_demonstration_data;
         let consents = self.consents.read().expect("consent lock");
-        let use_key = format!("{use_:?}");
+        let use_key = format!("{use_:?}/{allow_simulated}");
         let index_id = Arc::as_ptr(index) as usize;
         let mut cache = self.eligibility.lock().expect("eligibility lock");
         if let Some(c) = cache.as_ref() {
@@ -286,7 +288,7 @@ impl Node {
             index
                 .pseudonyms
                 .iter()
-                .map(|p| consents.eligible(p, use_, now))
+                .map(|p| consents.eligible(p, use_, now, allow_simulated))
                 .collect(),
         );
         let (from, until) = consents.stable_range(now);

@@ -52,3 +52,16 @@ pub fn credential(
     }
     .sign(authority)
 }
+
+/// Installs a new policy (next serial) that allows demonstration data, so
+/// `consent simulate` may run and its simulated consent counts. For the
+/// demo, simnet, benchmarks and tests: never on a node with real patients.
+pub fn allow_demonstration_data(node: &Node, now: i64) -> Result<(), node::Error> {
+    let hospital = KeyPair::load_role(&node.dir.hospital_key(), Role::Hospital)?;
+    let mut policy = node.policy();
+    policy.serial += 1;
+    policy.allow_demonstration_data = true;
+    policy.issued_at = now;
+    node.install_policy(&policy.sign(&hospital).to_text(), now)?;
+    Ok(())
+}

@@ -12,7 +12,7 @@
 //! | `patients`     | pseudonym (16)                                        | [`PatientRecord`]        |
 //! | `observations` | pseudonym (16), code len (1), code, time (8, ordered), disambiguator (4) | [`ObservationRecord`] |
 //! | `conditions`   | pseudonym (16), sha256(system, code)[..8], onset (8)  | [`ConditionRecord`]      |
-//! | `consents`     | `e/` pseudonym, `t/` token id, `r/` token id          | enrolments, tokens, revocations |
+//! | `consents`     | `e/` pseudonym, `t/` token id, `r/` token id, `s/` token id, `n/` re-enrolment id | enrolments, tokens, revocations, tokens of a replaced key, applied re-enrolments |
 //! | `audit`        | sequence number (8, big endian)                       | [`crate::audit::Entry`]  |
 //! | `budget`       | `c/` researcher (32) time (8) query id; `a/` researcher (32) query id | charges, stored answers |
 //! | `meta`         | ASCII names                                           | format version, import markers |

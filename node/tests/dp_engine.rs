@@ -41,6 +41,7 @@ fn fixture(set: &Path, budget: f64, min_cohort: u64) -> Fixture {
     )
     .unwrap();
     node.invalidate_index();
+    setup::allow_demonstration_data(&node, NOW).unwrap();
     consent_ops::simulate(&node, 1.0, &["HMB".to_string()], 1, NOW).unwrap();
     let authority = KeyPair::from_seed(Role::Authority, &[1; 32]);
     let researcher = KeyPair::from_seed(Role::Researcher, &[2; 32]);

@@ -52,6 +52,7 @@ fn world() -> World {
         "General",
         "--trust-issuer",
         &authority,
+        "--allow-demonstration-data",
     ]);
     let set = small_set(w.tmp.path(), 60);
     run_ok(&[

@@ -11,6 +11,7 @@ use witmed_crypto::{Pseudonym, PublicKey};
 pub enum Object {
     ConsentToken,
     Revocation,
+    Reenrolment,
     Credential,
     NodePolicy,
     ConsortiumDirectory,
@@ -22,6 +23,9 @@ impl Object {
         match self {
             Object::ConsentToken => "ask the patient to sign a new consent token",
             Object::Revocation => "ask the patient to sign a new revocation",
+            Object::Reenrolment => {
+                "have the hospital administrator (or the patient's old key) sign a new re-enrolment"
+            }
             Object::Credential => "ask the credential's issuer for a new credential",
             Object::NodePolicy => "ask the hospital administrator to sign a new node policy",
             Object::ConsortiumDirectory => {
@@ -36,6 +40,7 @@ impl fmt::Display for Object {
         f.write_str(match self {
             Object::ConsentToken => "consent token",
             Object::Revocation => "consent revocation",
+            Object::Reenrolment => "patient re-enrolment",
             Object::Credential => "researcher credential",
             Object::NodePolicy => "node policy",
             Object::ConsortiumDirectory => "consortium directory",
@@ -94,6 +99,12 @@ pub enum Error {
     /// A credential signed by an issuer this node does not trust.
     #[error("credential issuer {issuer} is not trusted by this node; use a credential from an issuer listed in the node policy, or have the hospital add the issuer")]
     UntrustedIssuer { issuer: PublicKey },
+    /// A patient re-enrolment signed by neither the hospital administrator nor the patient's enrolled key.
+    #[error("patient re-enrolment for {patient} is signed by {signer}, which is neither this hospital's administrator key nor the key enrolled for the patient; a key change needs one of them (dual control): sign it with the hospital key (`--admin-key`) or the patient's old key (`--old-patient-key`)")]
+    ReenrolmentNotAuthorised {
+        patient: Pseudonym,
+        signer: PublicKey,
+    },
     /// A node policy signed by someone other than the hospital administrator.
     #[error("node policy is signed by {signer}, not by this hospital's administrator key; have the administrator sign it")]
     PolicyNotSignedByHospital { signer: PublicKey },
@@ -152,6 +163,7 @@ impl Error {
             Error::Expired { .. } => "expired",
             Error::NotYetValid { .. } => "not_yet_valid",
             Error::UntrustedIssuer { .. } => "untrusted_issuer",
+            Error::ReenrolmentNotAuthorised { .. } => "reenrolment_not_authorised",
             Error::PolicyNotSignedByHospital { .. } => "policy_not_signed_by_hospital",
             Error::StalePolicy { .. } => "stale_policy",
             Error::InvalidPolicy(_) => "invalid_policy",

@@ -61,6 +61,12 @@ pub struct NodePolicy {
     pub categories: BTreeSet<Category>,
     /// When the administrator signed it (unix seconds); informational.
     pub issued_at: i64,
+    /// Whether simulated consent (`witmed consent simulate`) may be made and
+    /// counted at this node. Only for demonstrations and simulations: real
+    /// nodes keep it false, and simulated tokens stop counting at the next
+    /// query once a policy without it is installed.
+    #[serde(default)]
+    pub allow_demonstration_data: bool,
 }
 
 impl Versioned for NodePolicy {
@@ -92,6 +98,7 @@ impl NodePolicy {
             min_cohort: 10,
             categories: Category::ALL.into_iter().collect(),
             issued_at: 0,
+            allow_demonstration_data: false,
         }
     }
 

@@ -531,6 +531,8 @@ fn build_member(
             &spec.name,
             "--trust-issuer",
             authority_pub,
+            // simnet's nodes hold demonstration data: simulated consent.
+            "--allow-demonstration-data",
         ],
     )?;
     let set = options.root.join(format!("{}-records", spec.name));

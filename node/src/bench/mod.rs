@@ -203,6 +203,7 @@ fn bench_node(dir: &Path, patients: usize, budget: f64, min_cohort: u64) -> Resu
     )
     .map_err(err)?;
     let now = unix_now();
+    setup::allow_demonstration_data(&node, now).map_err(err)?;
     consent_ops::simulate(&node, 1.0, &["HMB".to_string()], 1, now).map_err(err)?;
     let authority = KeyPair::generate(Role::Authority).map_err(err)?;
     let researcher = KeyPair::generate(Role::Researcher).map_err(err)?;

@@ -18,7 +18,7 @@ use super::{
     PatientCommand, PolicyCommand, QueryCommand, RevokeArgs,
 };
 use crate::node::{self, Node};
-use crate::{audit, consent_ops, engine, import, unix_now};
+use crate::{admin, audit, consent_ops, engine, import, unix_now};
 
 type Result<T> = std::result::Result<T, Failure>;
 
@@ -92,6 +92,7 @@ fn run_node(command: NodeCommand) -> Result<()> {
             dir,
             name,
             trust_issuers,
+            allow_demonstration_data,
         } => {
             let issuers = trust_issuers
                 .iter()
@@ -99,6 +100,12 @@ fn run_node(command: NodeCommand) -> Result<()> {
                 .collect::<Result<Vec<_>>>()?;
             let config = node::init(&dir.data_dir, &name, issuers, unix_now())
                 .map_err(|e| Failure::new("init_failed", e))?;
+            if allow_demonstration_data {
+                let node = open(&dir.data_dir)?;
+                crate::setup::allow_demonstration_data(&node, unix_now())
+                    .map_err(|e| Failure::new("init_failed", e))?;
+                println!("DEMONSTRATION NODE: its policy allows simulated consent");
+            }
             output::node_created(&dir.data_dir, &config);
             Ok(())
         }
@@ -201,21 +208,15 @@ fn run_patient(command: PatientCommand) -> Result<()> {
             source,
             source_id,
         } => {
-            let node = open(&dir.data_dir)?;
-            let p = node.pseudonyms().pseudonym(&source, &source_id);
-            let known = node
-                .store
-                .contains(crate::store::cf::PATIENTS, &p.0)
-                .map_err(|e| Failure::new("store_failed", e))?;
-            if !known {
-                return Err(Failure::new(
-                    "unknown_patient",
-                    format!("no patient with {source} id {source_id:?} at this node"),
-                ));
+            let request = admin::Request::Lookup { source, source_id };
+            match ask_node(&dir.data_dir, &request)? {
+                admin::Response::Pseudonym { pseudonym, node_id } => {
+                    println!("pseudonym: {pseudonym}");
+                    println!("node id:   {node_id}");
+                    Ok(())
+                }
+                other => Err(unexpected(other)),
             }
-            println!("pseudonym: {p}");
-            println!("node id:   {}", node.id());
-            Ok(())
         }
         PatientCommand::Enrol {
             dir,
@@ -223,24 +224,140 @@ fn run_patient(command: PatientCommand) -> Result<()> {
             key,
             key_file,
         } => {
-            let node = open(&dir.data_dir)?;
             let p = parse_pseudonym(&patient)?;
-            let public = match (key, key_file) {
-                (Some(hex), _) => parse_public(&hex)?,
-                (None, Some(path)) => load_key(&path, Role::Patient)?.public(),
-                (None, None) => {
-                    return Err(Failure::new(
-                        "missing_key",
-                        "give --key HEX or --key-file FILE",
-                    ))
-                }
+            let public = patient_public_key(key, key_file)?;
+            let request = admin::Request::Enrol {
+                patient: p.to_hex(),
+                key: public.to_hex(),
             };
-            consent_ops::enrol(&node, p, public, unix_now())
-                .map_err(|e| Failure::new(e.code(), e))?;
-            println!("patient {p} enrolled with key {public}");
+            match ask_node(&dir.data_dir, &request)? {
+                admin::Response::Enrolled { .. } => {
+                    println!("patient {p} enrolled with key {public}");
+                    Ok(())
+                }
+                other => Err(unexpected(other)),
+            }
+        }
+        PatientCommand::Reenrol(args) => reenrol(args),
+    }
+}
+
+fn patient_public_key(key: Option<String>, key_file: Option<PathBuf>) -> Result<PublicKey> {
+    match (key, key_file) {
+        (Some(hex), _) => parse_public(&hex),
+        (None, Some(path)) => Ok(load_key(&path, Role::Patient)?.public()),
+        (None, None) => Err(Failure::new(
+            "missing_key",
+            "give --key HEX or --key-file FILE",
+        )),
+    }
+}
+
+/// Signs a re-enrolment with the admin or old patient key and applies it.
+fn reenrol(args: super::ReenrolArgs) -> Result<()> {
+    let p = parse_pseudonym(&args.patient)?;
+    let new_key = patient_public_key(args.key, args.key_file)?;
+    let signer = match (&args.admin_key, &args.old_patient_key) {
+        (Some(path), _) => load_key(path, Role::Hospital)?,
+        (None, Some(path)) => load_key(path, Role::Patient)?,
+        (None, None) => {
+            return Err(Failure::new(
+                "missing_key",
+                "a key change needs --admin-key FILE (the hospital admin key) or --old-patient-key FILE",
+            ))
+        }
+    };
+    let record = consent::Reenrolment {
+        version: consent::REENROLMENT_VERSION,
+        node: node_id(&args.dir.data_dir)?,
+        patient: p,
+        new_key,
+        reason: args.reason,
+        issued_at: unix_now(),
+        id: random_id()?,
+    };
+    let text = record.sign(&signer).to_text();
+    match ask_node(&args.dir.data_dir, &admin::Request::Reenrol { text })? {
+        admin::Response::Reenrolled {
+            old_key,
+            superseded,
+            ..
+        } => {
+            println!("patient {p} re-enrolled: key {old_key} replaced by {new_key}");
+            println!("{superseded} consent tokens signed by the old key no longer count; the patient must grant consent again with the new key");
             Ok(())
         }
+        other => Err(unexpected(other)),
     }
+}
+
+/// The node's id from `node.toml`, without opening the store (which a running node holds).
+fn node_id(dir: &Path) -> Result<PublicKey> {
+    let path = node::DataDir(dir.to_path_buf()).config();
+    let text = read_text(&path, 64 * 1024)?;
+    let config: node::Config = toml::from_str(&text)
+        .map_err(|e| Failure::new("bad_config", format!("{}: {}", path.display(), e.message())))?;
+    Ok(config.node_key)
+}
+
+/// Carries out `request` through the running node's admin channel, or on
+/// the store directly when no node runs in `dir`. A refusal becomes a Failure.
+fn ask_node(dir: &Path, request: &admin::Request) -> Result<admin::Response> {
+    NodeAt::new(dir).ask(request)
+}
+
+/// The node of a data dir: the running one, through its admin channel, or
+/// else its store, opened once for all requests of a command.
+struct NodeAt<'a> {
+    dir: &'a Path,
+    opened: Option<Node>,
+}
+
+impl<'a> NodeAt<'a> {
+    fn new(dir: &'a Path) -> NodeAt<'a> {
+        NodeAt { dir, opened: None }
+    }
+
+    fn ask(&mut self, request: &admin::Request) -> Result<admin::Response> {
+        let response = match &self.opened {
+            Some(node) => admin::execute(node, request, unix_now()),
+            None => match admin::call(self.dir, request)
+                .map_err(|e| Failure::new("admin_channel_failed", e))?
+            {
+                Some(response) => response,
+                None => {
+                    let node = self.opened.insert(open(self.dir)?);
+                    admin::execute(node, request, unix_now())
+                }
+            },
+        };
+        match response {
+            admin::Response::Error { code, message } => {
+                Err(Failure::new(static_code(code), message))
+            }
+            other => Ok(other),
+        }
+    }
+}
+
+/// A code received from the node, as the `&'static str` a Failure carries.
+///
+/// Leaked once per failed command (a short-lived process); anything that is
+/// not a plain snake_case code becomes `admin_error`.
+fn static_code(code: String) -> &'static str {
+    let plain = code.len() <= 48 && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+    if plain {
+        Box::leak(code.into_boxed_str())
+    } else {
+        "admin_error"
+    }
+}
+
+fn unexpected(response: admin::Response) -> Failure {
+    Failure::new(
+        "admin_error",
+        format!("the node answered {response:?}, not what was asked; use the same witmed version as the node"),
+    )
 }
 
 fn run_consent(command: ConsentCommand) -> Result<()> {
@@ -263,11 +380,10 @@ fn run_consent(command: ConsentCommand) -> Result<()> {
             let done = consent_ops::simulate(&node, rate, &purposes, seed, unix_now())
                 .map_err(|e| Failure::new(e.code(), e))?;
             println!(
-                "SIMULATED consent (demonstration only): {} of {} patients now hold tokens for {} ({} newly enrolled, {} already had one)",
+                "SIMULATED consent (demonstration only): {} of {} patients enrolled with fresh keys and tokens for {} ({} chosen were already enrolled and left alone)",
                 done.tokens,
                 done.patients,
                 purposes.join(","),
-                done.enrolled,
                 done.already
             );
             Ok(())
@@ -357,24 +473,28 @@ fn revoke(args: RevokeArgs) -> Result<()> {
 }
 
 fn submit(dir: &Path, files: &[PathBuf]) -> Result<()> {
-    let node = open(dir)?;
     let mut failures = 0;
+    let mut node = NodeAt::new(dir);
     for path in files {
-        let outcome = read_text(path, witmed_policies::MAX_SIGNED_BYTES).and_then(|text| {
-            consent_ops::submit(&node, &text, unix_now()).map_err(|e| Failure::new(e.code(), e))
-        });
+        let outcome = read_text(path, witmed_policies::MAX_SIGNED_BYTES)
+            .and_then(|text| node.ask(&admin::Request::Submit { text }));
         match outcome {
-            Ok(consent_ops::Submitted::Token { id, patient }) => {
+            Ok(admin::Response::Token { id, patient }) => {
                 println!(
                     "{}: accepted consent token {id} for patient {patient}",
                     path.display()
                 )
             }
-            Ok(consent_ops::Submitted::Revocation { token_id, patient }) => {
+            Ok(admin::Response::Revocation { token_id, patient }) => {
                 println!(
                     "{}: accepted revocation of token {token_id} (patient {patient})",
                     path.display()
                 )
+            }
+            Ok(other) => {
+                failures += 1;
+                let e = unexpected(other);
+                eprintln!("{}: refused [{}]: {}", path.display(), e.code, e.message);
             }
             Err(e) => {
                 failures += 1;

@@ -83,6 +83,10 @@ pub enum NodeCommand {
         /// Public key (hex) of a credential issuer to trust; repeatable.
         #[arg(long = "trust-issuer")]
         trust_issuers: Vec<String>,
+        /// DEMONSTRATION NODES ONLY: sign the policy with allow_demonstration_data = true,
+        /// so `consent simulate` may run and its simulated consent counts.
+        #[arg(long)]
+        allow_demonstration_data: bool,
     },
     /// Run the node as a libp2p peer until Ctrl-C or SIGTERM.
     Run {
@@ -186,6 +190,35 @@ pub enum PatientCommand {
         #[arg(long)]
         key_file: Option<PathBuf>,
     },
+    /// Replace a real patient's enrolled key (lost key): needs the hospital admin key or the old patient key.
+    Reenrol(ReenrolArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReenrolArgs {
+    #[command(flatten)]
+    pub dir: DataDirArg,
+    /// The patient's pseudonym.
+    #[arg(long)]
+    pub patient: String,
+    /// The patient's new public key (hex), or their new key file with --key-file.
+    #[arg(long, conflicts_with = "key_file")]
+    pub key: Option<String>,
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+    /// The hospital admin key file (the key that signs the node policy) that approves the change.
+    #[arg(
+        long,
+        conflicts_with = "old_patient_key",
+        required_unless_present = "old_patient_key"
+    )]
+    pub admin_key: Option<PathBuf>,
+    /// Or the patient's old key file, when the patient still has it.
+    #[arg(long)]
+    pub old_patient_key: Option<PathBuf>,
+    /// Why the key changes, recorded in the audit log.
+    #[arg(long, default_value = "key lost")]
+    pub reason: String,
 }
 
 #[derive(Debug, Subcommand)]

@@ -76,9 +76,19 @@ pub fn node_run(
         "node {name} ({}) running; stop with Ctrl-C or SIGTERM",
         node.id()
     );
-    runtime()?
-        .block_on(server::run(node, config, shutdown_signal()))
-        .map_err(|e| Failure::new("network_failed", e))?;
+    let served = runtime()?.block_on(async {
+        // Consent changes reach the running node through its admin socket.
+        match crate::admin::bind(dir) {
+            Ok(listener) => drop(tokio::spawn(crate::admin::serve(node.clone(), listener))),
+            Err(e) => tracing::warn!(
+                "admin channel {} not available ({e}): consent commands cannot reach this node while it runs",
+                crate::admin::socket_path(dir).display()
+            ),
+        }
+        server::run(node, config, shutdown_signal()).await
+    });
+    crate::admin::unbind(dir);
+    served.map_err(|e| Failure::new("network_failed", e))?;
     println!("node {name} stopped");
     Ok(())
 }
