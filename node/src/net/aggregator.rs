@@ -290,9 +290,10 @@ pub(super) fn aggregate_query(
         roster_hash,
         values: aggregate::expected_values(query),
     };
-    match seal_round(node, directory, timeout, (envelope, query), roster, now) {
-        Ok((roster, roster_hash, outcomes)) => {
-            match aggregate::total(node, &binding(roster_hash), roster, outcomes, left_out, now) {
+    match seal_round(node, directory, timeout, (envelope, query), &roster, now) {
+        Ok(round) => {
+            let binding = binding(round.roster_hash);
+            match aggregate::total(node, &binding, roster, round.outcomes, left_out, now) {
                 Ok(total) => {
                     tracing::info!(
                         query = id,
@@ -309,25 +310,30 @@ pub(super) fn aggregate_query(
     }
 }
 
-/// Round 2 from the aggregator: sends the signed roster to its members (sealing its own share
-/// alongside); returns the roster, its hash and what each member did.
+/// What round 2 gave: the roster's hash and what each roster member did.
+struct SealRound {
+    roster_hash: [u8; 32],
+    outcomes: Vec<aggregate::Outcome>,
+}
+
+/// Round 2 from the aggregator: sends the signed roster to its members (sealing its own share alongside).
 fn seal_round(
     node: &Node,
     directory: &Directory,
     timeout: Duration,
     (envelope, query): (&Envelope, &Query),
-    roster: Vec<Envelope>,
+    roster: &[Envelope],
     now: i64,
-) -> Result<(Vec<Envelope>, [u8; 32], Vec<aggregate::Outcome>), Box<NodeResponse>> {
+) -> Result<SealRound, Box<NodeResponse>> {
     let (id, digest) = (query.id.as_str(), query.digest());
     let researcher = envelope.signer;
-    let entries = verify_roster(&roster, &digest, &researcher, &members_of(directory))
+    let entries = verify_roster(roster, &digest, &researcher, &members_of(directory))
         .map_err(|reason| Box::new(refused(node, id, digest, "bad_roster", reason)))?;
     let hash = roster_hash(&digest, &researcher, &entries);
     let sealing = SealRequest {
         version: SECAGG_VERSION,
         query: envelope.to_bytes(),
-        roster: roster.clone(),
+        roster: roster.to_vec(),
     }
     .sign(node.key());
     let in_roster = |name: &str| entries.iter().any(|e| e.member == name);
@@ -366,7 +372,10 @@ fn seal_round(
         });
     }
     outcomes.extend(outcomes_of(&members, asked));
-    Ok((roster, hash, outcomes))
+    Ok(SealRound {
+        roster_hash: hash,
+        outcomes,
+    })
 }
 
 /// Sends `envelope` to `targets` under this node's key and collects their answers.
