@@ -9,6 +9,10 @@
 //! 6. the measurement runs;
 //! 7. charge, answer and audit entry are written in one synced batch, and only then
 //!    is the answer returned.
+//!
+//! Encrypted mode follows the same order in [`prepare`] (the stored answer
+//! is the encrypted share and its ephemeral key), then [`seal`] masks that
+//! share for one roster, once per query id.
 
 use serde::{Deserialize, Serialize};
 use witmed_crypto::fhe;
