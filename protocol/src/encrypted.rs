@@ -376,4 +376,66 @@ mod tests {
         old.version = 99;
         assert!(Contribution::from_bytes(&old.to_bytes()).is_err());
     }
+
+    fn ready(key: &KeyPair, member: &str, digest: [u8; 32], researcher: PublicKey) -> Envelope {
+        Ready {
+            version: SECAGG_VERSION,
+            query_digest: digest,
+            researcher,
+            member: member.into(),
+            ephemeral: [member.len() as u8; 32],
+        }
+        .sign(key)
+    }
+
+    #[test]
+    fn rosters_verify_against_the_directory_and_hash_in_any_order() {
+        use witmed_crypto::Role;
+        let keys: Vec<KeyPair> = (0..3)
+            .map(|_| KeyPair::generate(Role::Node).unwrap())
+            .collect();
+        let members: Vec<(String, PublicKey)> = ["a", "bb", "ccc"]
+            .iter()
+            .zip(&keys)
+            .map(|(n, k)| (n.to_string(), k.public()))
+            .collect();
+        let researcher = KeyPair::generate(Role::Researcher).unwrap().public();
+        let digest = [4; 32];
+        let roster: Vec<Envelope> = members
+            .iter()
+            .zip(&keys)
+            .map(|((n, _), k)| ready(k, n, digest, researcher))
+            .collect();
+        let entries = verify_roster(&roster, &digest, &researcher, &members).unwrap();
+        let mut reversed = roster.clone();
+        reversed.reverse();
+        let again = verify_roster(&reversed, &digest, &researcher, &members).unwrap();
+        assert_eq!(
+            roster_hash(&digest, &researcher, &entries),
+            roster_hash(&digest, &researcher, &again)
+        );
+        assert_ne!(
+            roster_hash(&digest, &researcher, &entries),
+            roster_hash(&digest, &researcher, &entries[1..])
+        );
+        let check = |roster: &[Envelope], needle: &str| {
+            let err = verify_roster(roster, &digest, &researcher, &members).unwrap_err();
+            assert!(err.contains(needle), "{needle}: {err}");
+        };
+        // Signed by another member's key, for another query, a member twice, none.
+        check(
+            &[ready(&keys[0], "bb", digest, researcher)],
+            "not signed by its directory key",
+        );
+        check(
+            &[ready(&keys[0], "a", [5; 32], researcher)],
+            "another query",
+        );
+        check(&[roster[0].clone(), roster[0].clone()], "twice");
+        check(
+            &[ready(&keys[0], "mallory", digest, researcher)],
+            "not a member",
+        );
+        check(&[], "1 to");
+    }
 }
