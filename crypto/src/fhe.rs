@@ -78,6 +78,8 @@ pub enum Error {
     Mismatch { left: usize, right: usize },
     #[error("a total of {0} contributions is over the {max} that decode exactly", max = params::MAX_CONTRIBUTIONS)]
     TooManyContributions(usize),
+    #[error("the study public key is degenerate ({0}): it would not hide what is encrypted under it; make a new one with `witmed study keygen`")]
+    WeakKey(String),
     #[error("the total does not decrypt cleanly (noise {noise_log2:.1} bits over the bound for {contributions} contributions): it was not made by honest encryptions under this study's key and additions; refuse it")]
     NoiseOutOfBounds {
         noise_log2: f64,
@@ -305,9 +307,39 @@ impl CompactPublicKey {
         to_bytes(self, MAX_PUBLIC_KEY_BYTES)
     }
 
-    /// Reads published bytes: size limit, type, version and shape are checked.
+    /// Reads published bytes: size limit, type, version and shape are
+    /// checked, and a degenerate key (see [`CompactPublicKey::check_not_degenerate`]) is refused.
     pub fn from_bytes(bytes: &[u8]) -> Result<CompactPublicKey, Error> {
-        from_bytes("compact public key", bytes, MAX_PUBLIC_KEY_BYTES, &())
+        let key: CompactPublicKey =
+            from_bytes("compact public key", bytes, MAX_PUBLIC_KEY_BYTES, &())?;
+        key.check_not_degenerate()?;
+        Ok(key)
+    }
+
+    /// Refuses a key whose mask or body is all zero, or repeats values.
+    ///
+    /// An honest key's mask is uniform over 2^64 and its body is
+    /// `-(mask * s) + e`, so both have 2048 distinct coefficients except with
+    /// negligible probability. A zero mask makes every ciphertext's body carry
+    /// the message in clear; a zero body makes the public key independent of
+    /// the secret; few distinct values mean a structured, guessable key. At
+    /// least half the coefficients of each part must be distinct.
+    pub fn check_not_degenerate(&self) -> Result<(), Error> {
+        let data: &[u64] = self.inner.as_ref();
+        let (mask, body) = data.split_at(data.len() / 2);
+        for (part, coefficients) in [("mask", mask), ("body", body)] {
+            let mut sorted = coefficients.to_vec();
+            sorted.sort_unstable();
+            sorted.dedup();
+            if sorted.len() < params::LWE_DIMENSION / 2 {
+                return Err(Error::WeakKey(format!(
+                    "its {part} has only {} distinct coefficients of {}",
+                    sorted.len(),
+                    coefficients.len()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The study id: SHA-256 of the published bytes.
@@ -373,6 +405,23 @@ impl Ciphertext {
             });
         }
         lwe_compact_ciphertext_list_add_assign(&mut self.inner, &other.inner);
+        Ok(())
+    }
+
+    /// Adds a mask to each value, modulo the message space (`masks[k]` to
+    /// value `k`). A plaintext shift adds no noise: the value decrypts to
+    /// `value + mask` exactly, modulo `2^(64 - DELTA_LOG2)`.
+    pub fn add_masks(&mut self, masks: &[u64]) -> Result<(), Error> {
+        if masks.len() != self.len() {
+            return Err(Error::Mismatch {
+                left: self.len(),
+                right: masks.len(),
+            });
+        }
+        let mut bodies = self.inner.get_mut_body_list();
+        for (body, mask) in bodies.as_mut().iter_mut().zip(masks) {
+            *body = body.wrapping_add(mask << params::DELTA_LOG2);
+        }
         Ok(())
     }
 
@@ -509,5 +558,52 @@ mod tests {
         assert!(matches!(public.encrypt(&[]), Err(Error::ValueCount(0))));
         let mut a = public.encrypt(&[1]).unwrap();
         assert!(a.add_assign(&public.encrypt(&[1, 2]).unwrap()).is_err());
+    }
+
+    #[test]
+    fn degenerate_public_keys_are_refused() {
+        let zero = CompactPublicKey {
+            inner: LweCompactPublicKey::new(
+                0u64,
+                LweDimension(params::LWE_DIMENSION),
+                ciphertext_modulus(),
+            ),
+        };
+        let err = CompactPublicKey::from_bytes(&zero.to_bytes()).unwrap_err();
+        assert!(
+            matches!(err, Error::WeakKey(ref r) if r.contains("mask")),
+            "{err}"
+        );
+        // A real mask with a zero body is refused too.
+        let (_, public) = keys();
+        let mut zero_body = public.clone();
+        let data: &mut [u64] = zero_body.inner.as_mut();
+        let half = data.len() / 2;
+        data[half..].fill(0);
+        let err = CompactPublicKey::from_bytes(&zero_body.to_bytes()).unwrap_err();
+        assert!(
+            matches!(err, Error::WeakKey(ref r) if r.contains("body")),
+            "{err}"
+        );
+        assert!(public.check_not_degenerate().is_ok());
+    }
+
+    #[test]
+    fn masked_shares_decrypt_to_the_plain_sum_only_together() {
+        let (client, public) = keys();
+        let modulus = crate::secagg::MASK_MODULUS_MASK;
+        // Two masks that cancel modulo the message space, as a roster's do.
+        let mask = [123_456_789u64 & modulus, 5];
+        let minus: Vec<u64> = mask.iter().map(|m| m.wrapping_neg() & modulus).collect();
+        let mut a = public.encrypt(&[10, -3]).unwrap();
+        a.add_masks(&mask).unwrap();
+        let mut b = public.encrypt(&[20, 4]).unwrap();
+        b.add_masks(&minus).unwrap();
+        // Alone, a share decrypts cleanly (no noise added) to share + mask.
+        let alone = client.decrypt(&a, 1).unwrap();
+        assert_ne!(alone[0], 10);
+        a.add_assign(&b).unwrap();
+        assert_eq!(client.decrypt(&a, 2).unwrap(), vec![30, 1]);
+        assert!(a.add_masks(&[1]).is_err());
     }
 }

@@ -21,12 +21,16 @@
 //!   any key, only the researcher decrypts the total.
 //! * [`pseudonym`]: keyed HMAC-SHA256 pseudonyms, so that source-system
 //!   patient identifiers never reach the store in clear.
+//! * [`secagg`]: pairwise-cancelling masks (ephemeral X25519 from
+//!   `x25519-dalek`, HKDF and HMAC from `ring`) so that only the sum of a
+//!   whole roster of encrypted shares decrypts to anything.
 
 pub mod at_rest;
 pub mod envelope;
 pub mod fhe;
 pub mod keys;
 pub mod pseudonym;
+pub mod secagg;
 
 pub use envelope::Envelope;
 pub use keys::{KeyPair, PublicKey, Role};

@@ -9,13 +9,21 @@
 //! 6. the measurement runs;
 //! 7. charge, answer and audit entry are written in one synced batch, and only then
 //!    is the answer returned.
+//!
+//! Encrypted mode follows the same order in [`prepare`] (the stored answer
+//! is the encrypted share and its ephemeral key), then [`seal`] masks that
+//! share for one roster, once per query id.
 
+use serde::{Deserialize, Serialize};
 use witmed_crypto::fhe;
+use witmed_crypto::secagg::{self, Ephemeral};
 use witmed_crypto::{Envelope, PublicKey};
 use witmed_policies::credential::{self, VerifiedCredential};
 use witmed_policies::evaluate::{self, Refusal, Request, Use};
 use witmed_protocol::answer::{Answer, ANSWER_VERSION};
-use witmed_protocol::encrypted::{Contribution, ENCRYPTED_VERSION};
+use witmed_protocol::encrypted::{
+    Contribution, Ready, Receipt, RosterEntry, SealedShare, ENCRYPTED_VERSION, SECAGG_VERSION,
+};
 use witmed_protocol::query::Query;
 
 use crate::audit;
@@ -25,7 +33,7 @@ use crate::encrypted::study;
 use crate::index::Index;
 use crate::ledger::{self, StoredAnswer};
 use crate::node::Node;
-use crate::store::{self, RECORD_VERSION};
+use crate::store::{self, cf, RECORD_VERSION};
 
 /// Why a query was not answered. Each variant says what the researcher can do.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +56,14 @@ pub enum Error {
     Study(#[from] crate::encrypted::study::Error),
     #[error("cannot encrypt the share: {0}")]
     Fhe(#[from] witmed_crypto::fhe::Error),
+    #[error("query {0:?} was not prepared at this node; the aggregator must send it (round 1) before the roster (round 2)")]
+    NotPrepared(String),
+    #[error("query {0:?} was already sealed for another roster; an encrypted total is made once per query id: ask again with a new id")]
+    RosterChanged(String),
+    #[error("the roster does not hold {0}'s own Ready for this query")]
+    NotInRoster(String),
+    #[error("cannot mask the share: {0}")]
+    Secagg(#[from] secagg::Error),
 }
 
 impl Error {
@@ -63,6 +79,11 @@ impl Error {
             Error::StoredAnswer(_) => "stored_answer_unreadable",
             Error::Study(e) => e.code(),
             Error::Fhe(_) => "encryption_failed",
+            Error::NotPrepared(_) => "not_prepared",
+            Error::RosterChanged(_) => "roster_changed",
+            Error::NotInRoster(_) => "not_in_roster",
+            Error::Secagg(secagg::Error::Random) => "random_failed",
+            Error::Secagg(_) => "bad_roster",
         }
     }
 }
@@ -76,7 +97,7 @@ fn join(refusals: &[Refusal]) -> String {
 }
 
 /// Checks the credential and the node policy; returns the verified credential and the use it allows.
-fn authorize(
+pub fn authorize(
     node: &Node,
     query: &Query,
     researcher: &PublicKey,
@@ -160,26 +181,30 @@ pub fn answer(
     Ok(answer)
 }
 
-/// Encrypted mode: this node's noisy share of `query`, encrypted under the study key.
+/// Encrypted mode, round 1 ("prepare"): this node's noisy share of `query`,
+/// encrypted under the study key and kept here with a fresh ephemeral key;
+/// returns the signed [`Ready`] that carries the ephemeral public key.
 ///
-/// `members` is the number of hospitals in the consortium directory: the
-/// aggregator adds at most one share from each, so bounding each share by
-/// the largest total over `members` keeps every total decodable.
-pub fn contribute(
+/// `members` is the number of hospitals in the consortium directory: a
+/// roster holds at most one share from each, so bounding each share by the
+/// largest total over `members` keeps every total decodable. The charge, the
+/// kept share and the ephemeral secret are written in one synced batch; a
+/// re-asked query id returns the identical Ready.
+pub fn prepare(
     node: &Node,
     query: &Query,
     researcher: &PublicKey,
     credential: &Envelope,
     members: usize,
     now: i64,
-) -> Result<Contribution, Error> {
+) -> Result<Envelope, Error> {
     let (credential, use_) = authorize(node, query, researcher, credential, now)?;
     let study_id = query.privacy.study.as_deref().unwrap_or_default();
     // The id it is stored under is the hash of the key: no need to hash it again.
     let (study, study_key) = study::key_for(node, study_id, researcher)?;
     let _guard = node.ledger_lock.lock().expect("ledger lock");
     if let Some(stored) = ledger::stored_answer(&node.store, researcher, &query.id)? {
-        return replay(stored, query, Contribution::from_bytes);
+        return replay(stored, query, Prepared::from_bytes).map(|p| p.ready);
     }
     let plan = SharePlan::new(query)?;
     let left = budget_left(node, researcher, plan.epsilon, now)?;
@@ -202,8 +227,23 @@ pub fn contribute(
         budget_left: (left - plan.epsilon).max(0.0),
         answered_at: now,
     };
+    let ephemeral = Ephemeral::generate()?;
+    let ready = Ready {
+        version: SECAGG_VERSION,
+        query_digest: query.digest(),
+        researcher: *researcher,
+        member: node.config.name.clone(),
+        ephemeral: ephemeral.public(),
+    }
+    .sign(node.key());
+    let prepared = Prepared {
+        version: PREPARED_VERSION,
+        contribution,
+        ephemeral_secret: *ephemeral.secret_bytes(),
+        ready: ready.clone(),
+    };
     let detail = format!(
-        "query {} ({} encrypted, purpose {}, project {}) contributed an encrypted share for aggregator {}: epsilon {:.4}, delta {:e} for the total of at least {} shares; share scale {:.3}, rho {:.4} for this share alone",
+        "query {} ({} encrypted, purpose {}, project {}) prepared an encrypted share for aggregator {}: epsilon {:.4}, delta {:e} for the total of at least {} shares; share scale {:.3}, rho {:.4} for this share alone",
         query.id,
         query.aggregate.kind(),
         query.purpose,
@@ -221,11 +261,168 @@ pub fn contribute(
         researcher,
         query,
         &charge,
-        contribution.to_bytes(),
+        prepared.to_bytes(),
         detail,
     )?;
-    tracing::info!(researcher = %researcher.short(), query = %query.id, epsilon = plan.epsilon, "encrypted share contributed");
-    Ok(contribution)
+    tracing::info!(researcher = %researcher.short(), query = %query.id, epsilon = plan.epsilon, "encrypted share prepared");
+    Ok(ready)
+}
+
+/// Version of [`Prepared`].
+const PREPARED_VERSION: u32 = 1;
+
+/// What a member keeps of an encrypted query between the two rounds (as the query's stored answer, sealed at rest).
+#[derive(Serialize, Deserialize)]
+struct Prepared {
+    version: u32,
+    /// The encrypted, unmasked share: never sent.
+    contribution: Contribution,
+    /// The ephemeral X25519 secret of this query's masks.
+    ephemeral_secret: [u8; 32],
+    /// The signed Ready sent in round 1 (a re-asked id gets it again).
+    ready: Envelope,
+}
+
+impl Prepared {
+    fn to_bytes(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).expect("prepared shares serialize")
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Result<Prepared, String> {
+        let p: Prepared = postcard::from_bytes(bytes).map_err(|e| {
+            format!("{e}: this id holds no encrypted share (was it asked in another mode?)")
+        })?;
+        if p.version != PREPARED_VERSION {
+            return Err(format!(
+                "prepared share version {} is not {PREPARED_VERSION}",
+                p.version
+            ));
+        }
+        Ok(p)
+    }
+}
+
+/// What a member keeps once it sealed: the roster it sealed for and what it sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredSeal {
+    pub version: u32,
+    pub query_digest: [u8; 32],
+    pub roster_hash: [u8; 32],
+    /// [`SealedShare`] bytes.
+    pub share: Vec<u8>,
+    pub at: i64,
+}
+
+impl store::Versioned for StoredSeal {
+    fn version(&self) -> u32 {
+        self.version
+    }
+}
+
+fn seal_key(researcher: &PublicKey, query_id: &str) -> Vec<u8> {
+    let mut key = b"sealed/".to_vec();
+    key.extend_from_slice(researcher.as_bytes());
+    key.extend_from_slice(query_id.as_bytes());
+    key
+}
+
+/// What `researcher`'s query `query_id` was sealed as at this node, if it was.
+pub fn stored_seal(
+    node: &Node,
+    researcher: &PublicKey,
+    query_id: &str,
+) -> Result<Option<StoredSeal>, Error> {
+    Ok(node.store.get(cf::META, &seal_key(researcher, query_id))?)
+}
+
+/// Encrypted mode, round 2 ("seal"): adds this member's pairwise masks for
+/// exactly the verified `roster` (sorted entries and their hash) to its
+/// prepared ciphertext, signs a receipt, and keeps both.
+///
+/// One seal per (researcher, query id): the same roster gets the identical
+/// sealed share back, any other roster is refused. So a total over one set
+/// of members can never be followed by a total over another.
+pub fn seal(
+    node: &Node,
+    query: &Query,
+    researcher: &PublicKey,
+    roster: &[RosterEntry],
+    roster_hash: [u8; 32],
+    now: i64,
+) -> Result<SealedShare, Error> {
+    let _guard = node.ledger_lock.lock().expect("ledger lock");
+    let stored = ledger::stored_answer(&node.store, researcher, &query.id)?
+        .ok_or_else(|| Error::NotPrepared(query.id.clone()))?;
+    let prepared = replay(stored, query, Prepared::from_bytes)?;
+    if let Some(sealed) = stored_seal(node, researcher, &query.id)? {
+        if sealed.roster_hash != roster_hash {
+            return Err(Error::RosterChanged(query.id.clone()));
+        }
+        return SealedShare::from_bytes(&sealed.share).map_err(Error::StoredAnswer);
+    }
+    let me = node.config.name.as_str();
+    let ephemeral = Ephemeral::from_secret(prepared.ephemeral_secret);
+    if !roster
+        .iter()
+        .any(|e| e.member == me && e.ephemeral == ephemeral.public())
+    {
+        return Err(Error::NotInRoster(me.to_string()));
+    }
+    let c = &prepared.contribution;
+    let values = c.values as usize;
+    let pairs: Vec<(String, [u8; 32])> = roster
+        .iter()
+        .map(|e| (e.member.clone(), e.ephemeral))
+        .collect();
+    let masks = ephemeral.mask(me, &pairs, &roster_hash, values)?;
+    let mut ciphertext = fhe::Ciphertext::from_bytes(&c.ciphertext, values)?;
+    ciphertext.add_masks(&masks)?;
+    let ciphertext = ciphertext.to_bytes();
+    let receipt = Receipt {
+        version: SECAGG_VERSION,
+        query_digest: query.digest(),
+        researcher: *researcher,
+        member: me.to_string(),
+        study: c.study,
+        roster_hash,
+        ciphertext_hash: witmed_crypto::sha256(&ciphertext),
+        values: c.values,
+        share_scale: c.share_scale,
+        epsilon_spent: c.epsilon_spent,
+        delta_spent: c.delta_spent,
+        budget_left: c.budget_left,
+    }
+    .sign(node.key());
+    let share = SealedShare {
+        member: me.to_string(),
+        ciphertext,
+        receipt,
+    };
+    let kept = StoredSeal {
+        version: RECORD_VERSION,
+        query_digest: query.digest(),
+        roster_hash,
+        share: share.to_bytes(),
+        at: now,
+    };
+    let names: Vec<&str> = roster.iter().map(|e| e.member.as_str()).collect();
+    let detail = format!(
+        "query {} sealed for a roster of {} ({}), roster hash {}",
+        query.id,
+        names.len(),
+        names.join(", "),
+        hex::encode(roster_hash)
+    );
+    let mut batch = node.store.batch();
+    batch.put(cf::META, &seal_key(researcher, &query.id), &kept)?;
+    audit::append(
+        &mut batch,
+        &node.store,
+        &audit::Entry::new(now, "query.sealed", researcher.to_hex(), detail),
+    )?;
+    node.store.write_durable(batch)?;
+    tracing::info!(researcher = %researcher.short(), query = %query.id, roster = names.len(), "encrypted share sealed");
+    Ok(share)
 }
 
 /// What was released for a used query id, if it is this very query (`parse` reads the stored bytes).

@@ -13,7 +13,7 @@ use serde_json::Value;
 use witmed::encrypted::{aggregate, study, NOISE_OFF_ENV};
 use witmed_crypto::fhe::Ciphertext;
 use witmed_crypto::KeyPair;
-use witmed_protocol::encrypted::gaussian_sum_halfwidth;
+use witmed_protocol::encrypted::{gaussian_sum_halfwidth, EncryptedTotal};
 use witmed_simnet::cluster::{self, Cluster, Options};
 
 const TIMEOUT: &str = "20s";
@@ -153,6 +153,46 @@ fn with_noise_off_encrypted_count_and_histogram_are_exact() {
         .map(|a| a.round().clamp(18.0, 90.0))
         .sum();
     assert_eq!(sum["value"].as_f64().unwrap(), exact_sum, "{sum}");
+    // Each masked share the aggregator kept decrypts, alone, to something
+    // else than that hospital's exact count (a 2^-27 chance per share if the
+    // masks are uniform); together they decrypt to the exact total.
+    let mut w = w;
+    let shares = kept_shares(&mut w, "exact-count");
+    let exact: Vec<i64> = cluster::split(&w.records, 3)
+        .iter()
+        .map(|spec| over_65(&spec.records).count as i64)
+        .collect();
+    assert_eq!(shares.len(), 3);
+    for (alone, exact) in shares.iter().zip(&exact) {
+        assert_ne!(
+            alone, exact,
+            "a single masked share decrypted to the hospital's count"
+        );
+    }
+    let total = shares.iter().fold(0i64, |a, s| (a + s).rem_euclid(1 << 27));
+    assert_eq!(total, exact.iter().sum::<i64>());
+}
+
+/// Stops every node and decrypts, one by one, the masked shares the aggregator (member 0) kept for `query_id`.
+fn kept_shares(w: &mut World, query_id: &str) -> Vec<i64> {
+    for i in 0..w.cluster.members.len() {
+        w.cluster.stop(i).unwrap();
+    }
+    let researcher = KeyPair::load(&w.cluster.researcher_key).unwrap().public();
+    let aggregator = witmed::node::Node::open(&w.cluster.members[0].data_dir, 0).unwrap();
+    let kept = aggregate::stored(&aggregator.store, &researcher, query_id)
+        .unwrap()
+        .expect("the aggregator keeps what it answered");
+    let total = EncryptedTotal::from_bytes(&kept.total).unwrap();
+    let (_, client) = study::load_client(&w.study_dir).unwrap();
+    total
+        .shares
+        .iter()
+        .map(|s| {
+            let ct = Ciphertext::from_bytes(&s.ciphertext, 1).unwrap();
+            client.decrypt(&ct, 1).unwrap()[0]
+        })
+        .collect()
 }
 
 #[test]
@@ -200,34 +240,28 @@ fn noisy_total_is_near_and_the_aggregator_holds_only_ciphertexts() {
         assert!((v.as_f64().unwrap() - e).abs() <= bound, "{hist}");
     }
 
-    // What the aggregator received and kept: three ciphertexts under the
-    // researcher's study key, whose decryptions add up to the total exactly.
-    for i in 0..3 {
-        w.cluster.stop(i).unwrap();
-    }
-    let researcher = KeyPair::load(&w.cluster.researcher_key).unwrap().public();
-    let aggregator = witmed::node::Node::open(&w.cluster.members[0].data_dir, 0).unwrap();
-    let kept = aggregate::stored(&aggregator.store, &researcher, "noisy-count")
-        .unwrap()
-        .expect("the aggregator keeps what it received");
-    let names: Vec<&str> = kept.received.iter().map(|(n, _)| n.as_str()).collect();
-    let members: Vec<&str> = w.cluster.members.iter().map(|m| m.name.as_str()).collect();
+    // What the aggregator received and kept: three masked ciphertexts under
+    // the researcher's study key, whose decryptions add up to the total.
+    let names: Vec<String> = {
+        let researcher = KeyPair::load(&w.cluster.researcher_key).unwrap().public();
+        let shares = kept_shares(&mut w, "noisy-count");
+        let sum = shares.iter().fold(0i64, |a, s| (a + s).rem_euclid(1 << 27));
+        let sum = if sum >= 1 << 26 { sum - (1 << 27) } else { sum };
+        assert_eq!(sum as f64, value);
+        let aggregator = witmed::node::Node::open(&w.cluster.members[0].data_dir, 0).unwrap();
+        let kept = aggregate::stored(&aggregator.store, &researcher, "noisy-count")
+            .unwrap()
+            .unwrap();
+        EncryptedTotal::from_bytes(&kept.total)
+            .unwrap()
+            .shares
+            .into_iter()
+            .map(|s| s.member)
+            .collect()
+    };
+    let members: Vec<String> = w.cluster.members.iter().map(|m| m.name.clone()).collect();
     assert_eq!(names, members);
-    let (_, client) = study::load_client(&w.study_dir).unwrap();
-    let shares: Vec<i64> = kept
-        .received
-        .iter()
-        .map(|(_, bytes)| {
-            client
-                .decrypt(&Ciphertext::from_bytes(bytes, 1).unwrap(), 1)
-                .unwrap()[0]
-        })
-        .collect();
-    let total = client
-        .decrypt(&Ciphertext::from_bytes(&kept.total, 1).unwrap(), 3)
-        .unwrap()[0];
-    assert_eq!(shares.iter().sum::<i64>(), total);
-    assert_eq!(total as f64, value);
+    let aggregator = witmed::node::Node::open(&w.cluster.members[0].data_dir, 0).unwrap();
     // The aggregator's data holds no decryption key: only the study dir does.
     let key_bytes = std::fs::read(w.study_dir.join("client.key")).unwrap();
     assert_no_file_contains(
@@ -290,19 +324,15 @@ fn hospitals_that_do_not_answer_in_time_are_left_out_and_named() {
 }
 
 #[test]
-fn bad_shares_are_refused_and_named_and_a_forged_total_is_refused() {
+fn bad_answers_leave_a_member_out_or_fail_the_seal_naming_it() {
     let mut w = world(4, 200, false);
-    let faults = [
+    // Round 1 (the Ready) fails: the member is left out of the roster, the total covers the rest.
+    let round1 = [
         ("bad-signature", "invalid", "not"),
         ("oversized", "unreachable", ""),
-        ("truncated-share", "invalid", "does not deserialize"),
-        ("foreign-share", "invalid", "another study"),
-        ("oversized-share", "invalid", "over the limit"),
     ];
-    for (i, (fault, status, reason)) in faults.iter().enumerate() {
-        w.cluster.stop(3).unwrap();
-        w.cluster.set_misbehave(3, Some(fault));
-        w.cluster.start(3).unwrap();
+    for (i, (fault, status, reason)) in round1.iter().enumerate() {
+        restart_as(&mut w, 3, Some(fault));
         let count = w.run(&format!("fault-{i}"), COUNT_OVER_65, 3);
         assert_eq!(included(&count).len(), 3, "{fault}: {count}");
         let out = left_out(&count);
@@ -311,17 +341,79 @@ fn bad_shares_are_refused_and_named_and_a_forged_total_is_refused() {
         assert_eq!(&out[0].1, status, "{fault}: {count}");
         assert!(out[0].2.contains(reason), "{fault}: {count}");
     }
-    // The aggregator itself lies: the researcher refuses the total.
-    w.cluster.stop(0).unwrap();
-    w.cluster.set_misbehave(0, Some("lying-aggregator"));
-    w.cluster.start(0).unwrap();
-    let file = w.query_file("forged", COUNT_OVER_65, 3);
-    let err = w
-        .cluster
-        .query_encrypted(&file, &w.study_dir, TIMEOUT)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("bad_total") && err.contains("noise"), "{err}");
+    // Round 2 (the sealed share) fails: the masks cannot cancel without it,
+    // so nothing is released, and the member is named.
+    let round2 = [
+        ("truncated-share", "does not deserialize"),
+        ("foreign-share", "another study"),
+        ("oversized-share", "over the limit"),
+    ];
+    for (i, (fault, reason)) in round2.iter().enumerate() {
+        restart_as(&mut w, 3, Some(fault));
+        let file = w.query_file(&format!("seal-fault-{i}"), COUNT_OVER_65, 3);
+        let err = w
+            .cluster
+            .query_encrypted(&file, &w.study_dir, TIMEOUT)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("seal_incomplete"), "{fault}: {err}");
+        assert!(err.contains(&w.cluster.members[3].name), "{fault}: {err}");
+        assert!(err.contains(reason), "{fault}: {err}");
+    }
+    // Honest again, member 3 seals for the same roster: the same id now
+    // gives the total over exactly the roster that was first prepared.
+    restart_as(&mut w, 3, None);
+    let count = w.run("seal-fault-0", COUNT_OVER_65, 3);
+    assert_eq!(included(&count).len(), 4, "{count}");
+}
+
+/// Restarts member `i` with `fault` (None: honest).
+fn restart_as(w: &mut World, i: usize, fault: Option<&str>) {
+    w.cluster.stop(i).unwrap();
+    w.cluster.set_misbehave(i, fault);
+    w.cluster.start(i).unwrap();
+}
+
+#[test]
+fn an_aggregator_that_tampers_with_shares_or_the_roster_is_caught_and_named() {
+    let mut w = world(4, 200, false);
+    let (first, last) = (
+        w.cluster.members[1].name.clone(),
+        w.cluster.members[3].name.clone(),
+    );
+    let faults = [
+        (
+            "lying-aggregator",
+            w.cluster.members[0].name.clone(),
+            "substituted",
+        ),
+        ("aggregator-drops-share", last.clone(), "dropped"),
+        ("aggregator-substitutes-share", last.clone(), "substituted"),
+        ("aggregator-fabricates-share", last.clone(), "not signed by"),
+        ("aggregator-zeroes-shares", first, "substituted"),
+        // Every remaining receipt names the roster its member sealed for.
+        (
+            "aggregator-lies-about-roster",
+            w.cluster.members[0].name.clone(),
+            "another roster",
+        ),
+    ];
+    for (i, (fault, culprit_share, reason)) in faults.iter().enumerate() {
+        restart_as(&mut w, 0, Some(fault));
+        let file = w.query_file(&format!("tampered-{i}"), COUNT_OVER_65, 3);
+        let err = w
+            .cluster
+            .query_encrypted(&file, &w.study_dir, TIMEOUT)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bad_total"), "{fault}: {err}");
+        assert!(err.contains(culprit_share.as_str()), "{fault}: {err}");
+        assert!(err.contains(reason), "{fault}: {err}");
+    }
+    // The same aggregator, honest again, gives a total that checks.
+    restart_as(&mut w, 0, None);
+    let count = w.run("honest-again", COUNT_OVER_65, 3);
+    assert_eq!(included(&count).len(), 4, "{count}");
 }
 
 #[test]
@@ -512,4 +604,233 @@ fn a_malformed_encrypted_query_sent_past_the_client_is_refused_and_the_aggregato
     // And the aggregator still answers an honest query.
     let count = w.run("after-raw", COUNT_OVER_65, 2);
     assert_eq!(included(&count).len(), 2, "{count}");
+}
+
+#[test]
+fn re_asking_an_id_after_the_member_set_changed_gives_the_identical_total() {
+    let mut w = world(4, 200, false);
+    w.cluster.kill(3).unwrap();
+    let first = w.run("differencing", COUNT_OVER_65, 3);
+    assert_eq!(included(&first).len(), 3, "{first}");
+    w.cluster.start(3).unwrap();
+    // Every member is up now; the same id still gives the same total over the same three.
+    let again = w.run("differencing", COUNT_OVER_65, 3);
+    assert_eq!(again["value"], first["value"], "{first} vs {again}");
+    assert_eq!(included(&again), included(&first));
+    // A compromised aggregator that tries to seal the id again over the new
+    // member set, at the wire level, is refused by every member that sealed.
+    let refusals = seal_again_over(&w, "differencing", &[1, 2, 3]);
+    assert_eq!(refusals[0], "roster_changed", "{refusals:?}");
+    assert_eq!(refusals[1], "roster_changed", "{refusals:?}");
+}
+
+/// Acting as the aggregator (member 0's node key), prepares `query_id`
+/// again at members `at` and sends each a roster of exactly their Readys;
+/// returns each member's refusal code (or what it did instead).
+fn seal_again_over(w: &World, query_id: &str, at: &[usize]) -> Vec<String> {
+    use witmed::net::client::{self, Status};
+    use witmed_protocol::encrypted::{SealRequest, SECAGG_VERSION};
+    let text = std::fs::read_to_string(w.query_file(query_id, COUNT_OVER_65, 3)).unwrap();
+    let query = witmed_protocol::query::Query::from_toml(&text).unwrap();
+    let authority = w.cluster.consortium_authority.parse().unwrap();
+    let (dir, _) = client::load_directory(&w.cluster.directory, Some(authority)).unwrap();
+    let targets: Vec<client::Target> = client::targets(&dir)
+        .unwrap()
+        .into_iter()
+        .filter(|t| at.iter().any(|&i| w.cluster.members[i].name == t.name))
+        .collect();
+    let researcher = KeyPair::load(&w.cluster.researcher_key).unwrap();
+    let credential =
+        witmed_policies::parse_signed(&std::fs::read_to_string(&w.cluster.credential).unwrap())
+            .unwrap();
+    let request = client::request_for(query.clone(), &credential, witmed::unix_now()).unwrap();
+    let signed = request.sign(&researcher);
+    let aggregator = KeyPair::load(&w.cluster.members[0].data_dir.join("node.key")).unwrap();
+    let runtime = witmed::net::runtime().unwrap();
+    let ask = |envelope: &witmed_crypto::Envelope| {
+        runtime
+            .block_on(client::ask_signed(
+                &aggregator,
+                envelope,
+                query.digest(),
+                &targets,
+                std::time::Duration::from_secs(8),
+                witmed::net::codec::Codec::default(),
+            ))
+            .unwrap()
+    };
+    let roster: Vec<witmed_crypto::Envelope> = ask(&signed)
+        .into_iter()
+        .map(|r| match r.status {
+            Status::Ready(ready) => ready,
+            other => panic!("{} did not prepare: {other:?}", r.name),
+        })
+        .collect();
+    let sealing = SealRequest {
+        version: SECAGG_VERSION,
+        query: signed.to_bytes(),
+        roster,
+    }
+    .sign(&aggregator);
+    ask(&sealing)
+        .into_iter()
+        .map(|r| match r.status {
+            Status::Refused { code, .. } => code,
+            other => format!("not refused: {other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn the_aggregator_refuses_a_bad_credential_or_a_refused_purpose_before_forwarding() {
+    let mut w = world(3, 60, false);
+    // A credential from an authority no node trusts.
+    let rogue = w.tmp.path().join("rogue-authority.key");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    run_ok(&["keygen", "--role", "authority", "--out", &s(&rogue)]);
+    let bad_credential = w.tmp.path().join("rogue.credential");
+    run_ok(&[
+        "credential",
+        "issue",
+        "--authority-key",
+        &s(&rogue),
+        "--researcher-key",
+        &s(&w.cluster.researcher_key),
+        "--name",
+        "Rogue",
+        "--institution",
+        "nowhere",
+        "--project",
+        "rogue",
+        "--purposes",
+        "HMB",
+        "--not-for-profit",
+        "--out",
+        &s(&bad_credential),
+    ]);
+    let file = w.query_file("rogue-credential", COUNT_OVER_65, 1);
+    let err = w
+        .cluster
+        .query_encrypted_as(
+            &w.cluster.researcher_key,
+            &bad_credential,
+            &file,
+            &w.study_dir,
+            TIMEOUT,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("credential_refused"), "{err}");
+    // A purpose the credential does not carry: the aggregator's policy refuses it.
+    let text = std::fs::read_to_string(w.query_file("wrong-purpose", COUNT_OVER_65, 1))
+        .unwrap()
+        .replace("purpose = \"HMB\"", "purpose = \"GRU\"");
+    let file = w.tmp.path().join("wrong-purpose.toml");
+    std::fs::write(&file, text).unwrap();
+    let err = w
+        .cluster
+        .query_encrypted(&file, &w.study_dir, TIMEOUT)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("policy_refused"), "{err}");
+    // No other member heard of either query: not in its log, not in its audit.
+    for i in 0..3 {
+        w.cluster.stop(i).unwrap();
+    }
+    for (i, m) in w.cluster.members.iter().enumerate() {
+        let log = std::fs::read_to_string(m.data_dir.join("node.log")).unwrap();
+        let node = witmed::node::Node::open(&m.data_dir, 0).unwrap();
+        let audit = witmed::audit::read_all(&node.store, None).unwrap();
+        let heard = |id: &str| log.contains(id) || audit.iter().any(|e| e.detail.contains(id));
+        if i == 0 {
+            assert!(heard("wrong-purpose"), "the aggregator audits its refusal");
+        } else {
+            assert!(!heard("rogue-credential"), "{} heard of it: {log}", m.name);
+            assert!(!heard("wrong-purpose"), "{} heard of it: {log}", m.name);
+        }
+    }
+}
+
+/// The serialized key with its 2 x 2048 coefficients (a length-prefixed run of u64) set to zero.
+fn zeroed_key(public_key: &[u8]) -> Vec<u8> {
+    let run = 2 * witmed_crypto::fhe::params::LWE_DIMENSION;
+    let prefix = (run as u64).to_le_bytes();
+    let at = public_key
+        .windows(8)
+        .position(|w| w == prefix)
+        .expect("the key's coefficients are a length-prefixed run");
+    let mut zeroed = public_key.to_vec();
+    zeroed[at + 8..at + 8 + run * 8].fill(0);
+    zeroed
+}
+
+#[test]
+fn an_all_zero_or_malformed_study_key_is_refused_at_publish_and_never_cached() {
+    let mut w = world(1, 30, false);
+    let researcher = KeyPair::load(&w.cluster.researcher_key).unwrap();
+    let (_, public_key) = study::load_public(&w.study_dir).unwrap();
+    let zeroed = zeroed_key(&public_key);
+    let status = &announce(&w, &researcher, zeroed.clone())[0];
+    assert_eq!(refusal_code(status), "weak_study_key", "{status:?}");
+    // Malformed: a key whose bytes are not a key at all.
+    let mut malformed = public_key.clone();
+    malformed.truncate(100);
+    let status = &announce(&w, &researcher, malformed.clone())[0];
+    assert_eq!(refusal_code(status), "bad_study_key", "{status:?}");
+    w.cluster.stop(0).unwrap();
+    let node = witmed::node::Node::open(&w.cluster.members[0].data_dir, 0).unwrap();
+    for bytes in [zeroed, malformed] {
+        let id = hex::encode(witmed_crypto::sha256(&bytes));
+        let err = study::key_for(&node, &id, &researcher.public()).unwrap_err();
+        assert_eq!(err.code(), "unknown_study", "{err}");
+    }
+}
+
+/// Re-signs member `i`'s policy with `min_cohort` (stopping and restarting it).
+fn set_min_cohort(w: &mut World, i: usize, min_cohort: u64) {
+    let dir = w.cluster.members[i].data_dir.clone();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    w.cluster.stop(i).unwrap();
+    let shown = run_ok(&["policy", "show", "--data-dir", &s(&dir)]);
+    let edited = shown
+        .replace("serial = 1", "serial = 2")
+        .replace("min_cohort = 10", &format!("min_cohort = {min_cohort}"));
+    assert!(
+        edited.contains(&format!("min_cohort = {min_cohort}")),
+        "{shown}"
+    );
+    let policy = w.tmp.path().join(format!("policy-{i}.toml"));
+    std::fs::write(&policy, edited).unwrap();
+    let signed = w.tmp.path().join(format!("policy-{i}.signed"));
+    run_ok(&[
+        "policy",
+        "sign",
+        "--key",
+        &s(&dir.join("hospital.key")),
+        "--policy",
+        &s(&policy),
+        "--out",
+        &s(&signed),
+    ]);
+    run_ok(&["policy", "install", "--data-dir", &s(&dir), &s(&signed)]);
+    w.cluster.start(i).unwrap();
+}
+
+#[test]
+// Constant on purpose: a build without the feature fails here, by name, instead of skipping.
+#[allow(clippy::assertions_on_constants)]
+fn in_encrypted_mode_min_cohort_does_not_gate_a_share_and_the_total_stays_exact() {
+    assert!(
+        cfg!(feature = "insecure-noise-off"),
+        "this test switches noise shares off: run it with --features witmed/insecure-noise-off (scripts/test.sh does)"
+    );
+    // A gate on the exact local cohort would change one share by up to
+    // min_cohort when one patient joins: a sensitivity of min_cohort, not 1.
+    // So a member whose cohort is below its min_cohort still contributes its
+    // true share; its share is masked, never seen alone.
+    let mut w = world(3, 300, true);
+    set_min_cohort(&mut w, 1, 100_000);
+    let count = w.run("small-cohort", COUNT_OVER_65, 3);
+    assert_eq!(included(&count).len(), 3, "{count}");
+    assert_eq!(count["value"].as_f64().unwrap(), over_65(&w.records).count);
 }

@@ -1,22 +1,41 @@
-//! Encrypted mode on the wire: study announcements, hospitals' encrypted shares and the aggregator's total.
+//! Encrypted mode on the wire: study announcements, members' Ready and sealed shares with their receipts, and the aggregator's verifiable total.
 //!
 //! A study's public key is announced once, signed by the researcher who
 //! holds its decryption key, and cached by each node under its id (the
-//! SHA-256 of the key's bytes). In a query, each hospital answers the
-//! aggregator with a [`Contribution`]: its local aggregate plus its share of
-//! the noise, encrypted under the study key. The aggregator answers the
-//! researcher with an [`EncryptedTotal`]: the sum of the contributions, and
-//! who is in it and who is not. Ciphertexts and keys travel as tfhe
-//! safe-serialized bytes, read back with size limits after the envelope's
-//! signature has been checked.
+//! SHA-256 of the key's bytes). A query then takes two rounds through the
+//! aggregator the query names (secure aggregation with pairwise masks,
+//! `witmed_crypto::secagg`):
+//! 1. **prepare**: each member checks the researcher's signed query, computes
+//!    and encrypts its noisy share ([`Contribution`], kept at the member), and
+//!    answers with a signed [`Ready`] carrying a fresh ephemeral X25519 key;
+//! 2. **seal**: the aggregator sends every member the roster (the Readys it
+//!    got) in a signed [`SealRequest`]; each member checks the roster, adds
+//!    its pairwise masks for exactly that roster to its ciphertext, and
+//!    answers with the masked ciphertext and a signed [`Receipt`] binding it
+//!    to this query and this roster ([`SealedShare`]).
+//!
+//! The researcher receives the roster and every sealed share
+//! ([`EncryptedTotal`]), checks every Ready and receipt against the
+//! directory, adds the ciphertexts and decrypts the sum: the masks cancel
+//! only over the whole roster, so one ciphertext alone decrypts to noise.
+//! Ciphertexts and keys travel as tfhe safe-serialized bytes, read back with
+//! size limits after the envelope's signature has been checked.
 
 use serde::{Deserialize, Serialize};
-use witmed_crypto::{Envelope, KeyPair};
+use witmed_crypto::{Envelope, KeyPair, PublicKey};
 
 /// Envelope domain of a researcher's signed study announcement.
 pub const STUDY_DOMAIN: &str = "witmed/study/v1";
-/// Version of the types in this module.
+/// Version of study announcements, study files and [`Contribution`].
 pub const ENCRYPTED_VERSION: u32 = 1;
+/// Envelope domain of a member's signed [`Ready`].
+pub const READY_DOMAIN: &str = "witmed/encrypted-ready/v1";
+/// Envelope domain of the aggregator's signed [`SealRequest`].
+pub const SEAL_DOMAIN: &str = "witmed/encrypted-seal/v1";
+/// Envelope domain of a member's signed [`Receipt`].
+pub const RECEIPT_DOMAIN: &str = "witmed/encrypted-receipt/v1";
+/// Version of [`Ready`], [`SealRequest`], [`Receipt`] and [`EncryptedTotal`].
+pub const SECAGG_VERSION: u32 = 2;
 
 /// What a researcher signs to publish a study's public key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,7 +63,7 @@ impl StudyAnnouncement {
     }
 }
 
-/// One hospital's encrypted share, sent to the aggregator.
+/// One hospital's encrypted (unmasked) share, kept at the hospital between the two rounds; never sent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Contribution {
     pub version: u32,
@@ -82,6 +101,92 @@ impl Contribution {
     }
 }
 
+/// Round 1: a member is ready to seal, with its ephemeral key for this query.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ready {
+    pub version: u32,
+    pub query_digest: [u8; 32],
+    pub researcher: PublicKey,
+    /// The member's name in the directory.
+    pub member: String,
+    /// Its ephemeral X25519 public key for this query.
+    pub ephemeral: [u8; 32],
+}
+
+impl Ready {
+    /// Signs with the member's node key.
+    pub fn sign(&self, member: &KeyPair) -> Envelope {
+        Envelope::seal(READY_DOMAIN, self, member)
+    }
+}
+
+/// Round 2: the aggregator asks each member of `roster` to seal its share.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SealRequest {
+    pub version: u32,
+    /// The researcher's signed query request, as envelope wire bytes.
+    pub query: Vec<u8>,
+    /// Every member's signed [`Ready`], the aggregator's own included.
+    pub roster: Vec<Envelope>,
+}
+
+impl SealRequest {
+    /// Signs with the aggregator's node key.
+    pub fn sign(&self, aggregator: &KeyPair) -> Envelope {
+        Envelope::seal(SEAL_DOMAIN, self, aggregator)
+    }
+}
+
+/// What a member signs about the masked share it sealed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub version: u32,
+    pub query_digest: [u8; 32],
+    pub researcher: PublicKey,
+    pub member: String,
+    pub study: [u8; 32],
+    /// [`roster_hash`] of the roster it sealed for.
+    pub roster_hash: [u8; 32],
+    /// SHA-256 of the masked ciphertext's bytes.
+    pub ciphertext_hash: [u8; 32],
+    pub values: u32,
+    /// Standard deviation of this member's discrete Gaussian noise share.
+    pub share_scale: f64,
+    /// Privacy loss charged at this member for the total (epsilon, delta).
+    pub epsilon_spent: f64,
+    pub delta_spent: f64,
+    /// Researcher's budget left at this member after the charge.
+    pub budget_left: f64,
+}
+
+impl Receipt {
+    /// Signs with the member's node key.
+    pub fn sign(&self, member: &KeyPair) -> Envelope {
+        Envelope::seal(RECEIPT_DOMAIN, self, member)
+    }
+}
+
+/// One member's masked ciphertext and its signed [`Receipt`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SealedShare {
+    pub member: String,
+    /// Safe-serialized `witmed_crypto::fhe::Ciphertext`: share plus this member's masks.
+    pub ciphertext: Vec<u8>,
+    pub receipt: Envelope,
+}
+
+impl SealedShare {
+    /// Compact stored form (a member keeps what it sealed, to answer a replay identically).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).expect("sealed shares serialize")
+    }
+
+    /// Parses the stored form.
+    pub fn from_bytes(bytes: &[u8]) -> Result<SealedShare, String> {
+        postcard::from_bytes(bytes).map_err(|e| e.to_string())
+    }
+}
+
 /// A hospital whose share is in the total.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Included {
@@ -90,6 +195,19 @@ pub struct Included {
     pub epsilon_spent: f64,
     pub delta_spent: f64,
     pub budget_left: f64,
+}
+
+impl Included {
+    /// What a member's receipt says about its share.
+    pub fn from_receipt(r: &Receipt) -> Included {
+        Included {
+            node: r.member.clone(),
+            share_scale: r.share_scale,
+            epsilon_spent: r.epsilon_spent,
+            delta_spent: r.delta_spent,
+            budget_left: r.budget_left,
+        }
+    }
 }
 
 /// A hospital left out of the total, and why.
@@ -101,16 +219,118 @@ pub struct LeftOut {
     pub reason: String,
 }
 
-/// The aggregator's answer to the researcher.
+/// The aggregator's answer to the researcher: everything needed to check and add the shares.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EncryptedTotal {
     pub version: u32,
     pub study: [u8; 32],
-    /// Safe-serialized `witmed_crypto::fhe::Ciphertext`: the sum of the included shares.
-    pub ciphertext: Vec<u8>,
     pub values: u32,
+    /// The signed [`Ready`] of every member the shares were masked for.
+    pub roster: Vec<Envelope>,
+    /// One sealed share per roster member.
+    pub shares: Vec<SealedShare>,
+    /// The aggregator's summary of the receipts (checked against them by the researcher).
     pub included: Vec<Included>,
+    /// Members that were asked but are not in the roster (the aggregator's word).
     pub left_out: Vec<LeftOut>,
+}
+
+impl EncryptedTotal {
+    /// Compact stored form (the aggregator answers a re-asked query id with it).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).expect("totals serialize")
+    }
+
+    /// Parses the stored form, checking the version.
+    pub fn from_bytes(bytes: &[u8]) -> Result<EncryptedTotal, String> {
+        let t: EncryptedTotal = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
+        if t.version != SECAGG_VERSION {
+            return Err(format!(
+                "total version {} is not {SECAGG_VERSION}",
+                t.version
+            ));
+        }
+        Ok(t)
+    }
+}
+
+/// One verified roster entry: a member and its ephemeral key.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RosterEntry {
+    pub member: String,
+    pub ephemeral: [u8; 32],
+}
+
+/// Most members in one roster (each share's noise bound adds up; see `witmed_crypto::fhe::params`).
+pub const MAX_ROSTER: usize = witmed_crypto::fhe::params::MAX_CONTRIBUTIONS;
+
+/// Checks every signed [`Ready`] of `roster` for query `digest` of
+/// `researcher` against the directory's `members` (name, signing key), and
+/// returns the entries sorted by member name.
+///
+/// Refused: a Ready not signed by the key the directory lists for the member
+/// it names, for another query or researcher, of another version; a member
+/// named twice; an empty roster or one over [`MAX_ROSTER`].
+pub fn verify_roster(
+    roster: &[Envelope],
+    digest: &[u8; 32],
+    researcher: &PublicKey,
+    members: &[(String, PublicKey)],
+) -> Result<Vec<RosterEntry>, String> {
+    if roster.is_empty() || roster.len() > MAX_ROSTER {
+        return Err(format!(
+            "the roster holds {} members; it must hold 1 to {MAX_ROSTER}",
+            roster.len()
+        ));
+    }
+    let mut entries = Vec::with_capacity(roster.len());
+    for envelope in roster {
+        let ready: Ready = envelope
+            .open(READY_DOMAIN)
+            .map_err(|e| format!("a roster entry does not verify: {e}"))?;
+        let listed = members.iter().find(|(name, _)| *name == ready.member);
+        match listed {
+            None => {
+                return Err(format!(
+                    "the roster names {}, which is not a member",
+                    ready.member
+                ))
+            }
+            Some((_, key)) if *key != envelope.signer => {
+                return Err(format!(
+                    "the roster entry of {} is not signed by its directory key",
+                    ready.member
+                ))
+            }
+            _ => {}
+        }
+        if ready.version != SECAGG_VERSION
+            || ready.query_digest != *digest
+            || ready.researcher != *researcher
+        {
+            return Err(format!(
+                "the roster entry of {} is for another query, researcher or version",
+                ready.member
+            ));
+        }
+        entries.push(RosterEntry {
+            member: ready.member,
+            ephemeral: ready.ephemeral,
+        });
+    }
+    entries.sort();
+    if let Some(w) = entries.windows(2).find(|w| w[0].member == w[1].member) {
+        return Err(format!("the roster names {} twice", w[0].member));
+    }
+    Ok(entries)
+}
+
+/// The hash every receipt binds: the query, the researcher and the sorted roster.
+/// It is also the context of the pairwise masks, so masks of one roster cancel only with each other.
+pub fn roster_hash(digest: &[u8; 32], researcher: &PublicKey, entries: &[RosterEntry]) -> [u8; 32] {
+    let bytes = postcard::to_stdvec(&("witmed/roster/v1", digest, researcher, entries))
+        .expect("rosters serialize");
+    witmed_crypto::sha256(&bytes)
 }
 
 /// Half-width at level `alpha` of a sum of `contributions` independent
@@ -155,5 +375,67 @@ mod tests {
         let mut old = c.clone();
         old.version = 99;
         assert!(Contribution::from_bytes(&old.to_bytes()).is_err());
+    }
+
+    fn ready(key: &KeyPair, member: &str, digest: [u8; 32], researcher: PublicKey) -> Envelope {
+        Ready {
+            version: SECAGG_VERSION,
+            query_digest: digest,
+            researcher,
+            member: member.into(),
+            ephemeral: [member.len() as u8; 32],
+        }
+        .sign(key)
+    }
+
+    #[test]
+    fn rosters_verify_against_the_directory_and_hash_in_any_order() {
+        use witmed_crypto::Role;
+        let keys: Vec<KeyPair> = (0..3)
+            .map(|_| KeyPair::generate(Role::Node).unwrap())
+            .collect();
+        let members: Vec<(String, PublicKey)> = ["a", "bb", "ccc"]
+            .iter()
+            .zip(&keys)
+            .map(|(n, k)| (n.to_string(), k.public()))
+            .collect();
+        let researcher = KeyPair::generate(Role::Researcher).unwrap().public();
+        let digest = [4; 32];
+        let roster: Vec<Envelope> = members
+            .iter()
+            .zip(&keys)
+            .map(|((n, _), k)| ready(k, n, digest, researcher))
+            .collect();
+        let entries = verify_roster(&roster, &digest, &researcher, &members).unwrap();
+        let mut reversed = roster.clone();
+        reversed.reverse();
+        let again = verify_roster(&reversed, &digest, &researcher, &members).unwrap();
+        assert_eq!(
+            roster_hash(&digest, &researcher, &entries),
+            roster_hash(&digest, &researcher, &again)
+        );
+        assert_ne!(
+            roster_hash(&digest, &researcher, &entries),
+            roster_hash(&digest, &researcher, &entries[1..])
+        );
+        let check = |roster: &[Envelope], needle: &str| {
+            let err = verify_roster(roster, &digest, &researcher, &members).unwrap_err();
+            assert!(err.contains(needle), "{needle}: {err}");
+        };
+        // Signed by another member's key, for another query, a member twice, none.
+        check(
+            &[ready(&keys[0], "bb", digest, researcher)],
+            "not signed by its directory key",
+        );
+        check(
+            &[ready(&keys[0], "a", [5; 32], researcher)],
+            "another query",
+        );
+        check(&[roster[0].clone(), roster[0].clone()], "twice");
+        check(
+            &[ready(&keys[0], "mallory", digest, researcher)],
+            "not a member",
+        );
+        check(&[], "1 to");
     }
 }

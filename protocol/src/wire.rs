@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use witmed_crypto::{Envelope, KeyPair, PublicKey};
 
 use crate::answer::Answer;
-use crate::encrypted::{Contribution, EncryptedTotal};
+use crate::encrypted::{EncryptedTotal, SealedShare};
 use crate::query::Query;
 
 /// The libp2p protocol name of query exchange.
@@ -61,8 +61,10 @@ pub enum Outcome {
     Answered(Answer),
     /// Refused: a stable code and a reason a person can act on.
     Refused { code: String, reason: String },
-    /// Encrypted mode, from a hospital to the aggregator: its encrypted share.
-    Contributed(Contribution),
+    /// Encrypted mode, round 1, from a member to the aggregator: its signed `Ready`.
+    Ready(Envelope),
+    /// Encrypted mode, round 2, from a member to the aggregator: its masked share and receipt.
+    Sealed(SealedShare),
     /// Encrypted mode, from the aggregator to the researcher: the encrypted total.
     Aggregated(EncryptedTotal),
     /// A study's public key was verified and cached (`query_digest` holds the study id).

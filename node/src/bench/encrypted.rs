@@ -235,7 +235,7 @@ fn end_to_end(hospitals: usize, patients: usize, repetitions: usize) -> Result<R
             .map_err(err)?;
         encrypted.push(started.elapsed());
         encrypted_halfwidth = revealed.ci95.map_or(0.0, |(lo, hi)| (hi - lo) / 2.0);
-        total_bytes = total.ciphertext.len();
+        total_bytes = total.to_bytes().len();
 
         let query = Query::from_toml(&count_query(
             &format!("dp-{r}"),

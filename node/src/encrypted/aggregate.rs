@@ -1,21 +1,28 @@
-//! The aggregator: checks each hospital's encrypted share and adds them under encryption, holding no key that decrypts.
+//! The aggregator's checks: which members are ready (round 1), whether every roster member sealed (round 2), and the total it keeps and answers with.
 //!
-//! A share counts only if it came back signed by the member the directory
-//! lists (checked by the client that asked), answers this query, names this
-//! query's study, and deserializes as a ciphertext of the expected shape
-//! within the size limit. Every other outcome leaves that hospital out of
-//! the total, named, with the reason. Fewer than `min_hospitals` shares
-//! release nothing: the noise of the total would be below what each
-//! hospital's share was sized for.
+//! A Ready counts only if the member's response was signed by its directory
+//! key (checked by the client that asked) and the Ready inside is signed by
+//! the same key, names that member, this query and this researcher. Every
+//! other outcome leaves the member out of the roster, named, with the
+//! reason. Fewer than `min_hospitals` Readys: nothing is sealed.
 //!
-//! What the aggregator received and sent is kept ([`StoredAggregation`]):
-//! ciphertexts and the names of their senders, nothing else.
+//! A sealed share counts only if its receipt is signed by the member's
+//! directory key, binds this query, researcher, study, roster and the
+//! ciphertext sent, and the ciphertext has the query's shape. The masks
+//! cancel only over the whole roster, so a roster member without a valid
+//! sealed share fails the query, naming it.
+//!
+//! The aggregator keeps the total it answered ([`StoredAggregation`]) and
+//! answers a re-asked query id with exactly it: one total per (researcher,
+//! query id). It never holds a key that decrypts, and what it keeps are
+//! masked ciphertexts, each of which decrypts to noise on its own.
 
 use serde::{Deserialize, Serialize};
 use witmed_crypto::fhe::Ciphertext;
-use witmed_crypto::PublicKey;
+use witmed_crypto::{Envelope, PublicKey};
 use witmed_protocol::encrypted::{
-    Contribution, EncryptedTotal, Included, LeftOut, ENCRYPTED_VERSION,
+    EncryptedTotal, Included, LeftOut, Ready, Receipt, SealedShare, READY_DOMAIN, RECEIPT_DOMAIN,
+    SECAGG_VERSION,
 };
 use witmed_protocol::query::Query;
 
@@ -31,9 +38,7 @@ pub struct StoredAggregation {
     pub query_id: String,
     pub query_digest: [u8; 32],
     pub researcher: PublicKey,
-    /// Each included hospital and the ciphertext bytes it sent.
-    pub received: Vec<(String, Vec<u8>)>,
-    /// The encrypted total sent to the researcher.
+    /// The [`EncryptedTotal`] answered (bytes): roster, masked shares, receipts.
     pub total: Vec<u8>,
     pub at: i64,
 }
@@ -60,17 +65,40 @@ pub fn stored(
     store.get(cf::META, &aggregation_key(researcher, query_id))
 }
 
+/// The total already answered for this query id, if any; refused if the id was used for another query.
+pub fn replayed_total(
+    node: &Node,
+    query: &Query,
+    researcher: &PublicKey,
+) -> Result<Option<EncryptedTotal>, Error> {
+    let Some(kept) = stored(&node.store, researcher, &query.id)? else {
+        return Ok(None);
+    };
+    if kept.query_digest != query.digest() {
+        return Err(Error::IdReused(query.id.clone()));
+    }
+    EncryptedTotal::from_bytes(&kept.total)
+        .map(Some)
+        .map_err(Error::Unreadable)
+}
+
 /// Why no total was released.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("only {included} hospitals contributed, fewer than the query's min_hospitals = {min}; left out: {left_out}")]
+    #[error("only {included} hospitals are ready, fewer than the query's min_hospitals = {min}; left out: {left_out}")]
     TooFew {
         included: usize,
         min: usize,
         left_out: String,
     },
+    #[error("the roster's masks cannot cancel: {missing}. Members that sealed will only seal this roster again: re-ask the same id once they are all up, or ask with a new id")]
+    Incomplete { missing: String },
     #[error("the query's study is not a 64-hex-digit id")]
     BadStudyId,
+    #[error("query id {0:?} was already aggregated for a different query; choose a new id")]
+    IdReused(String),
+    #[error("the kept total is unreadable: {0}")]
+    Unreadable(String),
     #[error(transparent)]
     Store(#[from] store::Error),
 }
@@ -80,117 +108,200 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Error::TooFew { .. } => "too_few_hospitals",
+            Error::Incomplete { .. } => "seal_incomplete",
             Error::BadStudyId => "bad_query",
+            Error::IdReused(_) => "query_id_reused",
+            Error::Unreadable(_) => "stored_answer_unreadable",
             Error::Store(_) => "store_failed",
         }
     }
 }
 
-/// Checks one hospital's outcome; returns its ciphertext or why it is left out.
-fn accept(
-    study: &[u8; 32],
-    values: usize,
-    status: Status,
-) -> Result<(Contribution, Ciphertext), (String, String)> {
-    let contribution = match status {
-        Status::Contributed(c) => c,
-        other => {
-            return Err((
-                other.label().to_string(),
-                other
-                    .reason()
-                    .unwrap_or_else(|| "no encrypted share".into()),
-            ))
-        }
-    };
-    let invalid = |reason: String| ("invalid".to_string(), reason);
-    if contribution.version != ENCRYPTED_VERSION {
-        return Err(invalid(format!(
-            "share has version {}, not {ENCRYPTED_VERSION}",
-            contribution.version
-        )));
-    }
-    if contribution.study != *study {
-        return Err(invalid("share is encrypted for another study".into()));
-    }
-    if contribution.values as usize != values {
-        return Err(invalid(format!(
-            "share holds {} values, the query needs {values}",
-            contribution.values
-        )));
-    }
-    let ciphertext = Ciphertext::from_bytes(&contribution.ciphertext, values)
-        .map_err(|e| invalid(e.to_string()))?;
-    Ok((contribution, ciphertext))
+/// One member asked in a round: its name, directory key, and what it did.
+pub struct Outcome {
+    pub name: String,
+    pub key: PublicKey,
+    pub status: Status,
 }
 
-/// Adds the accepted shares of `outcomes` (hospital name, what it did) and records what was received.
-pub fn aggregate(
-    node: &Node,
+fn not_done(status: &Status, what: &str) -> (String, String) {
+    (
+        status.label().to_string(),
+        status.reason().unwrap_or_else(|| format!("no {what}")),
+    )
+}
+
+fn invalid(reason: impl Into<String>) -> (String, String) {
+    ("invalid".to_string(), reason.into())
+}
+
+/// Checks one member's round-1 answer; returns its signed Ready or why it is left out.
+fn accept_ready(
+    outcome: &Outcome,
+    digest: &[u8; 32],
+    researcher: &PublicKey,
+) -> Result<Envelope, (String, String)> {
+    let Status::Ready(envelope) = &outcome.status else {
+        return Err(not_done(&outcome.status, "Ready"));
+    };
+    if envelope.signer != outcome.key {
+        return Err(invalid("its Ready is not signed by its directory key"));
+    }
+    let ready: Ready = envelope
+        .open(READY_DOMAIN)
+        .map_err(|e| invalid(format!("its Ready does not verify: {e}")))?;
+    if ready.version != SECAGG_VERSION
+        || ready.member != outcome.name
+        || ready.query_digest != *digest
+        || ready.researcher != *researcher
+    {
+        return Err(invalid(
+            "its Ready is for another member, query, researcher or version",
+        ));
+    }
+    Ok(envelope.clone())
+}
+
+/// Round 1: the roster (every valid Ready) and who is left out; refuses below `min_hospitals`.
+pub fn roster(
     query: &Query,
     researcher: &PublicKey,
-    outcomes: Vec<(String, Status)>,
-    now: i64,
-) -> Result<EncryptedTotal, Error> {
-    let mut study = [0u8; 32];
-    hex::decode_to_slice(
-        query.privacy.study.as_deref().unwrap_or_default(),
-        &mut study,
-    )
-    .map_err(|_| Error::BadStudyId)?;
-    let values = expected_values(query);
-    let mut total: Option<Ciphertext> = None;
-    let (mut included, mut left_out, mut received) = (Vec::new(), Vec::new(), Vec::new());
-    for (name, status) in outcomes {
-        match accept(&study, values, status) {
-            Ok((c, ciphertext)) => {
-                match total.as_mut() {
-                    None => total = Some(ciphertext),
-                    Some(t) => t
-                        .add_assign(&ciphertext)
-                        .expect("shapes were checked against the query"),
-                }
-                included.push(Included {
-                    node: name.clone(),
-                    share_scale: c.share_scale,
-                    epsilon_spent: c.epsilon_spent,
-                    delta_spent: c.delta_spent,
-                    budget_left: c.budget_left,
-                });
-                received.push((name, c.ciphertext));
-            }
+    outcomes: &[Outcome],
+) -> Result<(Vec<Envelope>, Vec<LeftOut>), Error> {
+    let digest = query.digest();
+    let (mut roster, mut left_out) = (Vec::new(), Vec::new());
+    for outcome in outcomes {
+        match accept_ready(outcome, &digest, researcher) {
+            Ok(ready) => roster.push(ready),
             Err((status, reason)) => left_out.push(LeftOut {
-                node: name,
+                node: outcome.name.clone(),
                 status,
                 reason,
             }),
         }
     }
     let min = query.privacy.min_hospitals.unwrap_or(1) as usize;
-    let total = match total {
-        Some(t) if included.len() >= min => t,
-        _ => {
-            return Err(Error::TooFew {
-                included: included.len(),
-                min,
-                left_out: left_out
-                    .iter()
-                    .map(|l| format!("{} ({}: {})", l.node, l.status, l.reason))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            })
+    if roster.is_empty() || roster.len() < min {
+        return Err(Error::TooFew {
+            included: roster.len(),
+            min,
+            left_out: describe(&left_out),
+        });
+    }
+    Ok((roster, left_out))
+}
+
+fn describe(left_out: &[LeftOut]) -> String {
+    left_out
+        .iter()
+        .map(|l| format!("{} ({}: {})", l.node, l.status, l.reason))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// What a sealed share must bind.
+pub struct Binding<'a> {
+    pub query: &'a Query,
+    pub researcher: &'a PublicKey,
+    pub study: [u8; 32],
+    pub roster_hash: [u8; 32],
+    pub values: usize,
+}
+
+/// Checks one member's sealed share against its receipt and `binding`.
+pub fn check_sealed(
+    name: &str,
+    key: &PublicKey,
+    share: &SealedShare,
+    binding: &Binding<'_>,
+) -> Result<Receipt, String> {
+    if share.member != name || share.receipt.signer != *key {
+        return Err(format!(
+            "the receipt for {name}'s share is not signed by {name}'s directory key"
+        ));
+    }
+    let receipt: Receipt = share
+        .receipt
+        .open(RECEIPT_DOMAIN)
+        .map_err(|e| format!("{name}'s receipt does not verify: {e}"))?;
+    if receipt.version != SECAGG_VERSION
+        || receipt.member != name
+        || receipt.query_digest != binding.query.digest()
+        || receipt.researcher != *binding.researcher
+    {
+        return Err(format!(
+            "{name}'s receipt is for another member, query, researcher or version"
+        ));
+    }
+    if receipt.study != binding.study {
+        return Err(format!("{name}'s share is encrypted for another study"));
+    }
+    if receipt.roster_hash != binding.roster_hash {
+        return Err(format!(
+            "{name} sealed for another roster than this one: the roster was changed"
+        ));
+    }
+    if receipt.ciphertext_hash != witmed_crypto::sha256(&share.ciphertext) {
+        return Err(format!(
+            "{name}'s ciphertext is not the one {name} sealed: it was substituted"
+        ));
+    }
+    if receipt.values as usize != binding.values {
+        return Err(format!(
+            "{name}'s share holds {} values, the query needs {}",
+            receipt.values, binding.values
+        ));
+    }
+    Ciphertext::from_bytes(&share.ciphertext, binding.values)
+        .map_err(|e| format!("{name}'s share: {e}"))?;
+    Ok(receipt)
+}
+
+/// Round 2: every roster member's checked sealed share, as the researcher will receive them.
+pub fn total(
+    node: &Node,
+    binding: &Binding<'_>,
+    roster: Vec<Envelope>,
+    outcomes: Vec<Outcome>,
+    left_out: Vec<LeftOut>,
+    now: i64,
+) -> Result<EncryptedTotal, Error> {
+    let (mut shares, mut included, mut missing) = (Vec::new(), Vec::new(), Vec::new());
+    for outcome in outcomes {
+        let checked = match &outcome.status {
+            Status::Sealed(share) => check_sealed(&outcome.name, &outcome.key, share, binding)
+                .map(|r| (share.clone(), r)),
+            other => Err(format!(
+                "{} ({}: {})",
+                outcome.name,
+                other.label(),
+                other.reason().unwrap_or_default()
+            )),
+        };
+        match checked {
+            Ok((share, receipt)) => {
+                included.push(Included::from_receipt(&receipt));
+                shares.push(share);
+            }
+            Err(reason) => missing.push(reason),
         }
-    };
-    let total_bytes = total.to_bytes();
-    record(node, query, researcher, received, &total_bytes, now)?;
-    Ok(EncryptedTotal {
-        version: ENCRYPTED_VERSION,
-        study,
-        ciphertext: total_bytes,
-        values: values as u32,
+    }
+    if !missing.is_empty() {
+        return Err(Error::Incomplete {
+            missing: missing.join("; "),
+        });
+    }
+    let total = EncryptedTotal {
+        version: SECAGG_VERSION,
+        study: binding.study,
+        values: binding.values as u32,
+        roster,
+        shares,
         included,
         left_out,
-    })
+    };
+    record(node, binding.query, binding.researcher, &total, now)?;
+    Ok(total)
 }
 
 /// Values per share of `query`: one, or one per histogram bin.
@@ -201,17 +312,27 @@ pub fn expected_values(query: &Query) -> usize {
     }
 }
 
+/// The study id a query names, as bytes.
+pub fn study_of(query: &Query) -> Result<[u8; 32], Error> {
+    let mut study = [0u8; 32];
+    hex::decode_to_slice(
+        query.privacy.study.as_deref().unwrap_or_default(),
+        &mut study,
+    )
+    .map_err(|_| Error::BadStudyId)?;
+    Ok(study)
+}
+
 fn record(
     node: &Node,
     query: &Query,
     researcher: &PublicKey,
-    received: Vec<(String, Vec<u8>)>,
-    total: &[u8],
+    total: &EncryptedTotal,
     now: i64,
 ) -> Result<(), store::Error> {
-    let names: Vec<&str> = received.iter().map(|(n, _)| n.as_str()).collect();
+    let names: Vec<&str> = total.included.iter().map(|i| i.node.as_str()).collect();
     let detail = format!(
-        "query {} aggregated under encryption: {} shares ({})",
+        "query {} aggregated under encryption: {} masked shares ({})",
         query.id,
         names.len(),
         names.join(", ")
@@ -221,8 +342,7 @@ fn record(
         query_id: query.id.clone(),
         query_digest: query.digest(),
         researcher: *researcher,
-        received,
-        total: total.to_vec(),
+        total: total.to_bytes(),
         at: now,
     };
     let mut batch = node.store.batch();

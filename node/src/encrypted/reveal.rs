@@ -1,22 +1,31 @@
-//! The researcher's side of encrypted mode: ask the aggregator, check its total, decrypt it, attach intervals.
+//! The researcher's side of encrypted mode: ask the aggregator, verify every member's receipt, add the masked shares, decrypt the sum.
 //!
-//! The total is refused, not misread, when it names another study, holds
-//! the wrong number of values, counts a hospital that is not a member or
-//! counts one twice, has fewer shares than `min_hospitals`, mixes shares of
-//! different noise scales, or decrypts with more noise than honest
-//! encryptions and additions can have (a corrupted or forged ciphertext).
+//! The aggregator is not trusted for integrity: the total is refused, not
+//! misread, and the culprit named, when the roster holds a Ready not signed
+//! by the member it names (or for another query), a member twice or fewer
+//! than `min_hospitals`; when a roster member's share is missing (dropped);
+//! when a share's receipt is not signed by its member (fabricated), binds
+//! another roster (the roster was changed), or hashes another ciphertext
+//! (substituted, e.g. by an encryption of zero); when a share comes from
+//! outside the roster; when the aggregator's summary disagrees with the
+//! receipts; and when the sum decrypts with more noise than honest
+//! encryptions can have. Each ciphertext carries pairwise masks that cancel
+//! only over the whole roster, so no single one decrypts to a hospital's share.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use witmed_crypto::fhe::{self, Ciphertext, ClientKey};
-use witmed_crypto::KeyPair;
+use witmed_crypto::{KeyPair, PublicKey};
 use witmed_protocol::combine::Combined;
-use witmed_protocol::encrypted::{gaussian_sum_halfwidth, EncryptedTotal, ENCRYPTED_VERSION};
+use witmed_protocol::encrypted::{
+    gaussian_sum_halfwidth, roster_hash, verify_roster, EncryptedTotal, Included, Receipt,
+    RosterEntry, SECAGG_VERSION,
+};
 use witmed_protocol::query::{Aggregate, Query};
 use witmed_protocol::wire::QueryRequest;
 
-use super::aggregate::expected_values;
+use super::aggregate::{check_sealed, expected_values, Binding};
 use crate::dp::ALPHA;
 use crate::net::client;
 
@@ -106,22 +115,27 @@ pub async fn ask_aggregator(
             });
         }
     };
-    let members: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
-    let combined = reveal(query, &total, key, study_id, &members)?;
+    let members: Vec<(String, PublicKey)> = targets
+        .iter()
+        .map(|t| (t.name.clone(), t.signing_key))
+        .collect();
+    let combined = reveal(query, &researcher.public(), &total, key, study_id, &members)?;
     Ok((total, combined))
 }
 
-/// Checks `total` against the query and the directory's `members`, then decrypts it.
+/// Checks `total` against the query, the researcher and the directory's
+/// `members` (name, signing key), then adds the shares and decrypts the sum.
 pub fn reveal(
     query: &Query,
+    researcher: &PublicKey,
     total: &EncryptedTotal,
     client: &ClientKey,
     study_id: &str,
-    members: &[String],
+    members: &[(String, PublicKey)],
 ) -> Result<Combined, Error> {
-    if total.version != ENCRYPTED_VERSION {
+    if total.version != SECAGG_VERSION {
         return inconsistent(format!(
-            "has version {}; this witmed reads version {ENCRYPTED_VERSION}",
+            "has version {}; this witmed reads version {SECAGG_VERSION}",
             total.version
         ));
     }
@@ -132,25 +146,51 @@ pub fn reveal(
     if total.values as usize != values {
         return inconsistent(format!("holds {} values, not {values}", total.values));
     }
-    check_included(query, total, members)?;
-    let scale = total.included[0].share_scale;
-    if total
-        .included
+    let digest = query.digest();
+    let entries = verify_roster(&total.roster, &digest, researcher, members)
+        .map_err(|e| Error::Inconsistent(format!("has a bad roster: {e}")))?;
+    let min = query.privacy.min_hospitals.unwrap_or(1) as usize;
+    if entries.len() < min {
+        return inconsistent(format!(
+            "has {} shares, fewer than min_hospitals = {min}",
+            entries.len()
+        ));
+    }
+    let binding = Binding {
+        query,
+        researcher,
+        study: total.study,
+        roster_hash: roster_hash(&digest, researcher, &entries),
+        values,
+    };
+    let receipts = check_shares(total, &entries, members, &binding)?;
+    let summary: Vec<Included> = receipts.iter().map(Included::from_receipt).collect();
+    if summary != total.included {
+        return inconsistent("summary of who is included does not match the members' receipts");
+    }
+    let scale = receipts[0].share_scale;
+    if receipts
         .iter()
-        .any(|i| (i.share_scale - scale).abs() > 1e-9 * scale)
+        .any(|r| (r.share_scale - scale).abs() > 1e-9 * scale)
     {
         return inconsistent("mixes noise shares of different scales");
     }
-    let ciphertext = Ciphertext::from_bytes(&total.ciphertext, values)?;
-    let decrypted = client.decrypt(&ciphertext, total.included.len())?;
-    let half = gaussian_sum_halfwidth(scale, total.included.len(), ALPHA);
+    let mut sum: Option<Ciphertext> = None;
+    for share in &total.shares {
+        let ciphertext = Ciphertext::from_bytes(&share.ciphertext, values)?;
+        match sum.as_mut() {
+            None => sum = Some(ciphertext),
+            Some(s) => s.add_assign(&ciphertext)?,
+        }
+    }
+    let Some(sum) = sum else {
+        return inconsistent("holds no share");
+    };
+    let decrypted = client.decrypt(&sum, total.shares.len())?;
+    let half = gaussian_sum_halfwidth(scale, total.shares.len(), ALPHA);
     let interval = |v: f64| (v - half, v + half);
     let as_f64: Vec<f64> = decrypted.iter().map(|v| *v as f64).collect();
-    let epsilon_spent_max = total
-        .included
-        .iter()
-        .map(|i| i.epsilon_spent)
-        .fold(0.0, f64::max);
+    let epsilon_spent_max = receipts.iter().map(|r| r.epsilon_spent).fold(0.0, f64::max);
     let histogram = matches!(query.aggregate, Aggregate::Histogram { .. });
     Ok(Combined {
         value: (!histogram).then(|| as_f64[0]),
@@ -162,38 +202,58 @@ pub fn reveal(
         },
         values: if histogram { as_f64 } else { vec![] },
         epsilon_spent_max,
-        nodes: total.included.len(),
+        nodes: total.shares.len(),
         suppressed_nodes: vec![],
     })
 }
 
-fn check_included(query: &Query, total: &EncryptedTotal, members: &[String]) -> Result<(), Error> {
+/// Every roster member has exactly one share with a valid receipt, and no one else has one; returns the receipts in share order.
+fn check_shares(
+    total: &EncryptedTotal,
+    roster: &[RosterEntry],
+    members: &[(String, PublicKey)],
+    binding: &Binding<'_>,
+) -> Result<Vec<Receipt>, Error> {
     let mut seen = BTreeSet::new();
-    for i in &total.included {
-        if !members.contains(&i.node) {
-            return inconsistent(format!("counts {}, which is not a member", i.node));
+    let mut receipts = Vec::with_capacity(total.shares.len());
+    for share in &total.shares {
+        let name = share.member.as_str();
+        if !roster.iter().any(|e| e.member == name) {
+            return inconsistent(format!(
+                "holds a fabricated share attributed to {name}, who is not in the roster"
+            ));
         }
-        if !seen.insert(i.node.as_str()) {
-            return inconsistent(format!("counts {} twice", i.node));
+        if !seen.insert(name) {
+            return inconsistent(format!("counts {name} twice"));
         }
+        let key = members
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, k)| *k)
+            .ok_or_else(|| Error::Inconsistent(format!("counts {name}, which is not a member")))?;
+        let receipt = check_sealed(name, &key, share, binding).map_err(|e| {
+            Error::Inconsistent(format!("holds a share that fails its receipt: {e}"))
+        })?;
+        receipts.push(receipt);
     }
-    let min = query.privacy.min_hospitals.unwrap_or(1) as usize;
-    if total.included.len() < min {
+    if let Some(dropped) = roster.iter().find(|e| !seen.contains(e.member.as_str())) {
         return inconsistent(format!(
-            "has {} shares, fewer than min_hospitals = {min}",
-            total.included.len()
+            "lacks the share of {}, who is in the roster: it was dropped",
+            dropped.member
         ));
     }
-    if total.included.len() > fhe::params::MAX_CONTRIBUTIONS {
+    if receipts.len() > fhe::params::MAX_CONTRIBUTIONS {
         return inconsistent("has more shares than decode exactly");
     }
-    Ok(())
+    Ok(receipts)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use witmed_protocol::encrypted::Included;
+    use witmed_crypto::secagg::Ephemeral;
+    use witmed_crypto::Role;
+    use witmed_protocol::encrypted::{Ready, SealedShare};
 
     fn count_query(min_hospitals: u32) -> Query {
         Query::from_toml(&format!(
@@ -204,78 +264,177 @@ mod tests {
         .unwrap()
     }
 
-    fn included(node: &str, scale: f64) -> Included {
-        Included {
-            node: node.into(),
-            share_scale: scale,
-            epsilon_spent: 1.0,
-            delta_spent: 1e-6,
-            budget_left: 9.0,
+    struct Fixture {
+        query: Query,
+        researcher: PublicKey,
+        total: EncryptedTotal,
+        client: ClientKey,
+        study: String,
+        members: Vec<(String, PublicKey)>,
+        keys: Vec<KeyPair>,
+    }
+
+    /// An honest total of shares 10, 20 and 5 from members a, b and c, sealed as members do.
+    fn honest() -> Fixture {
+        honest_with(2)
+    }
+
+    fn honest_with(min_hospitals: u32) -> Fixture {
+        let (client, public) = ClientKey::generate();
+        let query = count_query(min_hospitals);
+        let researcher = KeyPair::generate(Role::Researcher).unwrap().public();
+        let digest = query.digest();
+        let names = ["a", "b", "c"];
+        let keys: Vec<KeyPair> = names
+            .iter()
+            .map(|_| KeyPair::generate(Role::Node).unwrap())
+            .collect();
+        let ephemerals: Vec<Ephemeral> = names
+            .iter()
+            .map(|_| Ephemeral::generate().unwrap())
+            .collect();
+        let roster: Vec<_> = names
+            .iter()
+            .zip(&keys)
+            .zip(&ephemerals)
+            .map(|((n, k), e)| {
+                Ready {
+                    version: SECAGG_VERSION,
+                    query_digest: digest,
+                    researcher,
+                    member: n.to_string(),
+                    ephemeral: e.public(),
+                }
+                .sign(k)
+            })
+            .collect();
+        let members: Vec<(String, PublicKey)> = names
+            .iter()
+            .zip(&keys)
+            .map(|(n, k)| (n.to_string(), k.public()))
+            .collect();
+        let entries = verify_roster(&roster, &digest, &researcher, &members).unwrap();
+        let hash = roster_hash(&digest, &researcher, &entries);
+        let pairs: Vec<(String, [u8; 32])> = entries
+            .iter()
+            .map(|e| (e.member.clone(), e.ephemeral))
+            .collect();
+        let mut shares = Vec::new();
+        let mut included = Vec::new();
+        for (i, value) in [10, 20, 5].into_iter().enumerate() {
+            let mut ct = public.encrypt(&[value]).unwrap();
+            ct.add_masks(&ephemerals[i].mask(names[i], &pairs, &hash, 1).unwrap())
+                .unwrap();
+            let ciphertext = ct.to_bytes();
+            let receipt = Receipt {
+                version: SECAGG_VERSION,
+                query_digest: digest,
+                researcher,
+                member: names[i].into(),
+                study: public.study_id(),
+                roster_hash: hash,
+                ciphertext_hash: witmed_crypto::sha256(&ciphertext),
+                values: 1,
+                share_scale: 3.0,
+                epsilon_spent: 1.0,
+                delta_spent: 1e-6,
+                budget_left: 9.0,
+            };
+            included.push(Included::from_receipt(&receipt));
+            shares.push(SealedShare {
+                member: names[i].into(),
+                ciphertext,
+                receipt: receipt.sign(&keys[i]),
+            });
+        }
+        let total = EncryptedTotal {
+            version: SECAGG_VERSION,
+            study: public.study_id(),
+            values: 1,
+            roster,
+            shares,
+            included,
+            left_out: vec![],
+        };
+        Fixture {
+            query,
+            researcher,
+            total,
+            client,
+            study: hex::encode(public.study_id()),
+            members,
+            keys,
         }
     }
 
-    /// An honest total of shares 10 and 20 from members a and b.
-    fn honest() -> (EncryptedTotal, ClientKey, String, Vec<String>) {
-        let (client, public) = ClientKey::generate();
-        let mut sum = public.encrypt(&[10]).unwrap();
-        sum.add_assign(&public.encrypt(&[20]).unwrap()).unwrap();
-        let total = EncryptedTotal {
-            version: ENCRYPTED_VERSION,
-            study: public.study_id(),
-            ciphertext: sum.to_bytes(),
-            values: 1,
-            included: vec![included("a", 3.0), included("b", 3.0)],
-            left_out: vec![],
-        };
-        let study = hex::encode(public.study_id());
-        (
-            total,
-            client,
-            study,
-            vec!["a".into(), "b".into(), "c".into()],
-        )
-    }
+    impl Fixture {
+        fn reveal(&self, total: &EncryptedTotal) -> Result<Combined, Error> {
+            reveal(
+                &self.query,
+                &self.researcher,
+                total,
+                &self.client,
+                &self.study,
+                &self.members,
+            )
+        }
 
-    #[test]
-    fn an_honest_total_decrypts_with_its_interval() {
-        let (total, client, study, members) = honest();
-        let c = reveal(&count_query(2), &total, &client, &study, &members).unwrap();
-        assert_eq!(c.value, Some(30.0));
-        let half = gaussian_sum_halfwidth(3.0, 2, ALPHA);
-        assert_eq!(c.ci95, Some((30.0 - half, 30.0 + half)));
-        assert_eq!(c.nodes, 2);
-    }
-
-    #[test]
-    fn inconsistent_totals_are_refused_with_the_reason() {
-        let (total, client, study, members) = honest();
-        let check = |t: &EncryptedTotal, min: u32, needle: &str| {
-            let err = reveal(&count_query(min), t, &client, &study, &members)
-                .unwrap_err()
-                .to_string();
+        fn refused(&self, total: &EncryptedTotal, needle: &str) {
+            let err = self.reveal(total).unwrap_err().to_string();
             assert!(err.contains(needle), "{needle}: {err}");
-        };
-        let mut t = total.clone();
-        t.included[1].node = "mallory".into();
-        check(&t, 2, "not a member");
-        let mut t = total.clone();
-        t.included[1].node = "a".into();
-        check(&t, 2, "twice");
-        check(&total, 3, "fewer than min_hospitals");
-        let mut t = total.clone();
-        t.included[1].share_scale = 1.0;
-        check(&t, 2, "different scales");
-        let mut t = total.clone();
-        t.study[0] ^= 1;
-        check(&t, 2, "another study");
-        let mut t = total.clone();
-        t.version = 2;
-        check(&t, 2, "version");
-        let mut t = total.clone();
-        t.values = 2;
-        check(&t, 2, "values");
-        let mut t = total.clone();
-        t.ciphertext.truncate(100);
-        check(&t, 2, "does not deserialize");
+        }
     }
+
+    #[test]
+    fn an_honest_total_decrypts_with_its_interval_and_one_share_alone_does_not() {
+        let f = honest();
+        let c = f.reveal(&f.total).unwrap();
+        assert_eq!(c.value, Some(35.0));
+        let half = gaussian_sum_halfwidth(3.0, 3, ALPHA);
+        assert_eq!(c.ci95, Some((35.0 - half, 35.0 + half)));
+        assert_eq!(c.nodes, 3);
+        let alone = Ciphertext::from_bytes(&f.total.shares[0].ciphertext, 1).unwrap();
+        assert_ne!(f.client.decrypt(&alone, 1).unwrap(), vec![10]);
+    }
+
+    #[test]
+    fn every_tampering_by_the_aggregator_is_refused_and_named() {
+        let f = honest();
+        let mut t = f.total.clone();
+        t.shares.pop();
+        t.included.pop();
+        f.refused(&t, "lacks the share of c");
+        let mut t = f.total.clone();
+        t.shares[1].ciphertext = t.shares[0].ciphertext.clone();
+        f.refused(&t, "b's ciphertext is not the one b sealed");
+        let mut t = f.total.clone();
+        let mut forged: Receipt = t.shares[2].receipt.open(RECEIPT_DOMAIN_FOR_TESTS).unwrap();
+        forged.share_scale = 1.0;
+        t.shares[2].receipt = forged.sign(&f.keys[0]);
+        f.refused(&t, "not signed by c's directory key");
+        let mut t = f.total.clone();
+        t.roster.pop();
+        t.shares.pop();
+        t.included.pop();
+        f.refused(&t, "another roster");
+        let mut t = f.total.clone();
+        t.shares[2].member = "mallory".into();
+        f.refused(&t, "fabricated share attributed to mallory");
+        let mut t = f.total.clone();
+        t.shares[2] = t.shares[1].clone();
+        f.refused(&t, "counts b twice");
+        let mut t = f.total.clone();
+        t.included[0].budget_left = 1.0;
+        f.refused(&t, "summary");
+        let mut t = f.total.clone();
+        t.study[0] ^= 1;
+        f.refused(&t, "another study");
+        let mut t = f.total.clone();
+        t.version = 1;
+        f.refused(&t, "version");
+        let strict = honest_with(4);
+        strict.refused(&strict.total, "fewer than min_hospitals");
+    }
+
+    const RECEIPT_DOMAIN_FOR_TESTS: &str = witmed_protocol::encrypted::RECEIPT_DOMAIN;
 }

@@ -8,7 +8,8 @@
 //!
 //! A node installs a study from a [`StudyAnnouncement`] signed by the
 //! researcher, who must hold a credential the node's policy trusts; the key
-//! is read with tfhe's size-limited, shape-checked deserializer. The node
+//! is read with tfhe's size-limited, shape-checked deserializer and refused
+//! if degenerate (a zero or repetitive mask or body). The node
 //! keeps the key and the researcher it belongs to: only that researcher's
 //! queries may use it, since only that researcher can decrypt under it.
 
@@ -59,6 +60,7 @@ impl Error {
             Error::Io { .. } => "io_failed",
             Error::BadFile { .. } => "bad_study_file",
             Error::Announcement(_) => "bad_study",
+            Error::Fhe(fhe::Error::WeakKey(_)) => "weak_study_key",
             Error::Fhe(_) => "bad_study_key",
             Error::Unknown(_) => "unknown_study",
             Error::Store(_) => "store_failed",
@@ -212,7 +214,8 @@ pub fn install(node: &Node, envelope: &Envelope, now: i64) -> Result<[u8; 32], E
             "the credential names another researcher than the signer".into(),
         ));
     }
-    // Signature and credential first; only then is the key parsed (size-limited).
+    // Signature and credential first; only then is the key parsed
+    // (size-limited, shape-checked) and refused if degenerate: nothing is cached before.
     CompactPublicKey::from_bytes(&announcement.public_key)?;
     let id = announcement.study_id();
     let key = study_key(&envelope.signer, &id);

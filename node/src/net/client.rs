@@ -15,7 +15,7 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::{noise, tcp, yamux, Multiaddr, PeerId, Swarm};
 use witmed_crypto::{Envelope, KeyPair, PublicKey};
 use witmed_protocol::answer::Answer;
-use witmed_protocol::encrypted::{Contribution, EncryptedTotal};
+use witmed_protocol::encrypted::{EncryptedTotal, SealedShare};
 use witmed_protocol::query::Query;
 use witmed_protocol::wire::{NodeResponse, Outcome, QueryRequest, RESPONSE_DOMAIN, WIRE_VERSION};
 
@@ -147,8 +147,10 @@ pub fn targets(dir: &witmed_policies::directory::Directory) -> Result<Vec<Target
 #[derive(Debug, Clone, PartialEq)]
 pub enum Status {
     Answered(Answer),
-    /// Encrypted mode: a hospital's encrypted share (seen by the aggregator).
-    Contributed(Contribution),
+    /// Encrypted mode, round 1: a member's signed Ready (seen by the aggregator).
+    Ready(Envelope),
+    /// Encrypted mode, round 2: a member's masked share and receipt (seen by the aggregator).
+    Sealed(SealedShare),
     /// Encrypted mode: the aggregator's encrypted total (seen by the researcher).
     Aggregated(EncryptedTotal),
     /// A study key was installed.
@@ -168,7 +170,8 @@ impl Status {
     pub fn label(&self) -> &'static str {
         match self {
             Status::Answered(_) => "answered",
-            Status::Contributed(_) => "contributed",
+            Status::Ready(_) => "ready",
+            Status::Sealed(_) => "sealed",
             Status::Aggregated(_) => "aggregated",
             Status::StudyInstalled => "installed",
             Status::Refused { .. } => "refused",
@@ -182,7 +185,8 @@ impl Status {
     pub fn reason(&self) -> Option<String> {
         match self {
             Status::Answered(_)
-            | Status::Contributed(_)
+            | Status::Ready(_)
+            | Status::Sealed(_)
             | Status::Aggregated(_)
             | Status::StudyInstalled => None,
             Status::Refused { code, reason } => Some(format!("[{code}] {reason}")),
@@ -357,11 +361,13 @@ pub fn verify(target: &Target, envelope: &Envelope, digest: [u8; 32]) -> Status 
         {
             Status::Answered(answer)
         }
-        Outcome::Contributed(c) if response.query_digest == digest => Status::Contributed(c),
+        Outcome::Ready(r) if response.query_digest == digest => Status::Ready(r),
+        Outcome::Sealed(s) if response.query_digest == digest => Status::Sealed(s),
         Outcome::Aggregated(t) if response.query_digest == digest => Status::Aggregated(t),
         Outcome::StudyInstalled if response.query_digest == digest => Status::StudyInstalled,
         Outcome::Answered(_)
-        | Outcome::Contributed(_)
+        | Outcome::Ready(_)
+        | Outcome::Sealed(_)
         | Outcome::Aggregated(_)
         | Outcome::StudyInstalled => Status::Invalid("answer is for another query".into()),
         Outcome::Refused { code, reason } => Status::Refused { code, reason },

@@ -6,7 +6,7 @@
 //! peer, or for an encrypted query the connected peer is the aggregator the
 //! query names; the request is fresh and not a replay; the credential and
 //! query decode. Then [`crate::engine::answer`] (or, in encrypted mode,
-//! [`crate::engine::contribute`]) applies the node policy, consent, the
+//! [`crate::engine::prepare`]) applies the node policy, consent, the
 //! privacy engine and the budget. Queries run on
 //! blocking threads, at most [`Config::max_in_flight`] at once; a request
 //! beyond that is refused as busy at once rather than queued, so remote
@@ -27,7 +27,7 @@ use witmed_protocol::query::Query;
 use witmed_protocol::wire::{NodeResponse, Outcome, QueryRequest, QUERY_DOMAIN, WIRE_VERSION};
 
 use witmed_policies::directory::Directory;
-use witmed_protocol::encrypted::STUDY_DOMAIN;
+use witmed_protocol::encrypted::{SEAL_DOMAIN, STUDY_DOMAIN};
 use witmed_protocol::vocab::Mode;
 
 pub use super::fault::Misbehave;
@@ -381,6 +381,9 @@ pub fn handle(
     if envelope.domain == STUDY_DOMAIN {
         return aggregator::install_study(node, peer, envelope, now);
     }
+    if envelope.domain == SEAL_DOMAIN {
+        return aggregator::seal(node, directory, peer, envelope, now);
+    }
     let request: QueryRequest = match envelope.open(QUERY_DOMAIN) {
         Ok(r) => r,
         Err(e) => {
@@ -435,7 +438,7 @@ pub fn handle(
         .unwrap_or_default();
     let response = match (encrypted, relayed) {
         (false, _) => answer(node, &request, envelope.signer, now),
-        (true, true) => aggregator::contribute(node, directory, &request, envelope.signer, now),
+        (true, true) => aggregator::prepare(node, directory, &request, envelope.signer, now),
         (true, false) if aggregator == node.config.name => {
             return Decision::Aggregate(request);
         }
