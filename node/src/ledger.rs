@@ -495,19 +495,32 @@ impl std::fmt::Display for Exhausted {
 
 /// Checks that `needed` fits `budget` at `now` given `charges` (all of one
 /// account); returns what is left after it (the smaller of window and lifetime).
+///
+/// The lifetime cap is checked first: when it is spent, no renewal of the
+/// window would help, so the refusal must not promise one.
 pub fn check(
     budget: &Budget,
     charges: &[Charge],
     needed: Loss,
     now: i64,
 ) -> Result<Loss, Exhausted> {
+    let mut left = Loss::new(f64::INFINITY, f64::INFINITY);
+    if let Some(cap) = &budget.lifetime {
+        let lifetime_cap = Loss::new(cap.epsilon, cap.delta);
+        let after = total(charges.iter()).plus(needed);
+        if !after.within(lifetime_cap) {
+            return Err(Exhausted::Lifetime {
+                needed,
+                left: after.minus(needed).left_of(lifetime_cap),
+            });
+        }
+        left = after.left_of(lifetime_cap);
+    }
     let window_cap = Loss::new(budget.epsilon, budget.delta);
     let since = now.saturating_sub(budget.window_seconds);
     let mut in_window: Vec<&Charge> = charges.iter().filter(|c| c.at > since).collect();
     in_window.sort_by_key(|c| c.at);
-    let window_spent = in_window
-        .iter()
-        .fold(Loss::default(), |sum, c| sum.plus(c.loss()));
+    let window_spent = total(in_window.iter().copied());
     if !window_spent.plus(needed).within(window_cap) {
         return Err(Exhausted::Window {
             needed,
@@ -517,21 +530,11 @@ pub fn check(
             renews_at: renewal(&in_window, window_spent, needed, window_cap, budget),
         });
     }
-    let mut left = window_spent.plus(needed).left_of(window_cap);
-    if let Some(cap) = &budget.lifetime {
-        let lifetime_cap = Loss::new(cap.epsilon, cap.delta);
-        let lifetime_spent = charges
-            .iter()
-            .fold(Loss::default(), |sum, c| sum.plus(c.loss()));
-        if !lifetime_spent.plus(needed).within(lifetime_cap) {
-            return Err(Exhausted::Lifetime {
-                needed,
-                left: lifetime_spent.left_of(lifetime_cap),
-            });
-        }
-        left = left.min(lifetime_spent.plus(needed).left_of(lifetime_cap));
-    }
-    Ok(left)
+    Ok(left.min(window_spent.plus(needed).left_of(window_cap)))
+}
+
+fn total<'a>(charges: impl Iterator<Item = &'a Charge>) -> Loss {
+    charges.fold(Loss::default(), |sum, c| sum.plus(c.loss()))
 }
 
 /// The first time enough of the window's charges (oldest first) have left it
@@ -643,6 +646,17 @@ mod tests {
         );
         let message = refused.unwrap_err().to_string();
         assert!(message.contains("never renews"), "{message}");
+    }
+
+    #[test]
+    fn a_spent_lifetime_cap_is_reported_rather_than_a_window_renewal() {
+        let b = budget(1.0, 0.0, Some((1.0, 0.0)));
+        let charges = [charge(1, 1.0, 0.0, 0)];
+        let refused = check(&b, &charges, Loss::new(0.5, 0.0), DAY);
+        assert!(
+            matches!(refused, Err(Exhausted::Lifetime { .. })),
+            "{refused:?}"
+        );
     }
 
     #[test]
