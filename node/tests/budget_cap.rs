@@ -423,6 +423,12 @@ fn a_deleted_or_altered_charge_stops_the_node_at_open() {
         .filter(|(k, _)| k.starts_with(b"c2/"))
         .collect();
     assert_eq!(charge_keys.len(), 3);
+    // Without its stored answer, a replayed id would be answered with fresh noise.
+    let answer_key = with_rocksdb(&dir, budget_keys)
+        .into_iter()
+        .find(|(k, _)| k.starts_with(b"a2/"))
+        .unwrap()
+        .0;
     // Each attack on its own copy of the closed node.
     let attacks: Vec<(&str, Attack)> = vec![
         ("first charge deleted", delete(&charge_keys[0].0)),
@@ -432,6 +438,7 @@ fn a_deleted_or_altered_charge_stops_the_node_at_open() {
             overwrite(&charge_keys[1].0, &charge_keys[0].1),
         ),
         ("the head deleted", delete(b"h2")),
+        ("a stored answer deleted", delete(&answer_key)),
     ];
     for (i, (what, attack)) in attacks.iter().enumerate() {
         let copy = tmp.path().join(format!("attacked-{i}"));
