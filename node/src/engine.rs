@@ -4,7 +4,8 @@
 //! 1. the researcher's credential and the query are checked against the node policy;
 //! 2. a replayed query id returns its stored answer, a reused id with another query is refused;
 //! 3. the OpenDP measurement is built and its privacy loss read from its privacy map;
-//! 4. the loss is checked against the researcher's remaining budget;
+//! 4. the loss (epsilon and delta) is checked against the researcher's remaining
+//!    budget, in the rolling window and under the lifetime cap; a refusal is audited;
 //! 5. patients are selected (consent at `now`, then cohort) and reduced to one value each;
 //! 6. the measurement runs;
 //! 7. charge, answer and audit entry are written in one synced batch, and only then
@@ -31,7 +32,7 @@ use crate::dp::{self, Plan};
 use crate::encrypted::shares::SharePlan;
 use crate::encrypted::study;
 use crate::index::Index;
-use crate::ledger::{self, StoredAnswer};
+use crate::ledger::{self, Account, Loss, NewCharge, StoredAnswer};
 use crate::node::Node;
 use crate::store::{self, cf, RECORD_VERSION};
 
@@ -44,8 +45,20 @@ pub enum Error {
     Refused(Vec<Refusal>),
     #[error("query id {0:?} was already used for a different query; choose a new id")]
     IdReused(String),
-    #[error("privacy budget exhausted: this query needs epsilon {needed:.4} but {left:.4} is left in the current window")]
-    BudgetExhausted { needed: f64, left: f64 },
+    /// The researcher's rolling window holds too little for this query.
+    #[error("privacy budget exhausted for researcher {researcher}: {reason}")]
+    BudgetExhausted {
+        researcher: String,
+        reason: ledger::Exhausted,
+    },
+    /// The researcher's lifetime cap holds too little for this query: it never renews.
+    #[error("lifetime privacy budget exhausted for researcher {researcher}: {reason}")]
+    LifetimeBudgetExhausted {
+        researcher: String,
+        reason: ledger::Exhausted,
+    },
+    #[error(transparent)]
+    Ledger(#[from] ledger::Error),
     #[error(transparent)]
     Dp(#[from] dp::Error),
     #[error(transparent)]
@@ -74,6 +87,8 @@ impl Error {
             Error::Refused(_) => "policy_refused",
             Error::IdReused(_) => "query_id_reused",
             Error::BudgetExhausted { .. } => "budget_exhausted",
+            Error::LifetimeBudgetExhausted { .. } => "lifetime_budget_exhausted",
+            Error::Ledger(e) => e.code(),
             Error::Dp(_) => "dp_failed",
             Error::Store(_) => "store_failed",
             Error::StoredAnswer(_) => "stored_answer_unreadable",
@@ -116,16 +131,40 @@ pub fn authorize(
     Ok((credential, use_))
 }
 
-/// Budget left to `researcher`, refusing if `needed` does not fit.
-fn budget_left(node: &Node, researcher: &PublicKey, needed: f64, now: i64) -> Result<f64, Error> {
+/// Budget left to `account` after `needed`, refusing (and auditing the
+/// refusal) if `needed` does not fit the window or the lifetime cap.
+fn budget_left(
+    node: &Node,
+    account: &Account,
+    researcher: &PublicKey,
+    query: &Query,
+    needed: Loss,
+    now: i64,
+) -> Result<Loss, Error> {
     let policy = node.policy();
-    let spent =
-        ledger::spent_in_window(&node.store, researcher, now, policy.budget.window_seconds)?;
-    let left = (policy.budget.epsilon - spent).max(0.0);
-    if needed > left + 1e-9 {
-        return Err(Error::BudgetExhausted { needed, left });
-    }
-    Ok(left)
+    let charges = node.ledger.charges(&node.store, account)?;
+    let refusal = match ledger::check(&policy.budget, &charges, needed, now) {
+        Ok(left) => return Ok(left),
+        Err(reason @ ledger::Exhausted::Lifetime { .. }) => Error::LifetimeBudgetExhausted {
+            researcher: account.label.clone(),
+            reason,
+        },
+        Err(reason) => Error::BudgetExhausted {
+            researcher: account.label.clone(),
+            reason,
+        },
+    };
+    audit_refusal(node, researcher, query, &refusal.to_string(), now)?;
+    tracing::info!(researcher = %account.label, query = %query.id, code = refusal.code(), "query refused: budget");
+    Err(refusal)
+}
+
+/// The ledger lock; a poisoned lock only means another query panicked
+/// between check and commit, which wrote nothing, so the ledger is intact.
+fn lock_ledger(node: &Node) -> std::sync::MutexGuard<'_, ()> {
+    node.ledger_lock
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Answers `query` from `researcher`, who presents `credential`.
@@ -144,12 +183,18 @@ pub fn answer(
     }
     let policy = node.policy();
     let (credential, use_) = authorize(node, query, researcher, credential, now)?;
-    let _guard = node.ledger_lock.lock().expect("ledger lock");
-    if let Some(stored) = ledger::stored_answer(&node.store, researcher, &query.id)? {
+    let account = node.ledger.account(&credential);
+    let _guard = lock_ledger(node);
+    if let Some(stored) = node
+        .ledger
+        .stored_answer(&node.store, &account, &query.id)?
+    {
         return replay(stored, query, Answer::from_bytes);
     }
     let plan = Plan::new(query)?;
-    let left = budget_left(node, researcher, plan.epsilon(), now)?;
+    // DP mode's measurements are pure: no delta.
+    let loss = Loss::new(plan.epsilon(), 0.0);
+    let left = budget_left(node, &account, researcher, query, loss, now)?;
     let values = select_values(node, query, &use_, now)?;
     let released = plan.release(&values, policy.min_cohort)?;
     let answer = Answer {
@@ -158,16 +203,17 @@ pub fn answer(
         query_digest: query.digest(),
         node: node.config.name.clone(),
         released,
-        budget_left: (left - plan.epsilon()).max(0.0),
+        budget_left: left.epsilon,
         answered_at: now,
     };
     let detail = format!(
-        "query {} ({} {}, purpose {}, project {}) answered{}, epsilon {:.4}",
+        "query {} ({} {}, purpose {}, project {}, researcher {}) answered{}, epsilon {:.4}",
         query.id,
         query.aggregate.kind(),
         query.privacy.mode,
         query.purpose,
         credential.credential().project,
+        account.label,
         if answer.released.suppressed {
             " (suppressed: small cohort)"
         } else {
@@ -175,8 +221,20 @@ pub fn answer(
         },
         plan.epsilon()
     );
-    let charge = ledger::charge(&query.id, plan.epsilon(), 0.0, now);
-    commit(node, researcher, query, &charge, answer.to_bytes(), detail)?;
+    let charge = NewCharge {
+        query_id: &query.id,
+        loss,
+        at: now,
+    };
+    commit(
+        node,
+        &account,
+        researcher,
+        query,
+        charge,
+        answer.to_bytes(),
+        detail,
+    )?;
     tracing::info!(researcher = %researcher.short(), query = %query.id, epsilon = plan.epsilon(), suppressed = answer.released.suppressed, "query answered");
     Ok(answer)
 }
@@ -202,12 +260,17 @@ pub fn prepare(
     let study_id = query.privacy.study.as_deref().unwrap_or_default();
     // The id it is stored under is the hash of the key: no need to hash it again.
     let (study, study_key) = study::key_for(node, study_id, researcher)?;
-    let _guard = node.ledger_lock.lock().expect("ledger lock");
-    if let Some(stored) = ledger::stored_answer(&node.store, researcher, &query.id)? {
+    let account = node.ledger.account(&credential);
+    let _guard = lock_ledger(node);
+    if let Some(stored) = node
+        .ledger
+        .stored_answer(&node.store, &account, &query.id)?
+    {
         return replay(stored, query, Prepared::from_bytes).map(|p| p.ready);
     }
     let plan = SharePlan::new(query)?;
-    let left = budget_left(node, researcher, plan.epsilon, now)?;
+    let loss = Loss::new(plan.epsilon, plan.delta);
+    let left = budget_left(node, &account, researcher, query, loss, now)?;
     let values = select_values(node, query, &use_, now)?;
     let bound = fhe::params::MAX_ABS_TOTAL / members.max(1) as i64;
     let share: Vec<i64> = plan
@@ -224,7 +287,7 @@ pub fn prepare(
         share_scale: plan.share_scale,
         epsilon_spent: plan.epsilon,
         delta_spent: plan.delta,
-        budget_left: (left - plan.epsilon).max(0.0),
+        budget_left: left.epsilon,
         answered_at: now,
     };
     let ephemeral = Ephemeral::generate()?;
@@ -243,11 +306,12 @@ pub fn prepare(
         ready: ready.clone(),
     };
     let detail = format!(
-        "query {} ({} encrypted, purpose {}, project {}) prepared an encrypted share for aggregator {}: epsilon {:.4}, delta {:e} for the total of at least {} shares; share scale {:.3}, rho {:.4} for this share alone",
+        "query {} ({} encrypted, purpose {}, project {}, researcher {}) prepared an encrypted share for aggregator {}: epsilon {:.4}, delta {:e} for the total of at least {} shares; share scale {:.3}, rho {:.4} for this share alone",
         query.id,
         query.aggregate.kind(),
         query.purpose,
         credential.credential().project,
+        account.label,
         query.privacy.aggregator.as_deref().unwrap_or_default(),
         plan.epsilon,
         plan.delta,
@@ -255,12 +319,17 @@ pub fn prepare(
         plan.share_scale,
         plan.local_rho,
     );
-    let charge = ledger::charge(&query.id, plan.epsilon, plan.delta, now);
+    let charge = NewCharge {
+        query_id: &query.id,
+        loss,
+        at: now,
+    };
     commit(
         node,
+        &account,
         researcher,
         query,
-        &charge,
+        charge,
         prepared.to_bytes(),
         detail,
     )?;
@@ -346,12 +415,18 @@ pub fn seal(
     node: &Node,
     query: &Query,
     researcher: &PublicKey,
+    credential: &Envelope,
     roster: &[RosterEntry],
     roster_hash: [u8; 32],
     now: i64,
 ) -> Result<SealedShare, Error> {
-    let _guard = node.ledger_lock.lock().expect("ledger lock");
-    let stored = ledger::stored_answer(&node.store, researcher, &query.id)?
+    // The prepared share is kept under the certified researcher's account.
+    let (credential, _) = authorize(node, query, researcher, credential, now)?;
+    let account = node.ledger.account(&credential);
+    let _guard = lock_ledger(node);
+    let stored = node
+        .ledger
+        .stored_answer(&node.store, &account, &query.id)?
         .ok_or_else(|| Error::NotPrepared(query.id.clone()))?;
     let prepared = replay(stored, query, Prepared::from_bytes)?;
     if let Some(sealed) = stored_seal(node, researcher, &query.id)? {
@@ -455,12 +530,13 @@ pub fn values_for(index: &Index, query: &Query, eligible: impl Fn(usize) -> bool
         .collect()
 }
 
-/// Writes the charge, the stored answer and the audit entry in one synced batch.
+/// Writes the charge, the stored answer, the ledger head and the audit entry in one synced batch.
 fn commit(
     node: &Node,
+    account: &Account,
     researcher: &PublicKey,
     query: &Query,
-    charge: &ledger::Charge,
+    charge: NewCharge<'_>,
     answer: Vec<u8>,
     detail: String,
 ) -> Result<(), Error> {
@@ -470,7 +546,8 @@ fn commit(
         query_digest: query.digest(),
         answer,
     };
-    ledger::record(&mut batch, researcher, charge, &stored)?;
+    node.ledger
+        .record(&node.store, &mut batch, account, charge, &stored)?;
     audit::append(
         &mut batch,
         &node.store,
@@ -487,14 +564,26 @@ fn record_refusal(
     reasons: &[Refusal],
     now: i64,
 ) -> Result<(), Error> {
+    audit_refusal(node, researcher, query, &join(reasons), now)?;
+    tracing::info!(researcher = %researcher.short(), query = %query.id, reasons = %join(reasons), "query refused");
+    Ok(())
+}
+
+/// Writes a `query.refused` audit entry giving `reason`.
+fn audit_refusal(
+    node: &Node,
+    researcher: &PublicKey,
+    query: &Query,
+    reason: &str,
+    now: i64,
+) -> Result<(), Error> {
     let mut batch = node.store.batch();
-    let detail = format!("query {} refused: {}", query.id, join(reasons));
+    let detail = format!("query {} refused: {reason}", query.id);
     audit::append(
         &mut batch,
         &node.store,
         &audit::Entry::new(now, "query.refused", researcher.to_hex(), detail),
     )?;
     node.store.write_durable(batch)?;
-    tracing::info!(researcher = %researcher.short(), query = %query.id, reasons = %join(reasons), "query refused");
     Ok(())
 }

@@ -55,6 +55,8 @@ pub enum Error {
     AtRest(#[from] witmed_crypto::at_rest::Error),
     #[error(transparent)]
     Store(#[from] store::Error),
+    #[error(transparent)]
+    Ledger(#[from] crate::ledger::Error),
     #[error("cannot write {path}: {source}")]
     Io {
         path: PathBuf,
@@ -111,6 +113,8 @@ pub struct Node {
     pseudonyms: Pseudonymizer,
     pub(crate) consents: RwLock<Registry>,
     index: RwLock<Option<Arc<Index>>>,
+    /// The privacy-budget ledger (checked at open).
+    pub ledger: crate::ledger::Ledger,
     /// Serializes budget check-and-charge.
     pub(crate) ledger_lock: Mutex<()>,
     /// The last eligibility mask computed, reused while nothing it depends on changed.
@@ -205,6 +209,7 @@ impl Node {
         let policy = read_policy(&data.policy(), &config)?;
         let master = MasterKey::load(&data.master_key())?;
         let store = Store::open(&data.db(), &master)?;
+        let ledger = crate::ledger::Ledger::open(&store, &master)?;
         let (registry, problems) = Registry::load(&store, &config.node_key, now)?;
         for problem in problems {
             tracing::warn!("stored consent token refused at load: {problem}");
@@ -218,6 +223,7 @@ impl Node {
             pseudonyms: Pseudonymizer::new(&master),
             consents: RwLock::new(registry),
             index: RwLock::new(None),
+            ledger,
             ledger_lock: Mutex::new(()),
             eligibility: Mutex::new(None),
         })

@@ -41,6 +41,8 @@ pub fn credential(
     Credential {
         version: CREDENTIAL_VERSION,
         researcher,
+        // The id is the authority's: here one per key, as each simulated researcher has one key.
+        researcher_id: format!("sim-{}", &researcher.to_hex()[..16]),
         name: "Simulated Researcher".into(),
         institution: "witmed simulation".into(),
         commercial: false,

@@ -14,7 +14,7 @@
 //! | `conditions`   | pseudonym (16), sha256(system, code)[..8], onset (8)  | [`ConditionRecord`]      |
 //! | `consents`     | `e/` pseudonym, `t/` token id, `r/` token id, `s/` token id, `n/` re-enrolment id | enrolments, tokens, revocations, tokens of a replaced key, applied re-enrolments |
 //! | `audit`        | sequence number (8, big endian)                       | [`crate::audit::Entry`]  |
-//! | `budget`       | `c/` researcher (32) time (8) query id; `a/` researcher (32) query id | charges, stored answers |
+//! | `budget`       | `c2/`, `a2/`, `h2`: keyed digests only (see [`crate::ledger`])   | charges, stored answers, ledger head |
 //! | `meta`         | ASCII names                                           | format version, import markers |
 //!
 //! Observation keys sort by patient, then code, then time, so "all heart

@@ -11,6 +11,7 @@ use witmed::import;
 use witmed::node::{self, Node};
 use witmed::{consent_ops, ledger, setup};
 use witmed_crypto::{Envelope, KeyPair, Role};
+use witmed_policies::credential::verify_credential;
 use witmed_protocol::query::Query;
 
 const NOW: i64 = 1_790_000_000;
@@ -53,6 +54,13 @@ fn fixture(set: &Path, budget: f64, min_cohort: u64) -> Fixture {
         researcher,
         credential,
     }
+}
+
+/// Every charge of the fixture's researcher, oldest first.
+fn charges(f: &Fixture) -> Vec<ledger::Charge> {
+    let credential = verify_credential(&f.credential, &[f.credential.signer], NOW).unwrap();
+    let account = f.node.ledger.account(&credential);
+    f.node.ledger.charges(&f.node.store, &account).unwrap()
 }
 
 fn count_query(id: &str, epsilon: f64) -> Query {
@@ -170,7 +178,7 @@ fn racing_queries_never_overspend_and_exactly_the_accepted_are_charged() {
         })
         .collect();
     let accepted: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
-    let charges = ledger::charges(&f.node.store, &f.researcher.public()).unwrap();
+    let charges = charges(&f);
     let total: f64 = charges.iter().map(|c| c.epsilon).sum();
     assert_eq!(
         charges.len(),
@@ -200,10 +208,10 @@ fn replayed_id_returns_the_stored_answer_and_an_altered_query_is_refused() {
         first, again,
         "a replay returns the stored answer, not fresh noise"
     );
-    assert_eq!(ledger::charges(&f.node.store, &r).unwrap().len(), 1);
+    assert_eq!(charges(&f).len(), 1);
     let altered = engine::answer(&f.node, &count_query("q", 2.0), &r, &f.credential, NOW);
     assert!(matches!(altered, Err(Error::IdReused(_))), "{altered:?}");
-    assert_eq!(ledger::charges(&f.node.store, &r).unwrap().len(), 1);
+    assert_eq!(charges(&f).len(), 1);
 }
 
 #[test]
@@ -214,9 +222,12 @@ fn exhausted_budget_is_refused_with_the_amount_left() {
     let r = f.researcher.public();
     engine::answer(&f.node, &count_query("a", 1.0), &r, &f.credential, NOW).unwrap();
     match engine::answer(&f.node, &count_query("b", 1.0), &r, &f.credential, NOW) {
-        Err(Error::BudgetExhausted { needed, left }) => {
-            assert!((needed - 1.0).abs() < 1e-9);
-            assert!((left - 0.5).abs() < 1e-9);
+        Err(Error::BudgetExhausted {
+            reason: ledger::Exhausted::Window { needed, left, .. },
+            ..
+        }) => {
+            assert!((needed.epsilon - 1.0).abs() < 1e-9);
+            assert!((left.epsilon - 0.5).abs() < 1e-9);
         }
         other => panic!("expected an exhausted budget, got {other:?}"),
     }
@@ -231,7 +242,7 @@ fn small_cohorts_are_suppressed_and_still_charged() {
     let answer = engine::answer(&f.node, &mean_hr_query("small"), &r, &f.credential, NOW).unwrap();
     assert!(answer.released.suppressed);
     assert!(answer.released.value.is_none() && answer.released.components.is_empty());
-    let charges = ledger::charges(&f.node.store, &r).unwrap();
+    let charges = charges(&f);
     assert_eq!(charges.len(), 1);
     assert!((answer.budget_left - (10.0 - charges[0].epsilon)).abs() < 1e-9);
 }

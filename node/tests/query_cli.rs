@@ -95,6 +95,8 @@ fn issue(w: &World, authority: &str, researcher: &str, purposes: &str, out: &str
         s(&w.path(authority)),
         "--researcher-key",
         s(&w.path(researcher)),
+        "--researcher-id",
+        researcher,
         "--name",
         "Bob",
         "--institution",

@@ -5,6 +5,11 @@
 //! to their identity, institution, project and approved DUO purposes, and
 //! says whether the use is commercial or not-for-profit, which consent
 //! modifiers (NCU, NPU) depend on.
+//!
+//! The authority also assigns each researcher a stable `researcher_id`. A
+//! node keys the researcher's privacy budget on (issuer, `researcher_id`),
+//! not on the key, so a credential re-issued for a new key draws on the
+//! same budget. Version 1 credentials had no such id and are refused.
 
 use std::ops::Deref;
 
@@ -15,8 +20,10 @@ use crate::duo::Terms;
 use crate::error::{Error, Object};
 use crate::signed::{self, Versioned};
 
-/// Credential format version written today.
-pub const CREDENTIAL_VERSION: u32 = 1;
+/// Credential format version written today. Version 2 added `researcher_id`.
+pub const CREDENTIAL_VERSION: u32 = 2;
+/// Longest `researcher_id`, in bytes.
+pub const MAX_RESEARCHER_ID_LEN: usize = 128;
 /// Envelope domain of credentials.
 pub const CREDENTIAL_DOMAIN: &str = "witmed/researcher-credential/v1";
 
@@ -28,6 +35,10 @@ pub struct Credential {
     pub version: u32,
     /// The researcher's key, which signs their queries.
     pub researcher: PublicKey,
+    /// The authority's stable identifier for the researcher, the same in
+    /// every credential it issues them whatever their key; their privacy
+    /// budget at each node follows it. ASCII letters, digits and `._:@-`.
+    pub researcher_id: String,
     /// The researcher's name.
     pub name: String,
     /// The researcher's institution.
@@ -111,7 +122,7 @@ pub fn verify_credential(
     trusted_issuers: &[PublicKey],
     now: i64,
 ) -> Result<VerifiedCredential, Error> {
-    let credential: Credential = signed::open(envelope)?;
+    let credential: Credential = signed::open(envelope).map_err(explain_version_1)?;
     if !trusted_issuers.contains(&envelope.signer) {
         return Err(Error::UntrustedIssuer {
             issuer: envelope.signer,
@@ -126,8 +137,34 @@ pub fn verify_credential(
     })
 }
 
+/// A version 1 credential has no `researcher_id`, so no node could tell that
+/// two of them for two keys are one researcher (one budget): refuse it with
+/// what to do rather than guess an identity from the key.
+fn explain_version_1(error: Error) -> Error {
+    match error {
+        Error::UnsupportedVersion { found: 1, .. } => Error::InvalidCredential(
+            "it has format version 1, which carries no researcher_id, and budgets follow the researcher_id; the issuer must issue a new one (`witmed credential issue --researcher-id ID`)".into(),
+        ),
+        other => other,
+    }
+}
+
+/// Refuses an empty, overlong or non-plain `researcher_id`: it names a
+/// budget and is shown in logs, so it must be unambiguous and printable.
+fn check_researcher_id(id: &str) -> Result<(), Error> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "._:@-".contains(c);
+    if id.is_empty() || id.len() > MAX_RESEARCHER_ID_LEN || !id.chars().all(plain) {
+        return Err(Error::InvalidCredential(format!(
+            "researcher_id {:?} must be 1 to {MAX_RESEARCHER_ID_LEN} ASCII letters, digits or ._:@-",
+            id.chars().take(MAX_RESEARCHER_ID_LEN + 1).collect::<String>()
+        )));
+    }
+    Ok(())
+}
+
 fn check_contents(credential: &Credential) -> Result<Terms, Error> {
     let invalid = |msg: String| Err(Error::InvalidCredential(msg));
+    check_researcher_id(&credential.researcher_id)?;
     let terms = Terms::parse(&credential.purposes)?;
     if let Some(modifier) = terms.modifiers.first() {
         return invalid(format!(
@@ -163,4 +200,94 @@ fn check_time(credential: &Credential, now: i64) -> Result<(), Error> {
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use witmed_crypto::Role;
+
+    use super::*;
+
+    const NOW: i64 = 1_700_000_000;
+
+    fn authority() -> KeyPair {
+        KeyPair::from_seed(Role::Authority, &[6; 32])
+    }
+
+    fn credential(researcher_id: &str) -> Credential {
+        Credential {
+            version: CREDENTIAL_VERSION,
+            researcher: KeyPair::from_seed(Role::Researcher, &[7; 32]).public(),
+            researcher_id: researcher_id.into(),
+            name: "Ada".into(),
+            institution: "University".into(),
+            commercial: false,
+            not_for_profit: true,
+            project: "p".into(),
+            purposes: vec!["HMB".into()],
+            issued_at: NOW - 60,
+            expires: NOW + 86_400,
+        }
+    }
+
+    fn verify(envelope: &Envelope) -> Result<VerifiedCredential, Error> {
+        verify_credential(envelope, &[authority().public()], NOW)
+    }
+
+    /// The version 1 layout, as issued before `researcher_id` existed.
+    #[derive(Serialize)]
+    struct CredentialV1 {
+        version: u32,
+        researcher: PublicKey,
+        name: String,
+        institution: String,
+        commercial: bool,
+        not_for_profit: bool,
+        project: String,
+        purposes: Vec<String>,
+        issued_at: i64,
+        expires: i64,
+    }
+
+    #[test]
+    fn a_version_1_credential_is_refused_with_what_to_do() {
+        let c = credential("x");
+        let v1 = CredentialV1 {
+            version: 1,
+            researcher: c.researcher,
+            name: c.name,
+            institution: c.institution,
+            commercial: c.commercial,
+            not_for_profit: c.not_for_profit,
+            project: c.project,
+            purposes: c.purposes,
+            issued_at: c.issued_at,
+            expires: c.expires,
+        };
+        let envelope = Envelope::seal(CREDENTIAL_DOMAIN, &v1, &authority());
+        let error = verify(&envelope).unwrap_err();
+        assert_eq!(error.error_code(), "invalid_credential");
+        let message = error.to_string();
+        assert!(
+            message.contains("version 1") && message.contains("--researcher-id"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn researcher_ids_that_are_empty_long_or_not_plain_are_refused() {
+        let long = "a".repeat(MAX_RESEARCHER_ID_LEN + 1);
+        for bad in ["", "ada lovelace", "ada\n", "ädä", long.as_str()] {
+            let error = verify(&credential(bad).sign(&authority())).unwrap_err();
+            assert!(
+                matches!(&error, Error::InvalidCredential(m) if m.contains("researcher_id")),
+                "{bad:?}: {error}"
+            );
+        }
+        let max = "a".repeat(MAX_RESEARCHER_ID_LEN);
+        for good in ["ada@uni.example", "orcid:0000-0002-1825-0097", max.as_str()] {
+            let verified = verify(&credential(good).sign(&authority())).unwrap();
+            assert_eq!(verified.researcher_id, good);
+        }
+    }
 }

@@ -2,7 +2,8 @@
 //!
 //! The policy says whose credentials the node trusts, which query kinds,
 //! privacy modes and data categories it offers, each researcher's privacy
-//! budget per rolling window, and the smallest cohort it will answer about.
+//! budget per rolling window (and, recommended, over their lifetime), and
+//! the smallest cohort it will answer about.
 //! A new policy must carry a higher serial than the one in force, so an old
 //! signed policy cannot be replayed to loosen today's.
 
@@ -16,25 +17,55 @@ use crate::consent::check_node;
 use crate::error::{Error, Object};
 use crate::signed::{self, Versioned};
 
-/// Node policy format version written today.
-pub const POLICY_VERSION: u32 = 1;
+/// Node policy format version written today. Version 2 added the budget's
+/// lifetime cap; a version 1 policy is refused with advice to sign a new one.
+pub const POLICY_VERSION: u32 = 2;
 /// Envelope domain of node policies.
 pub const POLICY_DOMAIN: &str = "witmed/node-policy/v1";
 /// Query kinds a policy may allow (the names of `witmed_protocol::query::Aggregate::kind`).
 pub const QUERY_KINDS: [&str; 5] = ["count", "sum", "mean", "histogram", "quantiles"];
 /// Length of the default budget window: 30 days.
 pub const DEFAULT_WINDOW_SECONDS: i64 = 30 * 24 * 60 * 60;
+/// Delta of the default budget window: 100 encrypted-mode queries at their
+/// default delta of 1e-6. Lower it at a small hospital: the total delta
+/// should stay well below one over the number of patients.
+pub const DEFAULT_WINDOW_DELTA: f64 = 1e-4;
 
-/// Privacy budget of each researcher at this node, over a rolling window.
+/// Privacy budget of each researcher at this node: a rolling window and an
+/// optional lifetime cap.
+///
+/// A researcher is who the credential's issuer says they are (the issuer
+/// and the credential's `researcher_id`), not the key they sign with: a
+/// re-issued credential for a new key draws on the same budget.
+///
+/// The window alone renews forever (every `window_seconds` the same loss
+/// may be spent again), so privacy loss grows without bound over the years.
+/// Setting `lifetime` is recommended: it caps the total a researcher may
+/// ever spend at this node, and never renews.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Budget {
     /// Total epsilon one researcher may spend within any window.
     pub epsilon: f64,
-    /// Total delta one researcher may spend within any window.
+    /// Total delta one researcher may spend within any window. With 0, every
+    /// query with a delta (all encrypted-mode queries) is refused.
     pub delta: f64,
     /// Window length in seconds.
     pub window_seconds: i64,
+    /// Total one researcher may ever spend at this node; none when absent
+    /// (recommended: set one). In TOML, a `[budget.lifetime]` table.
+    #[serde(default)]
+    pub lifetime: Option<LifetimeCap>,
+}
+
+/// The most one researcher may ever spend at a node: it never renews.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifetimeCap {
+    /// Total epsilon over the researcher's lifetime at this node.
+    pub epsilon: f64,
+    /// Total delta over the researcher's lifetime at this node.
+    pub delta: f64,
 }
 
 /// What one hospital node allows.
@@ -80,8 +111,9 @@ impl Versioned for NodePolicy {
 
 impl NodePolicy {
     /// The policy `witmed node init` proposes: every query kind, mode and
-    /// category, a budget of epsilon 10 (delta 0) per researcher per 30 days,
-    /// and a minimum cohort of 10. Serial 1; the caller sets `issued_at`.
+    /// category, a budget of epsilon 10 and delta [`DEFAULT_WINDOW_DELTA`] per
+    /// researcher per 30 days, no lifetime cap (set one: see [`Budget`]), and
+    /// a minimum cohort of 10. Serial 1; the caller sets `issued_at`.
     pub fn default_for(node: PublicKey, issuers: Vec<PublicKey>) -> NodePolicy {
         NodePolicy {
             version: POLICY_VERSION,
@@ -92,8 +124,9 @@ impl NodePolicy {
             modes: BTreeSet::from([Mode::Dp, Mode::Encrypted]),
             budget: Budget {
                 epsilon: 10.0,
-                delta: 0.0,
+                delta: DEFAULT_WINDOW_DELTA,
                 window_seconds: DEFAULT_WINDOW_SECONDS,
+                lifetime: None,
             },
             min_cohort: 10,
             categories: Category::ALL.into_iter().collect(),
@@ -125,6 +158,20 @@ impl NodePolicy {
                 "budget.window_seconds must be > 0, got {}",
                 b.window_seconds
             ));
+        }
+        if let Some(cap) = &b.lifetime {
+            if !(cap.epsilon.is_finite() && cap.epsilon > 0.0) {
+                return invalid(format!(
+                    "budget.lifetime.epsilon must be finite and > 0, got {}",
+                    cap.epsilon
+                ));
+            }
+            if !(cap.delta.is_finite() && (0.0..1.0).contains(&cap.delta)) {
+                return invalid(format!(
+                    "budget.lifetime.delta must be in [0, 1), got {}",
+                    cap.delta
+                ));
+            }
         }
         if let Some(kind) = self
             .query_kinds
@@ -185,5 +232,27 @@ mod tests {
         assert_eq!(policy.budget.window_seconds, 2_592_000);
         let text = toml::to_string(&policy).unwrap();
         assert_eq!(toml::from_str::<NodePolicy>(&text).unwrap(), policy);
+    }
+
+    /// The lifetime cap is an optional `[budget.lifetime]` table.
+    #[test]
+    fn lifetime_cap_round_trips_through_toml_and_is_validated() {
+        let node = PublicKey::from_bytes([3; 32]);
+        let mut policy = NodePolicy::default_for(node, vec![]);
+        policy.budget.lifetime = Some(LifetimeCap {
+            epsilon: 50.0,
+            delta: 1e-3,
+        });
+        assert_eq!(policy.validate(), Ok(()));
+        let text = toml::to_string(&policy).unwrap();
+        assert!(text.contains("[budget.lifetime]"), "{text}");
+        assert_eq!(toml::from_str::<NodePolicy>(&text).unwrap(), policy);
+        for (epsilon, delta) in [(0.0, 0.0), (f64::NAN, 0.0), (1.0, 1.0), (1.0, -1e-9)] {
+            policy.budget.lifetime = Some(LifetimeCap { epsilon, delta });
+            assert!(
+                matches!(policy.validate(), Err(Error::InvalidPolicy(m)) if m.contains("lifetime")),
+                "{epsilon} {delta}"
+            );
+        }
     }
 }

@@ -495,6 +495,8 @@ fn new_researcher(bin: &Path, root: &Path, name: &str) -> Result<(PathBuf, PathB
             s(&root.join("authority.key")),
             "--researcher-key",
             s(&key),
+            "--researcher-id",
+            name,
             "--name",
             "Simulated Researcher",
             "--institution",

@@ -542,7 +542,7 @@ fn issue(args: IssueArgs) -> Result<()> {
         (None, None) => {
             return Err(Failure::new(
                 "missing_key",
-                "give --researcher HEX or --researcher-key FILE",
+                "give the researcher's public key (--researcher-public-key HEX) or their key file (--researcher-key FILE)",
             ))
         }
     };
@@ -550,6 +550,7 @@ fn issue(args: IssueArgs) -> Result<()> {
     let credential = Credential {
         version: credential::CREDENTIAL_VERSION,
         researcher,
+        researcher_id: args.researcher_id,
         name: args.name,
         institution: args.institution,
         commercial: args.commercial,
@@ -564,7 +565,8 @@ fn issue(args: IssueArgs) -> Result<()> {
         .map_err(|e| Failure::new(e.error_code(), e))?;
     write_new(&args.out, &signed.to_text())?;
     println!(
-        "credential for {} written to {}",
+        "credential for researcher {} (key {}) written to {}",
+        credential.researcher_id,
         credential.researcher,
         args.out.display()
     );

@@ -319,12 +319,21 @@ pub struct IssueArgs {
     /// The authority's key file.
     #[arg(long)]
     pub authority_key: PathBuf,
-    /// The researcher's public key (hex) ...
-    #[arg(long, conflicts_with = "researcher_key")]
+    /// The researcher's public key (hex), as they sent it to you ...
+    #[arg(
+        long,
+        visible_alias = "researcher-public-key",
+        conflicts_with = "researcher_key"
+    )]
     pub researcher: Option<String>,
     /// ... or their key file.
     #[arg(long)]
     pub researcher_key: Option<PathBuf>,
+    /// Your stable identifier for this researcher (e.g. an ORCID or a staff
+    /// id): give the same one in every credential you issue them, whatever
+    /// their key, because each node's privacy budget follows it.
+    #[arg(long)]
+    pub researcher_id: String,
     #[arg(long)]
     pub name: String,
     #[arg(long)]

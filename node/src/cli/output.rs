@@ -160,7 +160,10 @@ pub fn credential(c: &Credential, json: bool) {
     if json {
         return print_json(c);
     }
-    println!("valid credential for researcher {}", c.researcher);
+    println!(
+        "valid credential for researcher {} (key {})",
+        c.researcher_id, c.researcher
+    );
     println!("  {} ({}), project {:?}", c.name, c.institution, c.project);
     println!("  purposes {}; expires {}", c.purposes.join(","), c.expires);
 }

@@ -204,7 +204,11 @@ pub(super) fn seal(
         return refuse(id, digest, "too_few_hospitals", reason, false);
     }
     let hash = roster_hash(&digest, &researcher, &entries);
-    match engine::seal(node, query, &researcher, &entries, hash, now) {
+    let credential = match witmed_policies::parse_signed_bytes(&query_request.credential) {
+        Ok(c) => c,
+        Err(e) => return refuse(id, digest, e.error_code(), format!("credential: {e}"), false),
+    };
+    match engine::seal(node, query, &researcher, &credential, &entries, hash, now) {
         Ok(share) => Decision::Respond(response(node, id, digest, Outcome::Sealed(share)), false),
         Err(e) => {
             tracing::info!(query = id, code = e.code(), reason = %e, "seal refused");
@@ -290,7 +294,7 @@ pub(super) fn aggregate_query(
         roster_hash,
         values: aggregate::expected_values(query),
     };
-    match seal_round(node, directory, timeout, (envelope, query), &roster, now) {
+    match seal_round(node, directory, timeout, (envelope, request), &roster, now) {
         Ok(round) => {
             let binding = binding(round.roster_hash);
             match aggregate::total(node, &binding, roster, round.outcomes, left_out, now) {
@@ -321,11 +325,15 @@ fn seal_round(
     node: &Node,
     directory: &Directory,
     timeout: Duration,
-    (envelope, query): (&Envelope, &Query),
+    (envelope, request): (&Envelope, &QueryRequest),
     roster: &[Envelope],
     now: i64,
 ) -> Result<SealRound, Box<NodeResponse>> {
+    let query = &request.query;
     let (id, digest) = (query.id.as_str(), query.digest());
+    let credential = witmed_policies::parse_signed_bytes(&request.credential).map_err(|e| {
+        Box::new(refused(node, id, digest, e.error_code(), format!("credential: {e}")))
+    })?;
     let researcher = envelope.signer;
     let entries = verify_roster(roster, &digest, &researcher, &members_of(directory))
         .map_err(|reason| Box::new(refused(node, id, digest, "bad_roster", reason)))?;
@@ -345,7 +353,9 @@ fn seal_round(
     let me_in_roster = in_roster(&node.config.name);
     let (own, asked) = std::thread::scope(|scope| {
         let own = scope.spawn(|| {
-            me_in_roster.then(|| engine::seal(node, query, &researcher, &entries, hash, now))
+            me_in_roster.then(|| {
+                engine::seal(node, query, &researcher, &credential, &entries, hash, now)
+            })
         });
         let asked = ask(node, &sealing, digest, &members, timeout);
         (own.join(), asked)

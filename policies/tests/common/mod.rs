@@ -80,6 +80,7 @@ pub fn credential() -> Credential {
     Credential {
         version: CREDENTIAL_VERSION,
         researcher: researcher(),
+        researcher_id: "ada@university".into(),
         name: "Ada Researcher".into(),
         institution: "University Hospital".into(),
         commercial: false,
