@@ -68,7 +68,7 @@ pub fn enrol(node: &Node, p: Pseudonym, key: PublicKey, now: i64) -> Result<(), 
     if !node.store.contains(cf::PATIENTS, &p.0)? {
         return Err(Error::UnknownPatient(p));
     }
-    let mut registry = node.consents.write().expect("consent lock");
+    let mut registry = crate::locks::write(&node.consents);
     match registry.enrolled_key(&p) {
         Some(existing) if existing == key => return Ok(()),
         Some(_) => return Err(Error::AlreadyEnrolled(p)),
@@ -98,7 +98,7 @@ pub fn submit(node: &Node, text: &str, now: i64) -> Result<Submitted, Error> {
 }
 
 fn submit_token(node: &Node, text: &str, now: i64) -> Result<Submitted, Error> {
-    let mut registry = node.consents.write().expect("consent lock");
+    let mut registry = crate::locks::write(&node.consents);
     let verified = registry.verify_token_text(text, &node.id(), now, false)?;
     let token = verified.token().clone();
     if registry.has_token(&token.id) {
@@ -132,7 +132,7 @@ fn submit_revocation(
     text: &str,
     now: i64,
 ) -> Result<Submitted, Error> {
-    let mut registry = node.consents.write().expect("consent lock");
+    let mut registry = crate::locks::write(&node.consents);
     let verified = registry.verify_revocation_envelope(envelope, &node.id())?;
     let revocation = verified.revocation().clone();
     // One patient must not revoke another's token: the revocation must name
@@ -208,7 +208,7 @@ pub fn simulate(
         patients: pseudonyms.len(),
         ..Simulated::default()
     };
-    let mut registry = node.consents.write().expect("consent lock");
+    let mut registry = crate::locks::write(&node.consents);
     let mut batch = node.store.batch();
     let mut pending = Vec::new();
     for p in pseudonyms {

@@ -153,7 +153,8 @@ impl Registry {
             .unwrap_or(i64::MIN);
         let until = self
             .boundaries
-            .range(now + 1..)
+            // Excluded, not `now + 1..`: total at i64::MAX.
+            .range((std::ops::Bound::Excluded(now), std::ops::Bound::Unbounded))
             .next()
             .copied()
             .unwrap_or(i64::MAX);

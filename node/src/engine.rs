@@ -123,7 +123,7 @@ pub fn answer(
     }
     let policy = node.policy();
     let (credential, use_) = authorize(node, query, researcher, credential, now)?;
-    let _guard = node.ledger_lock.lock().expect("ledger lock");
+    let _guard = crate::locks::lock(&node.ledger_lock);
     if let Some(stored) = ledger::stored_answer(&node.store, researcher, &query.id)? {
         return replay(stored, query, Answer::from_bytes);
     }
@@ -177,7 +177,7 @@ pub fn contribute(
     let study_id = query.privacy.study.as_deref().unwrap_or_default();
     // The id it is stored under is the hash of the key: no need to hash it again.
     let (study, study_key) = study::key_for(node, study_id, researcher)?;
-    let _guard = node.ledger_lock.lock().expect("ledger lock");
+    let _guard = crate::locks::lock(&node.ledger_lock);
     if let Some(stored) = ledger::stored_answer(&node.store, researcher, &query.id)? {
         return replay(stored, query, Contribution::from_bytes);
     }
