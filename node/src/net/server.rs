@@ -443,23 +443,21 @@ fn serve(
 ) -> (NodeResponse, bool) {
     let node = &state.node;
     let directory = state.directory.as_ref();
-    let checked = match guarded(node, || authenticate(node, directory, peer, request, now)) {
-        Ok(Ok(checked)) => checked,
-        Ok(Err(refusal)) => return (refusal.response, refusal.misbehaved),
-        Err(internal) => return (internal, false),
+    let checked = match caught(|| authenticate(node, directory, peer, request, now)) {
+        Some(Ok(checked)) => checked,
+        Some(Err(refusal)) => return (refusal.response, refusal.misbehaved),
+        None => return (internal_error(node), false),
     };
     drop(slot);
     let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
         let reason = "the node is answering other queries; try again shortly".to_string();
         return (refused(node, "", [0; 32], "busy", reason), false);
     };
-    let decision = guarded(node, || {
-        decide(node, directory, &state.replay, peer, request, checked, now)
-    });
+    let decision = caught(|| decide(node, directory, &state.replay, peer, request, checked, now));
     match decision {
-        Ok(Decision::Respond(response, misbehaved)) => (response, misbehaved),
-        Ok(Decision::Aggregate(query_request)) => {
-            let aggregated = guarded(node, || {
+        Some(Decision::Respond(response, misbehaved)) => (response, misbehaved),
+        Some(Decision::Aggregate(query_request)) => {
+            let aggregated = caught(|| {
                 aggregator::aggregate_query(
                     node,
                     directory,
@@ -469,24 +467,22 @@ fn serve(
                     now,
                 )
             });
-            (aggregated.unwrap_or_else(|internal| internal), false)
+            (aggregated.unwrap_or_else(|| internal_error(node)), false)
         }
-        Err(internal) => (internal, false),
+        None => (internal_error(node), false),
     }
 }
 
-/// Runs `work`; a panic in it becomes an `internal_error` refusal instead of ending the thread's request.
-fn guarded<T>(node: &Node, work: impl FnOnce() -> T) -> Result<T, NodeResponse> {
-    caught(work).ok_or_else(|| {
-        tracing::error!("a request panicked; answered internal_error and kept serving");
-        let reason = "the node failed while handling this request (a bug, logged at the node); it keeps serving others: send the request again, and tell the node's operator if it repeats";
-        refused(node, "", [0; 32], "internal_error", reason.to_string())
-    })
-}
-
-/// `work`'s result, or None if it panicked.
+/// `work`'s result, or None if it panicked: a bug in one request ends that request only.
 fn caught<T>(work: impl FnOnce() -> T) -> Option<T> {
     catch_unwind(AssertUnwindSafe(work)).ok()
+}
+
+/// The refusal sent for a request whose handling panicked.
+fn internal_error(node: &Node) -> NodeResponse {
+    tracing::error!("a request panicked; answered internal_error and kept serving");
+    let reason = "the node failed while handling this request (a bug, logged at the node); it keeps serving others: send the request again, and tell the node's operator if it repeats";
+    refused(node, "", [0; 32], "internal_error", reason.to_string())
 }
 
 pub(super) fn refusal(
