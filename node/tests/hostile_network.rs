@@ -436,7 +436,6 @@ async fn a_flood_of_unauthenticated_requests_neither_starves_honest_queries_nor_
 async fn hold_one_connection(
     target: Target,
     established_now: Arc<AtomicUsize>,
-    most_held: Arc<AtomicUsize>,
     outcomes: tokio::sync::mpsc::Sender<bool>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -462,8 +461,7 @@ async fn hold_one_connection(
             event = swarm.select_next_some() => match event {
                 SwarmEvent::ConnectionEstablished { .. } => {
                     connected = true;
-                    let held = established_now.fetch_add(1, Ordering::SeqCst) + 1;
-                    most_held.fetch_max(held, Ordering::SeqCst);
+                    established_now.fetch_add(1, Ordering::SeqCst);
                     if !reported { reported = true; let _ = outcomes.send(true).await; }
                 }
                 SwarmEvent::ConnectionClosed { .. } if connected => {
@@ -488,7 +486,6 @@ async fn three_hundred_fresh_identities_from_one_address_do_not_lock_out_others(
     let w = world();
     const IDENTITIES: usize = 300;
     let established_now = Arc::new(AtomicUsize::new(0));
-    let most_held = Arc::new(AtomicUsize::new(0));
     let (outcome_tx, mut outcome_rx) = tokio::sync::mpsc::channel(IDENTITIES);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // In waves smaller than the pending limit per address, so that it is the
@@ -504,7 +501,6 @@ async fn three_hundred_fresh_identities_from_one_address_do_not_lock_out_others(
             tasks.push(tokio::spawn(hold_one_connection(
                 w.target.clone(),
                 established_now.clone(),
-                most_held.clone(),
                 outcome_tx.clone(),
                 stop_rx.clone(),
             )));
@@ -518,24 +514,24 @@ async fn three_hundred_fresh_identities_from_one_address_do_not_lock_out_others(
         }
     }
     drop(outcome_tx);
-    let most = most_held.load(Ordering::SeqCst);
-    eprintln!("{connected} identities connected, {refused} refused, at most {most} at once");
     assert_eq!(
         connected + refused,
         IDENTITIES,
-        "every identity should have connected or been refused"
+        "every identity should have finished its handshake or been refused"
+    );
+    // The node refuses a connection over the limit per address right after
+    // its handshake, so the dialer may see it open for a moment: count what
+    // stays open once those closures have arrived (well inside the idle timeout).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let held = established_now.load(Ordering::SeqCst);
+    eprintln!("{connected} handshakes finished, {refused} refused before, {held} connections held");
+    assert!(
+        held <= MAX_CONNECTIONS_PER_IP,
+        "{held} connections from one address are open; the limit is {MAX_CONNECTIONS_PER_IP}"
     );
     assert!(
-        most <= MAX_CONNECTIONS_PER_IP,
-        "{most} connections from one address were open at once; the limit is {MAX_CONNECTIONS_PER_IP}"
-    );
-    assert!(
-        connected >= MAX_CONNECTIONS_PER_IP / 2,
-        "only {connected} identities got in; the waves stay below every limit until {MAX_CONNECTIONS_PER_IP} are open"
-    );
-    assert!(
-        refused >= IDENTITIES - 2 * MAX_CONNECTIONS_PER_IP,
-        "only {refused} of {IDENTITIES} identities were refused"
+        held >= MAX_CONNECTIONS_PER_IP / 2,
+        "only {held} identities kept a connection; the waves stay below every limit until {MAX_CONNECTIONS_PER_IP} are open"
     );
     // The attackers still hold what they got while the honest researcher asks.
     honest_query_is_answered(&w, "during-the-identity-flood").await;
