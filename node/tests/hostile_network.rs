@@ -42,6 +42,10 @@ const HONEST_TIMEOUT: Duration = Duration::from_secs(90);
 const ATTACKER_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 /// The node's limits these tests rely on (`server::Config::default`).
 const MAX_CONNECTIONS_PER_IP: usize = 32;
+/// Requests the flood keeps in flight on its one connection: the node's limit
+/// per connection (more are dropped by libp2p before they reach witmed), and
+/// twice the requests the node checks at once per address.
+const FLOOD_IN_FLIGHT: usize = 8;
 
 struct World {
     _tmp: tempfile::TempDir,
@@ -280,8 +284,8 @@ struct FloodReport {
     honest_done_first: bool,
 }
 
-/// Sends at least `count` unauthenticated requests signed by `key` (at most 64
-/// in flight), and goes on until `honest_done` is set; bounded by 4x `count` and 4 minutes.
+/// Sends at least `count` unauthenticated requests signed by `key` (at most
+/// [`FLOOD_IN_FLIGHT`] in flight), and goes on until `honest_done` is set; bounded by 4x `count` and 4 minutes.
 async fn flood(
     key: KeyPair,
     target: Target,
@@ -298,7 +302,7 @@ async fn flood(
         [(codec::protocol(), ProtocolSupport::Outbound)],
         request_response::Config::default()
             .with_request_timeout(Duration::from_secs(120))
-            .with_max_concurrent_streams(64),
+            .with_max_concurrent_streams(FLOOD_IN_FLIGHT),
     );
     let mut swarm = attacker_swarm(witmed::net::libp2p_keypair(&key), behaviour);
     let mut report = FloodReport::default();
@@ -311,7 +315,7 @@ async fn flood(
             report.honest_done_first = true;
         }
         let stop_sending = enough || report.sent >= 4 * count || started.elapsed() > deadline;
-        while !stop_sending && pending.len() < 64 {
+        while !stop_sending && pending.len() < FLOOD_IN_FLIGHT {
             let i = report.sent;
             // Half without a credential, half with one from an authority the node does not trust.
             let credential = if i % 2 == 0 { vec![] } else { rogue.clone() };

@@ -90,6 +90,8 @@ pub struct Config {
     pub max_pending_per_ip: usize,
     /// A connection whose Noise and Yamux handshake is not done by then is dropped.
     pub handshake_timeout: Duration,
+    /// Requests read or answered at once on one connection; more streams are dropped by libp2p.
+    pub max_requests_per_connection: usize,
     /// Nonces remembered for replay protection.
     pub replay_capacity: usize,
     /// Close idle connections after this long.
@@ -102,6 +104,25 @@ pub struct Config {
     pub aggregate_timeout: Duration,
 }
 
+/// The defaults, and why.
+///
+/// * 4 queries computed at once: a node has 2 cores; queries are CPU-bound.
+/// * 16 requests checked at once, 4 per address: a check is two ed25519
+///   verifications and a decode (well under a millisecond), so 4 per address
+///   keep an honest client's pipeline full while one address can take at most
+///   a quarter of the checking threads.
+/// * 32 connections per address, 2 per identity, 256 in total: a researcher
+///   or a member opens one connection per node; 32 leaves room for several
+///   researchers behind one NAT, and a host minting identities gets 32, not 256.
+/// * 8 handshakes per address, 64 in total, 5 s each: an honest Noise
+///   handshake on loopback or a LAN takes milliseconds, a slow WAN one well
+///   under a second; a socket that says nothing is gone after 5 s.
+/// * 8 requests at once per connection (libp2p's default is 100): each may
+///   buffer up to the 64 KiB request limit, so all connections together hold
+///   at most 256 x 8 x 64 KiB = 128 MiB, one address 16 MiB. An honest client
+///   sends one request per connection, an aggregator one per query in flight.
+/// * 30 s idle timeout, 100,000 nonces remembered (reached only by
+///   authenticated requests, so only by credentialed researchers).
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -115,6 +136,7 @@ impl Default for Config {
             max_pending: 64,
             max_pending_per_ip: 8,
             handshake_timeout: Duration::from_secs(5),
+            max_requests_per_connection: 8,
             replay_capacity: 100_000,
             idle_timeout: Duration::from_secs(30),
             misbehave: None,
@@ -147,8 +169,9 @@ fn behaviour(config: &Config) -> Behaviour {
         .with_max_established(Some(config.max_connections))
         .with_max_established_per_peer(Some(config.max_connections_per_peer))
         .with_max_pending_incoming(Some(config.max_pending));
-    let rr_config =
-        request_response::Config::default().with_request_timeout(Duration::from_secs(60));
+    let rr_config = request_response::Config::default()
+        .with_request_timeout(Duration::from_secs(60))
+        .with_max_concurrent_streams(config.max_requests_per_connection.max(1));
     Behaviour {
         ip_limits: ip_limits::Behaviour::new(ip_limits::Config {
             max_pending_per_ip: config.max_pending_per_ip,
