@@ -56,6 +56,11 @@ struct World {
 }
 
 fn world() -> World {
+    world_of(1)
+}
+
+/// `n` hospitals; `target` is the first.
+fn world_of(n: usize) -> World {
     let tmp = tempfile::tempdir().unwrap();
     let records: Vec<PathBuf> = physionet_files(&set_a()).into_iter().take(40).collect();
     let options = Options {
@@ -66,7 +71,7 @@ fn world() -> World {
         proxied: false,
         node_env: vec![],
     };
-    let mut cluster = Cluster::build(&options, &cluster::split(&records, 1)).unwrap();
+    let mut cluster = Cluster::build(&options, &cluster::split(&records, n)).unwrap();
     cluster.start_all().unwrap();
     let authority = cluster.consortium_authority.parse().unwrap();
     let (dir, _) = client::load_directory(&cluster.directory, Some(authority)).unwrap();
@@ -270,6 +275,43 @@ async fn anonymous_queries_signed_at_the_ends_of_time_do_not_stop_the_node() {
     }
     honest_query_is_answered(&w, "after-the-ends-of-time").await;
     honest_query_is_answered(&w, "and-again").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_query_without_a_trusted_credential_is_refused_before_any_member_is_asked() {
+    let w = world_of(2);
+    let aggregator = &w.cluster.members[0].name;
+    let text = format!(
+        "version = 1\nid = \"rogue-encrypted\"\npurpose = \"HMB\"\naggregate = \"count\"\n\
+         [privacy]\nmode = \"encrypted\"\nepsilon = 1.0\naggregator = \"{aggregator}\"\n\
+         study = \"{}\"\nmin_hospitals = 2\n",
+        "ab".repeat(32)
+    );
+    let query = Query::from_toml(&text).unwrap();
+    let rogue_authority = KeyPair::generate(Role::Authority).unwrap();
+    let rogue = witmed::setup::credential(
+        &rogue_authority,
+        w.researcher.public(),
+        &["HMB"],
+        witmed::unix_now(),
+    );
+    let r = QueryRequest {
+        version: WIRE_VERSION,
+        query,
+        credential: rogue.to_bytes(),
+        nonce: random_nonce(),
+        issued_at: witmed::unix_now(),
+    };
+    let status = send(&w, &w.researcher, &r.sign(&w.researcher), r.query.digest()).await;
+    // The aggregator itself refuses it for the credential: had it asked the
+    // members, it would answer with their refusals gathered into a total's failure.
+    match &status {
+        Status::Refused { code, reason } => {
+            assert_eq!(code, "credential_refused", "{reason}");
+        }
+        other => panic!("expected the aggregator's own credential refusal, got {other:?}"),
+    }
+    honest_query_is_answered(&w, "after-the-rogue-encrypted-query").await;
 }
 
 /// What an unauthenticated flood got back.

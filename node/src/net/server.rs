@@ -245,6 +245,12 @@ pub async fn run(
         .max(1);
     let (done_tx, mut done_rx) = mpsc::channel::<Done>(capacity);
     tokio::pin!(shutdown);
+    // Polled once before the loop, so that whatever the shutdown future sets
+    // up (a SIGTERM handler) is in place before `listening on` is printed:
+    // `select!` polls its branches in random order.
+    if futures::poll!(&mut shutdown).is_ready() {
+        return Ok(());
+    }
     let mut housekeeping = tokio::time::interval(Duration::from_millis(250));
     loop {
         tokio::select! {
