@@ -83,7 +83,8 @@ pub enum Submitted {
 }
 
 fn registry(node: &Node) -> Result<RwLockWriteGuard<'_, Registry>, Error> {
-    node.consents.write().map_err(|_| Error::Poisoned)
+    // A panic elsewhere cannot wedge consent changes (see `crate::locks`).
+    Ok(crate::locks::write(&node.consents))
 }
 
 /// Binds `key` to patient `p` (hospital staff, at registration).

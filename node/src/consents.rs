@@ -217,7 +217,8 @@ impl Registry {
             .unwrap_or(i64::MIN);
         let until = self
             .boundaries
-            .range(now.saturating_add(1)..)
+            // Excluded, not `now + 1..`: total at i64::MAX.
+            .range((std::ops::Bound::Excluded(now), std::ops::Bound::Unbounded))
             .next()
             .copied()
             .unwrap_or(i64::MAX);

@@ -32,6 +32,7 @@ pub mod engine;
 pub mod import;
 pub mod index;
 pub mod ledger;
+pub mod locks;
 pub mod net;
 pub mod node;
 pub mod setup;

@@ -246,15 +246,15 @@ impl Node {
 
     /// The current policy.
     pub fn policy(&self) -> NodePolicy {
-        self.policy.read().expect("policy lock").clone()
+        crate::locks::read(&self.policy).clone()
     }
 
     /// The index, built on first use after any write to patient data.
     pub fn index(&self) -> Result<Arc<Index>, store::Error> {
-        if let Some(index) = self.index.read().expect("index lock").as_ref() {
+        if let Some(index) = crate::locks::read(&self.index).as_ref() {
             return Ok(index.clone());
         }
-        let mut slot = self.index.write().expect("index lock");
+        let mut slot = crate::locks::write(&self.index);
         if let Some(index) = slot.as_ref() {
             return Ok(index.clone());
         }
@@ -278,10 +278,10 @@ impl Node {
     ) -> Arc<Vec<bool>> {
         // Simulated consent counts only while the policy allows demonstration data.
         let allow_simulated = self.policy().allow_demonstration_data;
-        let consents = self.consents.read().expect("consent lock");
+        let consents = crate::locks::read(&self.consents);
         let use_key = format!("{use_:?}/{allow_simulated}");
         let index_id = Arc::as_ptr(index) as usize;
-        let mut cache = self.eligibility.lock().expect("eligibility lock");
+        let mut cache = crate::locks::lock(&self.eligibility);
         if let Some(c) = cache.as_ref() {
             let fresh = c.use_key == use_key
                 && c.generation == consents.generation()
@@ -311,7 +311,7 @@ impl Node {
 
     /// Drops the index after patient data changed.
     pub fn invalidate_index(&self) {
-        *self.index.write().expect("index lock") = None;
+        *crate::locks::write(&self.index) = None;
     }
 
     /// Verifies and installs a new signed policy (must be newer).
@@ -344,7 +344,7 @@ impl Node {
         );
         audit::append(&mut batch, &self.store, &entry)?;
         self.store.write_durable(batch)?;
-        *self.policy.write().expect("policy lock") = candidate.clone();
+        *crate::locks::write(&self.policy) = candidate.clone();
         Ok(candidate)
     }
 }

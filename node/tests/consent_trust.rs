@@ -79,6 +79,8 @@ fn world(patients: usize, demo: bool) -> World {
         s(&authority_key),
         "--researcher-key",
         s(&bob),
+        "--researcher-id",
+        "bob",
         "--name",
         "Bob",
         "--institution",

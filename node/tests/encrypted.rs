@@ -696,6 +696,8 @@ fn the_aggregator_refuses_a_bad_credential_or_a_refused_purpose_before_forwardin
         &s(&rogue),
         "--researcher-key",
         &s(&w.cluster.researcher_key),
+        "--researcher-id",
+        "rogue",
         "--name",
         "Rogue",
         "--institution",
@@ -792,8 +794,13 @@ fn set_min_cohort(w: &mut World, i: usize, min_cohort: u64) {
     let s = |p: &Path| p.to_str().unwrap().to_string();
     w.cluster.stop(i).unwrap();
     let shown = run_ok(&["policy", "show", "--data-dir", &s(&dir)]);
+    let serial: u64 = shown
+        .lines()
+        .find_map(|l| l.strip_prefix("serial = "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no serial in {shown}"));
     let edited = shown
-        .replace("serial = 1", "serial = 2")
+        .replace(&format!("serial = {serial}"), &format!("serial = {}", serial + 1))
         .replace("min_cohort = 10", &format!("min_cohort = {min_cohort}"));
     assert!(
         edited.contains(&format!("min_cohort = {min_cohort}")),

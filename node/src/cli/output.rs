@@ -38,7 +38,7 @@ impl Status {
             patients: node.store.count(cf::PATIENTS)?,
             observations: node.store.count(cf::OBSERVATIONS)?,
             conditions: node.store.count(cf::CONDITIONS)?,
-            consent: node.consents.read().expect("consent lock").counts(),
+            consent: crate::locks::read(&node.consents).counts(),
             audit_entries: node.store.count(cf::AUDIT)?,
         })
     }
@@ -110,7 +110,7 @@ pub fn import_summary(s: &Summary, json: bool) {
 }
 
 pub fn consent_list(node: &Node, json: bool) {
-    let registry = node.consents.read().expect("consent lock");
+    let registry = crate::locks::read(&node.consents);
     let rows: Vec<_> = registry
         .tokens()
         .map(|v| {

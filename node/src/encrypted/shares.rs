@@ -329,11 +329,11 @@ fn share_scale(epsilon: f64, delta: f64, t: usize, s: Sensitivity) -> Result<(f6
         s.l2.to_bits(),
         s.dims as u64,
     ];
-    if let Some(found) = SCALES.lock().expect("scale cache").get(&key) {
+    if let Some(found) = crate::locks::lock(&SCALES).get(&key) {
         return Ok(*found);
     }
     let found = search_scale(epsilon, delta, t, s)?;
-    let mut cache = SCALES.lock().expect("scale cache");
+    let mut cache = crate::locks::lock(&SCALES);
     if cache.len() >= MAX_CACHED_SCALES {
         cache.clear();
     }

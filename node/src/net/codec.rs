@@ -38,7 +38,9 @@ pub fn protocol() -> StreamProtocol {
 
 async fn read_limited<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<Envelope> {
     let mut bytes = Vec::new();
-    io.take(max as u64 + 1).read_to_end(&mut bytes).await?;
+    io.take(u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1))
+        .read_to_end(&mut bytes)
+        .await?;
     if bytes.len() > max {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,

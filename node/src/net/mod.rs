@@ -11,15 +11,18 @@
 //! client uses the researcher's key, so "who signed" and "who is connected"
 //! are checked to be the same party.
 //!
-//! Bounds (libp2p's rule: bound everything): connection limits in total and
-//! per peer, a bounded number of queries in flight (more are refused as
-//! busy rather than queued), a bounded replay cache, and request and
-//! response size limits.
+//! Bounds (libp2p's rule: bound everything): connection limits in total, per
+//! peer and per source IP address ([`ip_limits`]), a handshake timeout, a
+//! bounded number of requests being authenticated per address and in total,
+//! a bounded number of queries in flight (more are refused as busy rather
+//! than queued), a bounded replay cache that only authenticated requests
+//! reach, and request and response size limits.
 
 pub mod aggregator;
 pub mod client;
 pub mod codec;
 pub mod fault;
+pub mod ip_limits;
 pub mod replay;
 pub mod server;
 
