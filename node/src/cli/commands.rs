@@ -92,14 +92,21 @@ fn run_node(command: NodeCommand) -> Result<()> {
             dir,
             name,
             trust_issuers,
+            hospital_key_out,
         } => {
             let issuers = trust_issuers
                 .iter()
                 .map(|h| parse_public(h))
                 .collect::<Result<Vec<_>>>()?;
-            let config = node::init(&dir.data_dir, &name, issuers, unix_now())
-                .map_err(|e| Failure::new("init_failed", e))?;
-            output::node_created(&dir.data_dir, &config);
+            let config = node::init_with(
+                &dir.data_dir,
+                &name,
+                issuers,
+                unix_now(),
+                hospital_key_out.as_deref(),
+            )
+            .map_err(|e| Failure::new("init_failed", e))?;
+            output::node_created(&dir.data_dir, &config, hospital_key_out.as_deref());
             Ok(())
         }
         NodeCommand::Run {

@@ -83,6 +83,11 @@ pub enum NodeCommand {
         /// Public key (hex) of a credential issuer to trust; repeatable.
         #[arg(long = "trust-issuer")]
         trust_issuers: Vec<String>,
+        /// Write the hospital admin key (which signs policies) to this new file
+        /// instead of DIR/hospital.key: keep it off the node, e.g. on removable
+        /// media. The node never needs it to open or run.
+        #[arg(long)]
+        hospital_key_out: Option<PathBuf>,
     },
     /// Run the node as a libp2p peer until Ctrl-C or SIGTERM.
     Run {

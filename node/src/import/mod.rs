@@ -153,7 +153,7 @@ fn seal_file(
     for o in &parsed.observations {
         let key = observation_key(
             &pseudonym_of(&o.source_patient_id),
-            &o.code,
+            &store.codes().observation(&o.code),
             o.time_s,
             o.disambiguator,
         );
@@ -167,8 +167,7 @@ fn seal_file(
     for c in &parsed.conditions {
         let key = condition_key(
             &pseudonym_of(&c.source_patient_id),
-            &c.system,
-            &c.code,
+            &store.codes().condition(&c.system, &c.code),
             c.onset_s,
         );
         let record = ConditionRecord {
