@@ -719,3 +719,83 @@ fn a_newer_signed_policy_left_by_an_interrupted_install_is_accepted_and_sealed()
         &["serial 1 is older than the installed serial 2"],
     );
 }
+
+#[test]
+fn an_older_consortium_directory_or_one_never_installed_stops_the_node() {
+    let w = world(3);
+    let directory = w.path("consortium.toml");
+    run_ok(&[
+        "consortium",
+        "create",
+        "--name",
+        "c",
+        "--out",
+        s(&directory),
+    ]);
+    let add = |data_dir: &Path, port: u16| {
+        run_ok(&[
+            "consortium",
+            "add",
+            "--directory",
+            s(&directory),
+            "--data-dir",
+            s(data_dir),
+            "--address",
+            &format!("/ip4/127.0.0.1/tcp/{port}"),
+        ]);
+    };
+    let sign = |out: &Path| {
+        run_ok(&[
+            "consortium",
+            "sign",
+            "--authority-key",
+            s(&w.path("authority.key")),
+            "--directory",
+            s(&directory),
+            "--out",
+            s(out),
+        ]);
+    };
+    let install = |file: &Path| {
+        run_ok(&[
+            "consortium",
+            "install",
+            "--data-dir",
+            s(&w.node),
+            "--authority",
+            &w.authority,
+            s(file),
+        ]);
+    };
+    add(&w.node, 4001);
+    let (first, second) = (w.path("dir-1.signed"), w.path("dir-2.signed"));
+    sign(&first);
+    install(&first);
+    let other = w.path("other");
+    init_node(&other, "Other");
+    add(&other, 4002);
+    sign(&second);
+    install(&second);
+    run_ok(&["node", "status", "--data-dir", s(&w.node)]);
+
+    // The attacker puts the older directory (fewer members) back.
+    std::fs::copy(&first, w.node.join("consortium.signed")).unwrap();
+    assert_node_stops(
+        &w,
+        &["consortium.signed", "older than the installed serial"],
+    );
+    std::fs::copy(&second, w.node.join("consortium.signed")).unwrap();
+    run_ok(&["node", "status", "--data-dir", s(&w.node)]);
+
+    // At a node that never installed one, a planted directory and authority are refused.
+    let fresh = world(2);
+    std::fs::copy(&second, fresh.node.join("consortium.signed")).unwrap();
+    std::fs::write(fresh.node.join("consortium.authority"), &w.authority).unwrap();
+    assert_stops(
+        &["node", "status", "--data-dir", s(&fresh.node)]
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>(),
+        &["no consortium directory was ever installed at this node"],
+    );
+}
