@@ -55,6 +55,13 @@ impl CodeDigester {
         self.digest(&[b"condition", system.as_bytes(), code.as_bytes()])
     }
 
+    /// Digest of an imported file's content (and any `extra` input it was
+    /// imported with), naming its import marker: an unkeyed hash would let
+    /// anyone holding a patient's source file confirm it was imported here.
+    pub fn imported_file(&self, system: &str, content: &[u8], extra: &[u8]) -> CodeDigest {
+        self.digest(&[b"imported-file", system.as_bytes(), content, extra])
+    }
+
     /// HMAC over length-prefixed parts, so ("ab", "c") and ("a", "bc") differ.
     fn digest(&self, parts: &[&[u8]]) -> CodeDigest {
         let mut ctx = hmac::Context::with_key(&self.key);
@@ -85,6 +92,10 @@ mod tests {
             a.condition("icd10", "44054006")
         );
         assert_ne!(a.condition("ab", "c"), a.condition("a", "bc"));
+        assert_ne!(
+            a.imported_file("fhir", b"{}", b""),
+            b.imported_file("fhir", b"{}", b"")
+        );
         let unkeyed = crate::sha256(b"8867-4");
         assert_ne!(&a.observation("8867-4")[..], &unkeyed[..CODE_DIGEST_LEN]);
     }

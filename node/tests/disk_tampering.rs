@@ -605,6 +605,11 @@ fn the_data_dir_holds_no_clinical_code_in_clear_or_unkeyed_and_is_private() {
         prefix(code.as_bytes());
         prefix(format!("{system}\0{code}").as_bytes());
     }
+    // An unkeyed digest of an imported file would let its holder confirm
+    // the patient's record was imported here (store format 1's markers).
+    for file in &fhir {
+        prefix(&std::fs::read(file).unwrap());
+    }
 
     let mut found = Vec::new();
     let files = all_files(&w.node);
