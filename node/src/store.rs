@@ -753,6 +753,20 @@ mod tests {
     }
 
     #[test]
+    fn a_store_of_an_older_format_is_refused_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = store(dir.path());
+            let mut batch = s.batch();
+            batch.put_meta(b"store_format_version", &1u32.to_be_bytes());
+            s.write_durable(batch).unwrap();
+        }
+        let err = Store::open(dir.path(), &MasterKey::from_bytes([3; 32])).unwrap_err();
+        assert!(matches!(err, Error::OutdatedFormat { found: 1 }), "{err}");
+        assert!(err.to_string().contains("import the data again"), "{err}");
+    }
+
+    #[test]
     fn wrong_master_key_cannot_read() {
         let dir = tempfile::tempdir().unwrap();
         let key = b"k".to_vec();
