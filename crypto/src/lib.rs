@@ -16,6 +16,8 @@
 //! * [`at_rest`]: AES-256-GCM record encryption, with a key per storage area
 //!   derived by HKDF from the node's master key and the storage key bound as
 //!   associated data.
+//! * [`code_digest`]: keyed HMAC-SHA256 digests of clinical codes, so
+//!   storage keys hold no diagnosis or observation code in clear.
 //! * [`fhe`]: TFHE's LWE encryption under a compact public key, for
 //!   encrypted aggregation: hospitals encrypt, an aggregator adds without
 //!   any key, only the researcher decrypts the total.
@@ -26,6 +28,7 @@
 //!   whole roster of encrypted shares decrypts to anything.
 
 pub mod at_rest;
+pub mod code_digest;
 pub mod envelope;
 pub mod fhe;
 pub mod keys;

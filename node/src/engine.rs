@@ -521,13 +521,7 @@ pub fn select_values(node: &Node, query: &Query, use_: &Use, now: i64) -> Result
 
 /// The per-patient values of `query` over patients for whom `eligible(i)` holds.
 pub fn values_for(index: &Index, query: &Query, eligible: impl Fn(usize) -> bool) -> Vec<f64> {
-    (0..index.len())
-        .filter(|&i| index.in_cohort(i, &query.cohort) && eligible(i))
-        .filter_map(|i| match &query.feature {
-            Some(feature) => index.feature_value(i, feature),
-            None => Some(0.0),
-        })
-        .collect()
+    index.values_for(query, eligible)
 }
 
 /// Writes the charge, the stored answer, the ledger head and the audit entry in one synced batch.

@@ -7,11 +7,17 @@
 //! times relative to the patient's index time, values). The node drops the
 //! index whenever it writes patient data, so the next query rebuilds it and
 //! the index is never out of step with the store.
+//!
+//! Observation series are found by the keyed digest of their code, as the
+//! store keys them: the index never learns a code no query named. A query
+//! names codes in clear; [`Index::values_for`] digests each once with the
+//! node's code key and looks the series up.
 
 use std::collections::HashMap;
 
+use witmed_crypto::code_digest::{CodeDigest, CodeDigester};
 use witmed_crypto::Pseudonym;
-use witmed_protocol::query::{Cohort, Feature, ObservationFeature, Reduce};
+use witmed_protocol::query::{Cohort, Feature, ObservationFeature, Query, Reduce};
 use witmed_protocol::vocab::Sex;
 
 use crate::store::{
@@ -47,7 +53,7 @@ impl Series {
 }
 
 /// The index.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Index {
     pub pseudonyms: Vec<Pseudonym>,
     by_pseudonym: HashMap<Pseudonym, u32>,
@@ -56,7 +62,15 @@ pub struct Index {
     attributes: HashMap<String, Vec<f64>>,
     /// Condition code -> sorted patient indices.
     conditions: HashMap<String, Vec<u32>>,
-    observations: HashMap<String, Series>,
+    /// Code digest -> series.
+    observations: HashMap<CodeDigest, Series>,
+    codes: CodeDigester,
+}
+
+/// A query's observation codes, each looked up once.
+struct Resolved<'a> {
+    has_observation: Vec<Option<&'a Series>>,
+    feature: Option<&'a Series>,
 }
 
 /// Builder state: observations arrive sorted by patient, then code, then time.
@@ -67,7 +81,16 @@ struct SeriesBuilder {
 impl Index {
     /// Builds the index by reading and opening every patient, observation and condition.
     pub fn build(store: &Store) -> Result<Index, Error> {
-        let mut index = Index::default();
+        let mut index = Index {
+            pseudonyms: Vec::new(),
+            by_pseudonym: HashMap::new(),
+            age: Vec::new(),
+            sex: Vec::new(),
+            attributes: HashMap::new(),
+            conditions: HashMap::new(),
+            observations: HashMap::new(),
+            codes: store.codes().clone(),
+        };
         let mut index_times = Vec::new();
         store.scan_records(cf::PATIENTS, b"", |key, p: PatientRecord| {
             let pseudonym = Pseudonym(key.try_into().map_err(|_| Error::Corrupt {
@@ -102,7 +125,7 @@ impl Index {
     }
 
     fn load_observations(&mut self, store: &Store, index_times: &[i64]) -> Result<(), Error> {
-        let mut builders: HashMap<String, SeriesBuilder> = HashMap::new();
+        let mut builders: HashMap<CodeDigest, SeriesBuilder> = HashMap::new();
         store.scan_records(cf::OBSERVATIONS, b"", |key, o: ObservationRecord| {
             let Some((pseudonym, code, time)) = parse_observation_key(key) else {
                 return Err(Error::Corrupt {
@@ -115,9 +138,9 @@ impl Index {
             let Some(&i) = self.by_pseudonym.get(&pseudonym) else {
                 return Ok(());
             };
-            let relative = time - index_times[i as usize];
+            let relative = time.saturating_sub(index_times[i as usize]);
             builders
-                .entry(code.to_string())
+                .entry(code)
                 .or_insert_with(|| SeriesBuilder { rows: Vec::new() })
                 .rows
                 .push((i, relative, o.value));
@@ -167,8 +190,57 @@ impl Index {
         self.by_pseudonym.get(p).map(|&i| i as usize)
     }
 
+    /// The series of observation `code`, if any patient has one.
+    fn series(&self, code: &str) -> Option<&Series> {
+        self.observations.get(&self.codes.observation(code))
+    }
+
+    fn resolve(&self, query: &Query) -> Resolved<'_> {
+        Resolved {
+            has_observation: query
+                .cohort
+                .has_observation
+                .iter()
+                .map(|code| self.series(code))
+                .collect(),
+            feature: match &query.feature {
+                Some(Feature::Observation(o)) => self.series(&o.code),
+                _ => None,
+            },
+        }
+    }
+
+    /// The per-patient values of `query` over patients for whom `eligible(i)`
+    /// holds (one row of 0.0 per patient for a plain count).
+    pub fn values_for(&self, query: &Query, eligible: impl Fn(usize) -> bool) -> Vec<f64> {
+        let resolved = self.resolve(query);
+        (0..self.len())
+            .filter(|&i| self.in_resolved_cohort(i, &query.cohort, &resolved) && eligible(i))
+            .filter_map(|i| match &query.feature {
+                Some(Feature::Attribute(a)) => {
+                    Some(self.attribute(i, &a.name)).filter(|v| v.is_finite())
+                }
+                Some(Feature::Observation(o)) => reduce_series(resolved.feature, i, o),
+                None => Some(0.0),
+            })
+            .collect()
+    }
+
     /// Whether patient `i` matches every condition of `cohort`.
     pub fn in_cohort(&self, i: usize, cohort: &Cohort) -> bool {
+        let has_observation = cohort
+            .has_observation
+            .iter()
+            .map(|code| self.series(code))
+            .collect();
+        let resolved = Resolved {
+            has_observation,
+            feature: None,
+        };
+        self.in_resolved_cohort(i, cohort, &resolved)
+    }
+
+    fn in_resolved_cohort(&self, i: usize, cohort: &Cohort, resolved: &Resolved<'_>) -> bool {
         let age = self.age[i];
         // An unknown age is NaN, and every comparison with NaN is false: it
         // never matches an age filter, and passes when there is none.
@@ -178,11 +250,10 @@ impl Index {
             && cohort.sex.is_none_or(|s| self.sex[i] == s)
             && self.matches_attributes(i, cohort)
             && self.matches_conditions(i, cohort)
-            && cohort.has_observation.iter().all(|code| {
-                self.observations
-                    .get(code)
-                    .is_some_and(|s| !s.of(i).0.is_empty())
-            })
+            && resolved
+                .has_observation
+                .iter()
+                .all(|series| series.is_some_and(|s| !s.of(i).0.is_empty()))
     }
 
     fn matches_attributes(&self, i: usize, cohort: &Cohort) -> bool {
@@ -213,24 +284,25 @@ impl Index {
     pub fn feature_value(&self, i: usize, feature: &Feature) -> Option<f64> {
         match feature {
             Feature::Attribute(a) => Some(self.attribute(i, &a.name)).filter(|v| v.is_finite()),
-            Feature::Observation(o) => self.reduce_observations(i, o),
+            Feature::Observation(o) => reduce_series(self.series(&o.code), i, o),
         }
     }
+}
 
-    fn reduce_observations(&self, i: usize, o: &ObservationFeature) -> Option<f64> {
-        let (times, values) = match self.observations.get(&o.code) {
-            Some(series) => series.of(i),
-            None => (&[][..], &[][..]),
-        };
-        let (from, to) = match o.window {
-            Some(w) => ((w.from_hours * 3600.0) as i64, (w.to_hours * 3600.0) as i64),
-            None => (i64::MIN, i64::MAX),
-        };
-        let start = times.partition_point(|&t| t < from);
-        let end = times.partition_point(|&t| t < to);
-        let in_window = &values[start..end];
-        reduce(in_window, o.reduce)
-    }
+/// Patient `i`'s observations in `series` (none if no patient has the code), reduced.
+fn reduce_series(series: Option<&Series>, i: usize, o: &ObservationFeature) -> Option<f64> {
+    let (times, values) = match series {
+        Some(series) => series.of(i),
+        None => (&[][..], &[][..]),
+    };
+    let (from, to) = match o.window {
+        Some(w) => ((w.from_hours * 3600.0) as i64, (w.to_hours * 3600.0) as i64),
+        None => (i64::MIN, i64::MAX),
+    };
+    let start = times.partition_point(|&t| t < from);
+    let end = times.partition_point(|&t| t < to);
+    let in_window = &values[start..end];
+    reduce(in_window, o.reduce)
 }
 
 /// Reduces one patient's values (in time order) to one number.

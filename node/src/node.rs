@@ -6,17 +6,37 @@
 //! DIR/node.toml      name and public keys (versioned)
 //! DIR/node.key       the node's identity key (signs answers; libp2p peer id)
 //! DIR/hospital.key   the hospital admin key that signs the node policy
-//!                    (move it offline once the policy is set)
+//!                    (absent with `node init --hospital-key-out`; otherwise
+//!                    move it offline once the policy is set)
 //! DIR/master.key     master key for encryption at rest (0600)
 //! DIR/policy.signed  the node policy, signed by the hospital admin key
+//! DIR/consortium.authority, DIR/consortium.signed
+//!                    the pinned consortium authority and its directory
+//!                    (after `witmed consortium install`)
 //! DIR/db/            the RocksDB store
 //! ```
 //!
-//! Opening a node verifies the policy's signature against the hospital key
-//! recorded at init: an unsigned, altered or wrongly signed policy stops
-//! the node from starting.
+//! The directory is 0700 and every file in it 0600: the node sets its
+//! process umask to 077 before creating anything, and refuses to open a data
+//! dir that group or others can read (as ssh refuses a readable key: a
+//! permission slip is fixed before the node runs, not reported afterwards).
+//!
+//! **Trust seal.** `node.toml` and the signed files are plain files an
+//! attacker with write access to the disk can replace, so the store keeps a
+//! [`TrustSeal`] (sealed with the master key like every record): the node and
+//! hospital keys recorded at init, and the serial and SHA-256 of the
+//! installed policy and consortium directory. Opening a node verifies the
+//! policy's signature against the hospital key and compares every file with
+//! the seal: an edited `node.toml`, an older signed file copied over the
+//! installed one, or one of the same serial with other bytes stops the
+//! node. Installs write the file first (synced, renamed) and then the seal
+//! and the audit entry in one synced batch, so a crash in between leaves a
+//! file newer than the seal: correctly signed, it is accepted at the next
+//! open and the seal moves forward (with an audit entry saying so).
 
 use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -24,12 +44,13 @@ use serde::{Deserialize, Serialize};
 use witmed_crypto::at_rest::MasterKey;
 use witmed_crypto::pseudonym::Pseudonymizer;
 use witmed_crypto::{Envelope, KeyPair, PublicKey, Role};
+use witmed_policies::directory::{self, Directory};
 use witmed_policies::policy::{self, NodePolicy};
 
 use crate::audit;
 use crate::consents::Registry;
 use crate::index::Index;
-use crate::store::{self, Store};
+use crate::store::{self, Store, Versioned, RECORD_VERSION};
 
 /// Version of `node.toml`.
 pub const CONFIG_VERSION: u32 = 1;
@@ -49,6 +70,23 @@ pub enum Error {
     Config { path: PathBuf, reason: String },
     #[error("node policy {path} refused: {reason}; sign a policy with the hospital key (`witmed policy sign`) and install it")]
     Policy { path: PathBuf, reason: String },
+    /// A file disagrees with what the store sealed when it was installed.
+    #[error("{path} refused: {reason}; {fix}")]
+    Tampered {
+        path: PathBuf,
+        reason: String,
+        fix: String,
+    },
+    /// The data dir or its store directory can be entered by group or others.
+    #[error("{path} is open to group or others (mode {mode:o}); it holds keys and patient data: run `chmod -R go-rwx {dir}` and start again")]
+    Permissions {
+        path: PathBuf,
+        mode: u32,
+        dir: PathBuf,
+    },
+    /// The consortium directory could not be installed.
+    #[error("consortium directory refused: {0}")]
+    Directory(String),
     #[error(transparent)]
     Key(#[from] witmed_crypto::keys::Error),
     #[error(transparent)]
@@ -98,8 +136,61 @@ impl DataDir {
     pub fn policy(&self) -> PathBuf {
         self.0.join("policy.signed")
     }
+    pub fn consortium_authority(&self) -> PathBuf {
+        self.0.join("consortium.authority")
+    }
+    pub fn consortium(&self) -> PathBuf {
+        self.0.join("consortium.signed")
+    }
     pub fn db(&self) -> PathBuf {
         self.0.join("db")
+    }
+}
+
+/// Meta key of the [`TrustSeal`].
+const TRUST_SEAL_KEY: &[u8] = b"trust_seal";
+
+/// What the store remembers of the node's trust anchors and installed signed files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrustSeal {
+    pub version: u32,
+    /// The node key recorded at init.
+    pub node_key: PublicKey,
+    /// The hospital admin key recorded at init: the only key that signs policies.
+    pub hospital_key: PublicKey,
+    /// The installed policy.
+    pub policy: InstalledFile,
+    /// The consortium authority, pinned at the first `consortium install`.
+    pub consortium: Option<ConsortiumSeal>,
+}
+
+/// The serial and SHA-256 of an installed signed file.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct InstalledFile {
+    pub serial: u64,
+    pub digest: [u8; 32],
+}
+
+/// The pinned consortium authority and, once written, its installed directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConsortiumSeal {
+    pub authority: PublicKey,
+    /// None between pinning the authority and writing the first directory.
+    pub directory: Option<InstalledFile>,
+}
+
+impl Versioned for TrustSeal {
+    fn version(&self) -> u32 {
+        self.version
+    }
+}
+
+impl InstalledFile {
+    fn of(serial: u64, text: &str) -> Self {
+        InstalledFile {
+            serial,
+            digest: witmed_crypto::sha256(text.as_bytes()),
+        }
     }
 }
 
@@ -144,26 +235,147 @@ fn write_file(path: &Path, text: &str) -> Result<(), Error> {
     })
 }
 
+/// Replaces `path` with `text` so that a crash leaves either the old or the
+/// new file, and returns only once the new one is on disk.
+fn replace_file_durably(path: &Path, text: &str) -> Result<(), Error> {
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
+    let mut file = fs::File::create(&tmp).map_err(io)?;
+    file.write_all(text.as_bytes()).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    fs::rename(&tmp, path).map_err(io)?;
+    sync_dir(path)
+}
+
+/// Syncs the directory holding `path`, so a rename or a new file survives a crash.
+fn sync_dir(path: &Path) -> Result<(), Error> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
+/// Makes every file and directory this process creates private (0600, 0700),
+/// RocksDB's own included: they are created with the process umask.
+fn make_new_files_private() {
+    // SAFETY: umask only sets the process's file mode creation mask; it
+    // cannot fail and touches no memory.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
+/// Creates `dir` (and its parents) with only the owner allowed in, and
+/// makes an existing empty `dir` private too.
+fn create_private_dir(dir: &Path) -> Result<(), Error> {
+    let io = |source| Error::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io)
+}
+
+/// Refuses a data dir or store directory that group or others can enter,
+/// and makes any file in either that they could read private again.
+///
+/// An open directory has exposed everything in it already, so the node
+/// stops and the operator decides. A file with group or other bits inside a
+/// private directory (an operator's `cp` of a policy, say) was never
+/// reachable by anyone else: it is made 0600 with a warning.
+fn check_private(data: &DataDir) -> Result<(), Error> {
+    for dir in [data.0.clone(), data.db()] {
+        let Ok(meta) = fs::metadata(&dir) else {
+            continue;
+        };
+        let mode = meta.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(Error::Permissions {
+                path: dir,
+                mode: mode & 0o7777,
+                dir: data.0.clone(),
+            });
+        }
+        let entries = fs::read_dir(&dir).map_err(|source| Error::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        for entry in entries.flatten() {
+            make_file_private(&entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// Clears group and other bits of a regular file that has any.
+fn make_file_private(path: &Path) -> Result<(), Error> {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    let mode = meta.permissions().mode();
+    if !meta.is_file() || mode & 0o077 == 0 {
+        return Ok(());
+    }
+    tracing::warn!(
+        "{} was open to group or others (mode {:o}); made it 0600",
+        path.display(),
+        mode & 0o7777
+    );
+    fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o700)).map_err(|source| {
+        Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
+}
+
 /// Creates a node: keys, config, default policy signed by the new hospital key, store.
+///
+/// The hospital admin key is kept in the data dir; see [`init_with`] to write it elsewhere.
 pub fn init(
     dir: &Path,
     name: &str,
     trusted_issuers: Vec<PublicKey>,
     now: i64,
 ) -> Result<Config, Error> {
+    init_with(dir, name, trusted_issuers, now, None)
+}
+
+/// [`init`], writing the hospital admin key to `hospital_key_out` (outside
+/// the data dir: opening a node never needs it) when given.
+pub fn init_with(
+    dir: &Path,
+    name: &str,
+    trusted_issuers: Vec<PublicKey>,
+    now: i64,
+    hospital_key_out: Option<&Path>,
+) -> Result<Config, Error> {
     let data = DataDir(dir.to_path_buf());
     if data.config().exists() {
         return Err(Error::AlreadyInitialised(dir.to_path_buf()));
     }
-    fs::create_dir_all(dir).map_err(|source| Error::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    make_new_files_private();
+    create_private_dir(dir)?;
+    let hospital_key_path = hospital_key_out
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| data.hospital_key());
     let node_key = KeyPair::generate(Role::Node)?;
     let hospital_key = KeyPair::generate(Role::Hospital)?;
     let master = MasterKey::generate()?;
     node_key.save(&data.node_key())?;
-    hospital_key.save(&data.hospital_key())?;
+    hospital_key.save(&hospital_key_path)?;
     master.save(&data.master_key())?;
     let config = Config {
         version: CONFIG_VERSION,
@@ -174,31 +386,47 @@ pub fn init(
     };
     let mut default_policy = NodePolicy::default_for(node_key.public(), trusted_issuers);
     default_policy.issued_at = now;
-    let signed = default_policy.sign(&hospital_key);
-    write_file(&data.policy(), &signed.to_text())?;
+    let default_serial = default_policy.serial;
+    let signed = default_policy.sign(&hospital_key).to_text();
+    replace_file_durably(&data.policy(), &signed)?;
     let store = Store::open(&data.db(), &master)?;
     let mut batch = store.batch();
+    let seal = TrustSeal {
+        version: RECORD_VERSION,
+        node_key: config.node_key,
+        hospital_key: config.hospital_key,
+        policy: InstalledFile::of(default_serial, &signed),
+        consortium: None,
+    };
+    batch.put(cf_meta(), TRUST_SEAL_KEY, &seal)?;
     let entry = audit::Entry::new(now, "node.init", "operator", format!("node {name} created"));
     audit::append(&mut batch, &store, &entry)?;
     let entry = audit::Entry::new(
         now,
         "policy.installed",
         hospital_key.public().to_hex(),
-        "default policy, serial 1",
+        format!("default policy, serial {default_serial}"),
     );
     audit::append(&mut batch, &store, &entry)?;
     store.write_durable(batch)?;
     // Written last: a node.toml means the rest is complete.
     let text = toml::to_string(&config).expect("config serializes");
     write_file(&data.config(), &text)?;
+    sync_dir(&data.config())?;
     Ok(config)
 }
 
+fn cf_meta() -> &'static str {
+    store::cf::META
+}
+
 impl Node {
-    /// Opens the node in `dir`, verifying its policy.
+    /// Opens the node in `dir`, verifying its files against the trust seal.
     pub fn open(dir: &Path, now: i64) -> Result<Node, Error> {
         let data = DataDir(dir.to_path_buf());
+        make_new_files_private();
         let config = read_config(&data)?;
+        check_private(&data)?;
         let node_key = KeyPair::load_role(&data.node_key(), Role::Node)?;
         if node_key.public() != config.node_key {
             return Err(Error::Config {
@@ -206,9 +434,18 @@ impl Node {
                 reason: "node.key does not match the node key in node.toml".into(),
             });
         }
-        let policy = read_policy(&data.policy(), &config)?;
         let master = MasterKey::load(&data.master_key())?;
         let store = Store::open(&data.db(), &master)?;
+        let seal = read_seal(&store, &data)?;
+        check_anchors(&data, &config, &seal)?;
+        let mut moved = seal.clone();
+        let mut recovered = Vec::new();
+        let policy = check_policy_file(&data, &config, &mut moved, &mut recovered)?;
+        check_consortium_files(&data, &mut moved, &mut recovered)?;
+        if moved != seal {
+            record_recovery(&store, &moved, &recovered, now)?;
+        }
+        // The budget ledger's own check: after the seal, before anything is served.
         let ledger = crate::ledger::Ledger::open(&store, &master)?;
         let (registry, problems) = Registry::load(&store, &config.node_key, now)?;
         for problem in problems {
@@ -315,26 +552,32 @@ impl Node {
     }
 
     /// Verifies and installs a new signed policy (must be newer).
+    ///
+    /// The file is replaced first, then the seal and the audit entry are
+    /// written in one synced batch: a crash in between leaves a newer,
+    /// correctly signed file, which the next open accepts.
     pub fn install_policy(&self, text: &str, now: i64) -> Result<NodePolicy, Error> {
         let path = self.dir.policy();
         let candidate = parse_policy(&path, text, &self.config)?;
-        let current = self.policy();
-        if candidate.serial <= current.serial {
+        // Held through the install, so two installs cannot interleave.
+        let mut installed = self
+            .policy
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if candidate.serial <= installed.serial {
             return Err(Error::Policy {
                 path,
                 reason: format!(
                     "serial {} is not newer than the installed serial {}",
-                    candidate.serial, current.serial
+                    candidate.serial, installed.serial
                 ),
             });
         }
-        let tmp = path.with_extension("signed.tmp");
-        write_file(&tmp, text)?;
-        fs::rename(&tmp, &path).map_err(|source| Error::Io {
-            path: path.clone(),
-            source,
-        })?;
+        let mut seal = read_seal(&self.store, &self.dir)?;
+        replace_file_durably(&path, text)?;
+        seal.policy = InstalledFile::of(candidate.serial, text);
         let mut batch = self.store.batch();
+        batch.put(cf_meta(), TRUST_SEAL_KEY, &seal)?;
         let detail = format!("policy serial {} installed", candidate.serial);
         let entry = audit::Entry::new(
             now,
@@ -344,9 +587,277 @@ impl Node {
         );
         audit::append(&mut batch, &self.store, &entry)?;
         self.store.write_durable(batch)?;
-        *crate::locks::write(&self.policy) = candidate.clone();
+        *installed = candidate.clone();
         Ok(candidate)
     }
+
+    /// Installs a consortium directory, already verified as signed by
+    /// `authority` and accepted as an update of the installed one.
+    ///
+    /// At the first install the authority is pinned in the seal before any
+    /// file is written, so a directory file that appears without a pinned
+    /// authority is refused at open. Then, as for policies, the files are
+    /// replaced first and the seal and audit entry follow in one synced batch.
+    pub fn install_consortium(
+        &self,
+        authority: PublicKey,
+        text: &str,
+        accepted: &Directory,
+        now: i64,
+    ) -> Result<(), Error> {
+        // The text written must be the directory that was accepted.
+        let verified = directory::parse_signed_directory(text)
+            .and_then(|envelope| directory::verify_directory(&envelope, &authority))
+            .map_err(|e| Error::Directory(e.to_string()))?;
+        if verified != *accepted {
+            return Err(Error::Directory(
+                "the file changed while it was being installed; install it again".into(),
+            ));
+        }
+        let mut seal = read_seal(&self.store, &self.dir)?;
+        match &seal.consortium {
+            Some(pinned) if pinned.authority != authority => {
+                return Err(Error::Directory(format!(
+                    "this node trusts consortium authority {}, not {authority}",
+                    pinned.authority
+                )))
+            }
+            Some(_) => {}
+            None => {
+                seal.consortium = Some(ConsortiumSeal {
+                    authority,
+                    directory: None,
+                });
+                let mut batch = self.store.batch();
+                batch.put(cf_meta(), TRUST_SEAL_KEY, &seal)?;
+                self.store.write_durable(batch)?;
+            }
+        }
+        replace_file_durably(&self.dir.consortium_authority(), &authority.to_hex())?;
+        replace_file_durably(&self.dir.consortium(), text)?;
+        seal.consortium = Some(ConsortiumSeal {
+            authority,
+            directory: Some(InstalledFile::of(accepted.serial, text)),
+        });
+        let mut batch = self.store.batch();
+        batch.put(cf_meta(), TRUST_SEAL_KEY, &seal)?;
+        let detail = format!(
+            "consortium directory serial {} ({} members) installed",
+            accepted.serial,
+            accepted.members.len()
+        );
+        let entry = audit::Entry::new(now, "consortium.installed", authority.to_hex(), detail);
+        audit::append(&mut batch, &self.store, &entry)?;
+        self.store.write_durable(batch)?;
+        Ok(())
+    }
+}
+
+fn read_seal(store: &Store, data: &DataDir) -> Result<TrustSeal, Error> {
+    store
+        .get::<TrustSeal>(cf_meta(), TRUST_SEAL_KEY)?
+        .ok_or_else(|| Error::Tampered {
+            path: data.db(),
+            reason:
+                "the store holds no trust seal (every store made by `witmed node init` has one)"
+                    .into(),
+            fix: "the store was replaced or damaged: restore the data dir from a backup".into(),
+        })
+}
+
+/// `node.toml` must name the keys sealed at init.
+fn check_anchors(data: &DataDir, config: &Config, seal: &TrustSeal) -> Result<(), Error> {
+    let fix = format!(
+        "node.toml was edited or replaced since `witmed node init`: restore it from a backup (the store's sealed keys are node {} and hospital {})",
+        seal.node_key, seal.hospital_key
+    );
+    let refuse = |which: &str, found: &PublicKey, sealed: &PublicKey| Error::Tampered {
+        path: data.config(),
+        reason: format!(
+            "its {which} key {found} is not the {which} key {sealed} sealed in the store at init"
+        ),
+        fix: fix.clone(),
+    };
+    if config.hospital_key != seal.hospital_key {
+        return Err(refuse("hospital", &config.hospital_key, &seal.hospital_key));
+    }
+    if config.node_key != seal.node_key {
+        return Err(refuse("node", &config.node_key, &seal.node_key));
+    }
+    Ok(())
+}
+
+/// Compares a signed file's serial and bytes with the sealed ones: older, or
+/// the same serial with other bytes, is refused; newer moves the seal forward.
+fn compare_with_seal(
+    path: &Path,
+    what: &str,
+    found: InstalledFile,
+    sealed: InstalledFile,
+) -> Result<bool, Error> {
+    let restore = format!(
+        "restore the installed {what} (serial {}) from a backup, or put a newer one signed by the same key in its place (it is accepted at the next start)",
+        sealed.serial
+    );
+    if found.serial < sealed.serial {
+        return Err(Error::Tampered {
+            path: path.to_path_buf(),
+            reason: format!(
+                "its serial {} is older than the installed serial {} sealed in the store (an older {what} was copied over the installed one)",
+                found.serial, sealed.serial
+            ),
+            fix: restore,
+        });
+    }
+    if found.serial == sealed.serial && found.digest != sealed.digest {
+        return Err(Error::Tampered {
+            path: path.to_path_buf(),
+            reason: format!(
+                "it has the installed serial {} but not the installed content sealed in the store",
+                found.serial
+            ),
+            fix: restore,
+        });
+    }
+    Ok(found.serial > sealed.serial)
+}
+
+/// Reads and verifies the policy file; a newer one (a crash during install)
+/// moves `seal` forward.
+fn check_policy_file(
+    data: &DataDir,
+    config: &Config,
+    seal: &mut TrustSeal,
+    recovered: &mut Vec<String>,
+) -> Result<NodePolicy, Error> {
+    let path = data.policy();
+    let text = read_signed_file(&path, MAX_POLICY_BYTES).map_err(|reason| Error::Policy {
+        path: path.clone(),
+        reason,
+    })?;
+    let policy = parse_policy(&path, &text, config)?;
+    let found = InstalledFile::of(policy.serial, &text);
+    if compare_with_seal(&path, "policy", found, seal.policy)? {
+        recovered.push(format!(
+            "policy serial {} found installed at open (the install was interrupted before its seal)",
+            policy.serial
+        ));
+        seal.policy = found;
+    }
+    Ok(policy)
+}
+
+/// Checks the consortium files against the pinned authority and sealed directory.
+fn check_consortium_files(
+    data: &DataDir,
+    seal: &mut TrustSeal,
+    recovered: &mut Vec<String>,
+) -> Result<(), Error> {
+    let (authority_path, directory_path) = (data.consortium_authority(), data.consortium());
+    let Some(pinned) = seal.consortium.clone() else {
+        for path in [&authority_path, &directory_path] {
+            if path.exists() {
+                return Err(Error::Tampered {
+                    path: path.clone(),
+                    reason: "no consortium directory was ever installed at this node".into(),
+                    fix: format!(
+                        "remove it and install the directory with `witmed consortium install --data-dir {} --authority HEX FILE`",
+                        data.0.display()
+                    ),
+                });
+            }
+        }
+        return Ok(());
+    };
+    let fix = format!(
+        "restore it from a backup, or install the directory again with `witmed consortium install` (pinned authority {})",
+        pinned.authority
+    );
+    match fs::read_to_string(&authority_path) {
+        Ok(hex) if hex.trim() == pinned.authority.to_hex() => {}
+        Ok(_) => {
+            return Err(Error::Tampered {
+                path: authority_path,
+                reason: format!(
+                    "it does not name the consortium authority {} pinned in the store",
+                    pinned.authority
+                ),
+                fix,
+            })
+        }
+        Err(_) if pinned.directory.is_none() => return Ok(()),
+        Err(e) => {
+            return Err(Error::Tampered {
+                path: authority_path,
+                reason: format!("unreadable ({e}) though a directory is installed"),
+                fix,
+            })
+        }
+    }
+    let text = match read_signed_file(&directory_path, directory::MAX_DIRECTORY_BYTES) {
+        Ok(text) => text,
+        Err(_) if pinned.directory.is_none() => return Ok(()),
+        Err(reason) => {
+            return Err(Error::Tampered {
+                path: directory_path,
+                reason,
+                fix,
+            })
+        }
+    };
+    let verified = directory::parse_signed_directory(&text)
+        .and_then(|envelope| directory::verify_directory(&envelope, &pinned.authority))
+        .map_err(|e| Error::Tampered {
+            path: directory_path.clone(),
+            reason: e.to_string(),
+            fix: fix.clone(),
+        })?;
+    let found = InstalledFile::of(verified.serial, &text);
+    let newer = match pinned.directory {
+        Some(sealed) => compare_with_seal(&directory_path, "consortium directory", found, sealed)?,
+        None => true,
+    };
+    if newer {
+        recovered.push(format!(
+            "consortium directory serial {} found installed at open (the install was interrupted before its seal)",
+            verified.serial
+        ));
+        seal.consortium = Some(ConsortiumSeal {
+            authority: pinned.authority,
+            directory: Some(found),
+        });
+    }
+    Ok(())
+}
+
+/// Moves the seal forward over files an interrupted install left, with an audit entry each.
+fn record_recovery(
+    store: &Store,
+    seal: &TrustSeal,
+    recovered: &[String],
+    now: i64,
+) -> Result<(), Error> {
+    let mut batch = store.batch();
+    batch.put(cf_meta(), TRUST_SEAL_KEY, seal)?;
+    for detail in recovered {
+        tracing::warn!("{detail}");
+        let entry = audit::Entry::new(now, "seal.recovered", "node", detail.clone());
+        audit::append(&mut batch, store, &entry)?;
+    }
+    store.write_durable(batch)?;
+    Ok(())
+}
+
+/// Reads a signed file of at most `max` bytes.
+fn read_signed_file(path: &Path, max: usize) -> Result<String, String> {
+    let meta = fs::metadata(path).map_err(|e| e.to_string())?;
+    if meta.len() > max as u64 {
+        return Err(format!(
+            "{} bytes is more than the {max} allowed",
+            meta.len()
+        ));
+    }
+    fs::read_to_string(path).map_err(|e| e.to_string())
 }
 
 fn read_config(data: &DataDir) -> Result<Config, Error> {
@@ -372,14 +883,6 @@ fn read_config(data: &DataDir) -> Result<Config, Error> {
         });
     }
     Ok(config)
-}
-
-fn read_policy(path: &Path, config: &Config) -> Result<NodePolicy, Error> {
-    let text = fs::read_to_string(path).map_err(|e| Error::Policy {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    parse_policy(path, &text, config)
 }
 
 fn parse_policy(path: &Path, text: &str, config: &Config) -> Result<NodePolicy, Error> {

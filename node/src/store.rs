@@ -3,37 +3,58 @@
 //! Every value is a versioned record, serialized with postcard and sealed
 //! with AES-256-GCM under a key derived for its column family, with the
 //! storage key as associated data ([`witmed_crypto::at_rest`]). Keys hold
-//! only pseudonyms, codes and times, never a source identifier.
+//! only pseudonyms, keyed code digests and times: never a source identifier,
+//! and never a clinical code in clear ([`witmed_crypto::code_digest`]: an
+//! HMAC under a key derived from the master key, because an unkeyed hash of
+//! a public code list is inverted by hashing the list).
 //!
 //! Column families and key layouts:
 //!
 //! | family         | key                                                   | value                    |
 //! |----------------|-------------------------------------------------------|--------------------------|
 //! | `patients`     | pseudonym (16)                                        | [`PatientRecord`]        |
-//! | `observations` | pseudonym (16), code len (1), code, time (8, ordered), disambiguator (4) | [`ObservationRecord`] |
-//! | `conditions`   | pseudonym (16), sha256(system, code)[..8], onset (8)  | [`ConditionRecord`]      |
+//! | `observations` | pseudonym (16), code digest (16), time (8, ordered), disambiguator (4) | [`ObservationRecord`] |
+//! | `conditions`   | pseudonym (16), code digest of (system, code) (16), onset (8) | [`ConditionRecord`] |
 //! | `consents`     | `e/` pseudonym, `t/` token id, `r/` token id, `s/` token id, `n/` re-enrolment id | enrolments, tokens, revocations, tokens of a replaced key, applied re-enrolments |
 //! | `audit`        | sequence number (8, big endian)                       | [`crate::audit::Entry`]  |
 //! | `budget`       | `c2/`, `a2/`, `h2`: keyed digests only (see [`crate::ledger`])   | charges, stored answers, ledger head |
-//! | `meta`         | ASCII names                                           | format version, import markers |
+//! | `meta`         | ASCII names                                           | format version, import markers, trust seal |
 //!
 //! Observation keys sort by patient, then code, then time, so "all heart
 //! rates of this patient within 24 hours of admission" is one range scan.
 //! Writes that must survive a crash go through [`Store::write_durable`],
 //! which syncs the write-ahead log before returning.
-
+//!
+//! **Nothing acknowledged rolls back.** RocksDB's default WAL recovery
+//! (point in time) stops replaying at the first bad record and opens
+//! cleanly: one flipped byte in the newest WAL file would silently drop the
+//! last synced batch (a budget charge, a stored answer, an audit entry). The
+//! store therefore opens with `TolerateCorruptedTailRecords`, which accepts
+//! only a torn final record (a crash while writing it, never acknowledged)
+//! and refuses any record whose checksum fails; and, because a flip in a
+//! record's length field can still make the last record look torn, every
+//! durable write ends by recording the store's sequence number in a
+//! watermark file beside the WAL ([`WATERMARK_FILE`]). At open, a store
+//! whose recovered sequence number is below the watermark lost an
+//! acknowledged write, and does not open.
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{
+    ColumnFamilyDescriptor, DBRecoveryMode, IteratorMode, Options, WriteBatch, WriteOptions, DB,
+};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use witmed_crypto::at_rest::{MasterKey, RecordCipher};
+use witmed_crypto::code_digest::{CodeDigest, CodeDigester, CODE_DIGEST_LEN};
 use witmed_crypto::Pseudonym;
 use witmed_protocol::vocab::Sex;
 
 /// On-disk layout version of the store; checked at open.
-pub const STORE_FORMAT_VERSION: u32 = 1;
+///
+/// 2: observation and condition keys hold keyed code digests (1 held
+/// observation codes in clear and unkeyed condition hashes).
+pub const STORE_FORMAT_VERSION: u32 = 2;
 /// Version of each record type written today.
 pub const RECORD_VERSION: u32 = 1;
 
@@ -77,7 +98,46 @@ pub enum Error {
     /// The store was written by a newer witmed.
     #[error("store format version {found} is newer than this witmed's {STORE_FORMAT_VERSION}; upgrade witmed")]
     UnsupportedFormat { found: u32 },
+    /// The store was written by an older witmed whose keys held clinical codes in clear.
+    #[error("store format version {found} is older than this witmed's {STORE_FORMAT_VERSION} (its keys hold clinical codes in clear) and cannot be upgraded in place; create a new node with `witmed node init` and import the data again")]
+    OutdatedFormat { found: u32 },
+    /// The store lost writes it had acknowledged (a damaged or rolled-back write-ahead log).
+    #[error("store at {path} lost acknowledged writes: it recovered up to write {recovered}, but write {acknowledged} had been synced and acknowledged (the write-ahead log is damaged or was replaced). The node must not run on it, or budget charges and stored answers would be undone: restore the data dir from a backup, or keep it for investigation")]
+    RolledBack {
+        path: String,
+        recovered: u64,
+        acknowledged: u64,
+    },
+    /// RocksDB found damage while opening (a failed checksum in the WAL or a table).
+    #[error("store at {path} is damaged and was not opened: {source}. The node must not run on it, or acknowledged writes (budget charges, stored answers, audit entries) could be lost: restore the data dir from a backup, or keep it for investigation")]
+    Damaged {
+        path: String,
+        #[source]
+        source: rocksdb::Error,
+    },
+    /// The watermark file is missing, unreadable or damaged.
+    #[error("store watermark {path}: {reason}; the store cannot prove it kept every acknowledged write. Restore the data dir from a backup, or keep it for investigation")]
+    Watermark { path: String, reason: String },
 }
+
+impl Error {
+    /// A stable code for scripts and logs.
+    pub fn error_code(&self) -> &'static str {
+        match self {
+            Error::Rocks { .. } => "store_failed",
+            Error::Corrupt { .. } => "store_corrupt",
+            Error::UnsupportedFormat { .. } => "store_too_new",
+            Error::OutdatedFormat { .. } => "store_too_old",
+            Error::RolledBack { .. } => "store_rolled_back",
+            Error::Damaged { .. } => "store_damaged",
+            Error::Watermark { .. } => "store_watermark",
+        }
+    }
+}
+
+/// The file, inside the RocksDB directory, holding the sequence number of
+/// the last acknowledged write (RocksDB ignores files it did not name).
+pub const WATERMARK_FILE: &str = "WITMED-WATERMARK";
 
 /// A patient as stored: demographics and attributes, never names or source ids.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -131,39 +191,41 @@ impl Versioned for ConditionRecord {
     }
 }
 
-/// Key of an observation.
-pub fn observation_key(patient: &Pseudonym, code: &str, time: i64, disambiguator: u32) -> Vec<u8> {
+/// Key of an observation: `code` is the keyed digest of its code ([`CodeDigester::observation`]).
+pub fn observation_key(
+    patient: &Pseudonym,
+    code: &CodeDigest,
+    time: i64,
+    disambiguator: u32,
+) -> Vec<u8> {
     let mut key = observation_prefix(patient, code);
     key.extend_from_slice(&ordered_i64(time));
     key.extend_from_slice(&disambiguator.to_be_bytes());
     key
 }
 
-/// Prefix of all observations of `code` for `patient`.
-pub fn observation_prefix(patient: &Pseudonym, code: &str) -> Vec<u8> {
-    let code = &code.as_bytes()[..code.len().min(255)];
-    let mut key = Vec::with_capacity(16 + 1 + code.len() + 12);
+/// Prefix of all observations of one patient and code.
+pub fn observation_prefix(patient: &Pseudonym, code: &CodeDigest) -> Vec<u8> {
+    let mut key = Vec::with_capacity(16 + CODE_DIGEST_LEN + 12);
     key.extend_from_slice(&patient.0);
-    key.push(code.len() as u8);
     key.extend_from_slice(code);
     key
 }
 
-/// Splits an observation key into (patient, code, time).
-pub fn parse_observation_key(key: &[u8]) -> Option<(Pseudonym, &str, i64)> {
+/// Splits an observation key into (patient, code digest, time).
+pub fn parse_observation_key(key: &[u8]) -> Option<(Pseudonym, CodeDigest, i64)> {
     let patient = Pseudonym(key.get(..16)?.try_into().ok()?);
-    let code_len = *key.get(16)? as usize;
-    let code = std::str::from_utf8(key.get(17..17 + code_len)?).ok()?;
-    let time_bytes: [u8; 8] = key.get(17 + code_len..25 + code_len)?.try_into().ok()?;
+    let code: CodeDigest = key.get(16..16 + CODE_DIGEST_LEN)?.try_into().ok()?;
+    let at = 16 + CODE_DIGEST_LEN;
+    let time_bytes: [u8; 8] = key.get(at..at + 8)?.try_into().ok()?;
     Some((patient, code, unordered_i64(time_bytes)))
 }
 
-/// Key of a condition.
-pub fn condition_key(patient: &Pseudonym, system: &str, code: &str, onset: Option<i64>) -> Vec<u8> {
-    let digest = witmed_crypto::sha256(format!("{system}\0{code}").as_bytes());
-    let mut key = Vec::with_capacity(32);
+/// Key of a condition: `code` is the keyed digest of its (system, code) ([`CodeDigester::condition`]).
+pub fn condition_key(patient: &Pseudonym, code: &CodeDigest, onset: Option<i64>) -> Vec<u8> {
+    let mut key = Vec::with_capacity(16 + CODE_DIGEST_LEN + 8);
     key.extend_from_slice(&patient.0);
-    key.extend_from_slice(&digest[..8]);
+    key.extend_from_slice(code);
     key.extend_from_slice(&ordered_i64(onset.unwrap_or(i64::MIN)));
     key
 }
@@ -182,7 +244,9 @@ pub struct Store {
     db: DB,
     path: String,
     ciphers: Vec<(&'static str, RecordCipher)>,
+    codes: CodeDigester,
     audit_seq: AtomicU64,
+    watermark: Watermark,
 }
 
 impl std::fmt::Debug for Store {
@@ -239,6 +303,8 @@ impl Batch<'_> {
 
 impl Store {
     /// Opens (creating if needed) the store at `path` with the node's master key.
+    ///
+    /// Refuses a store that lost an acknowledged write (see the module docs).
     pub fn open(path: &Path, master: &MasterKey) -> Result<Store, Error> {
         let path_str = path.display().to_string();
         let rocks = |source| Error::Rocks {
@@ -251,19 +317,35 @@ impl Store {
         // Sealed values do not compress; keys are short. Skip compression.
         opts.set_compression_type(rocksdb::DBCompressionType::None);
         opts.increase_parallelism(2);
+        opts.set_paranoid_checks(true);
+        // A torn final record is a crash mid-write (never acknowledged); any
+        // other damage stops the open instead of silently truncating the log.
+        opts.set_wal_recovery_mode(DBRecoveryMode::TolerateCorruptedTailRecords);
         let families = cf::ALL
             .iter()
             .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
-        let db = DB::open_cf_descriptors(&opts, path, families).map_err(rocks)?;
+        let db = DB::open_cf_descriptors(&opts, path, families).map_err(|source| {
+            if source.kind() == rocksdb::ErrorKind::Corruption {
+                Error::Damaged {
+                    path: path_str.clone(),
+                    source,
+                }
+            } else {
+                rocks(source)
+            }
+        })?;
         let ciphers = cf::ALL
             .iter()
             .map(|name| (*name, RecordCipher::for_area(master, name)))
             .collect();
+        let watermark = Watermark::new(path.join(WATERMARK_FILE));
         let store = Store {
             db,
             path: path_str,
             ciphers,
+            codes: CodeDigester::new(master),
             audit_seq: AtomicU64::new(0),
+            watermark,
         };
         store.check_format()?;
         store
@@ -272,6 +354,7 @@ impl Store {
         Ok(store)
     }
 
+    /// Checks the format version and the watermark, or starts both on a new store.
     fn check_format(&self) -> Result<(), Error> {
         const KEY: &[u8] = b"store_format_version";
         match self.get_meta(KEY)? {
@@ -287,9 +370,16 @@ impl Store {
                 if found > STORE_FORMAT_VERSION {
                     return Err(Error::UnsupportedFormat { found });
                 }
-                Ok(())
+                if found < STORE_FORMAT_VERSION {
+                    return Err(Error::OutdatedFormat { found });
+                }
+                self.watermark
+                    .check(&self.path, self.db.latest_sequence_number())
             }
             None => {
+                // A new store (or one whose creation a crash interrupted
+                // before its first write): the watermark starts here.
+                self.watermark.create(self.db.latest_sequence_number())?;
                 let mut batch = self.batch();
                 batch.put_meta(KEY, &STORE_FORMAT_VERSION.to_be_bytes());
                 self.write_durable(batch)
@@ -375,13 +465,22 @@ impl Store {
         }
     }
 
-    /// Applies `batch` atomically and returns only once the WAL is synced to disk.
+    /// Applies `batch` atomically and returns only once the WAL is synced to
+    /// disk and the watermark records it (so losing it later is detected).
     pub fn write_durable(&self, batch: Batch<'_>) -> Result<(), Error> {
         let mut opts = WriteOptions::default();
         opts.set_sync(true);
         self.db
             .write_opt(batch.inner, &opts)
-            .map_err(|e| self.rocks_err(e))
+            .map_err(|e| self.rocks_err(e))?;
+        // Every write is synced before its sequence number is published, so
+        // all writes up to this number are on disk.
+        self.watermark.advance(self.db.latest_sequence_number())
+    }
+
+    /// The keyed digests of clinical codes used in this store's keys.
+    pub fn codes(&self) -> &CodeDigester {
+        &self.codes
     }
 
     /// Reads and opens one record.
@@ -485,6 +584,109 @@ impl Store {
     }
 }
 
+/// The sequence number of the last acknowledged write, in its own file.
+///
+/// Layout: sequence number (8, big endian), then the first 8 bytes of its
+/// SHA-256, so a damaged file is told apart from a small number. The file is
+/// rewritten in place (16 bytes, one write, well inside one disk sector) and
+/// synced; it is written only after the WAL write it records was synced, so a
+/// crash leaves it at or below what RocksDB recovers.
+struct Watermark {
+    path: std::path::PathBuf,
+    /// The last value written (writes never move it backwards).
+    last: std::sync::Mutex<u64>,
+}
+
+impl Watermark {
+    fn new(path: std::path::PathBuf) -> Self {
+        Watermark {
+            path,
+            last: std::sync::Mutex::new(0),
+        }
+    }
+
+    fn fail(&self, reason: impl std::fmt::Display) -> Error {
+        Error::Watermark {
+            path: self.path.display().to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn encode(seq: u64) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        out[..8].copy_from_slice(&seq.to_be_bytes());
+        out[8..].copy_from_slice(&witmed_crypto::sha256(&seq.to_be_bytes())[..8]);
+        out
+    }
+
+    fn decode(&self, bytes: &[u8]) -> Result<u64, Error> {
+        let seq_bytes: [u8; 8] = bytes
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| self.fail(format!("{} bytes, expected 16", bytes.len())))?;
+        if bytes.len() != 16 || Self::encode(u64::from_be_bytes(seq_bytes))[..] != bytes[..] {
+            return Err(self.fail("its checksum does not match (damaged)"));
+        }
+        Ok(u64::from_be_bytes(seq_bytes))
+    }
+
+    /// Starts the watermark of a new store at `seq`.
+    fn create(&self, seq: u64) -> Result<(), Error> {
+        self.write(seq)?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| self.fail(e))?;
+        }
+        Ok(())
+    }
+
+    /// Refuses a store that recovered fewer writes than it acknowledged.
+    fn check(&self, store_path: &str, recovered: u64) -> Result<(), Error> {
+        let bytes = std::fs::read(&self.path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                self.fail("missing (every store made by this witmed has one)")
+            } else {
+                self.fail(e)
+            }
+        })?;
+        let acknowledged = self.decode(&bytes)?;
+        if recovered < acknowledged {
+            return Err(Error::RolledBack {
+                path: store_path.to_string(),
+                recovered,
+                acknowledged,
+            });
+        }
+        *self.last.lock().map_err(|_| self.fail("lock poisoned"))? = acknowledged;
+        Ok(())
+    }
+
+    /// Records `seq` as acknowledged, unless a later one is recorded already.
+    fn advance(&self, seq: u64) -> Result<(), Error> {
+        let mut last = self.last.lock().map_err(|_| self.fail("lock poisoned"))?;
+        if seq <= *last {
+            return Ok(());
+        }
+        self.write(seq)?;
+        *last = seq;
+        Ok(())
+    }
+
+    fn write(&self, seq: u64) -> Result<(), Error> {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&self.path)
+            .map_err(|e| self.fail(e))?;
+        file.write_all(&Self::encode(seq))
+            .and_then(|_| file.sync_data())
+            .map_err(|e| self.fail(e))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -496,17 +698,19 @@ mod tests {
     #[test]
     fn observation_keys_sort_by_time_and_parse_back() {
         let p = Pseudonym([1; 16]);
-        let a = observation_key(&p, "8867-4", -5, 0);
-        let b = observation_key(&p, "8867-4", 7, 0);
-        let c = observation_key(&p, "8867-4", 3600, 0);
+        let hr = [9u8; CODE_DIGEST_LEN];
+        let a = observation_key(&p, &hr, -5, 0);
+        let b = observation_key(&p, &hr, 7, 0);
+        let c = observation_key(&p, &hr, 3600, 0);
         assert!(a < b && b < c);
-        assert_eq!(parse_observation_key(&c), Some((p, "8867-4", 3600)));
+        assert!(c.starts_with(&observation_prefix(&p, &hr)));
+        assert_eq!(parse_observation_key(&c), Some((p, hr, 3600)));
     }
 
     #[test]
     fn records_round_trip_sealed_and_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let key = observation_key(&Pseudonym([2; 16]), "8867-4", 60, 0);
+        let key = observation_key(&Pseudonym([2; 16]), &[5; CODE_DIGEST_LEN], 60, 0);
         {
             let s = store(dir.path());
             let mut batch = s.batch();
@@ -521,6 +725,45 @@ mod tests {
         let back: ObservationRecord = s.get(cf::OBSERVATIONS, &key).unwrap().unwrap();
         assert_eq!(back.value, 72.0);
         assert_eq!(s.count(cf::OBSERVATIONS).unwrap(), 1);
+    }
+
+    #[test]
+    fn a_store_behind_its_watermark_does_not_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let acknowledged = {
+            let s = store(dir.path());
+            let mut batch = s.batch();
+            batch.put_meta(b"k", b"v");
+            s.write_durable(batch).unwrap();
+            s.db.latest_sequence_number()
+        };
+        // Reopening keeps everything acknowledged.
+        drop(store(dir.path()));
+        // A watermark ahead of the store is what a lost final write looks like.
+        let path = dir.path().join(WATERMARK_FILE);
+        std::fs::write(&path, Watermark::encode(acknowledged + 1)).unwrap();
+        let err = Store::open(dir.path(), &MasterKey::from_bytes([3; 32])).unwrap_err();
+        assert!(matches!(err, Error::RolledBack { .. }), "{err}");
+        std::fs::write(&path, b"garbage").unwrap();
+        let err = Store::open(dir.path(), &MasterKey::from_bytes([3; 32])).unwrap_err();
+        assert!(matches!(err, Error::Watermark { .. }), "{err}");
+        std::fs::remove_file(&path).unwrap();
+        let err = Store::open(dir.path(), &MasterKey::from_bytes([3; 32])).unwrap_err();
+        assert!(matches!(err, Error::Watermark { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_store_of_an_older_format_is_refused_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = store(dir.path());
+            let mut batch = s.batch();
+            batch.put_meta(b"store_format_version", &1u32.to_be_bytes());
+            s.write_durable(batch).unwrap();
+        }
+        let err = Store::open(dir.path(), &MasterKey::from_bytes([3; 32])).unwrap_err();
+        assert!(matches!(err, Error::OutdatedFormat { found: 1 }), "{err}");
+        assert!(err.to_string().contains("import the data again"), "{err}");
     }
 
     #[test]

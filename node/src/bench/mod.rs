@@ -131,6 +131,10 @@ fn raw_rocksdb(
 ) -> Result<(Duration, u64, u64)> {
     let mut batches = Vec::new();
     let (mut records, mut bytes) = (0u64, 0u64);
+    // The same keyed code digests as the store's keys, so keys are the same size.
+    let codes = witmed_crypto::code_digest::CodeDigester::new(
+        &witmed_crypto::at_rest::MasterKey::from_bytes([0; 32]),
+    );
     for chunk in texts.chunks(batch_files) {
         let mut batch = Vec::new();
         for (name, text) in chunk {
@@ -141,7 +145,8 @@ fn raw_rocksdb(
                     .expect("16"),
             );
             for o in &parsed.observations {
-                let key = crate::store::observation_key(&p, &o.code, o.time_s, o.disambiguator);
+                let code = codes.observation(&o.code);
+                let key = crate::store::observation_key(&p, &code, o.time_s, o.disambiguator);
                 let value = postcard::to_stdvec(&crate::store::ObservationRecord {
                     version: 1,
                     value: o.value,

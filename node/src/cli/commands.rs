@@ -93,20 +93,27 @@ fn run_node(command: NodeCommand) -> Result<()> {
             name,
             trust_issuers,
             allow_demonstration_data,
+            hospital_key_out,
         } => {
             let issuers = trust_issuers
                 .iter()
                 .map(|h| parse_public(h))
                 .collect::<Result<Vec<_>>>()?;
-            let config = node::init(&dir.data_dir, &name, issuers, unix_now())
-                .map_err(|e| Failure::new("init_failed", e))?;
+            let config = node::init_with(
+                &dir.data_dir,
+                &name,
+                issuers,
+                unix_now(),
+                hospital_key_out.as_deref(),
+            )
+            .map_err(|e| Failure::new("init_failed", e))?;
             if allow_demonstration_data {
                 let node = open(&dir.data_dir)?;
                 crate::setup::allow_demonstration_data(&node, unix_now())
                     .map_err(|e| Failure::new("init_failed", e))?;
                 println!("DEMONSTRATION NODE: its policy allows simulated consent");
             }
-            output::node_created(&dir.data_dir, &config);
+            output::node_created(&dir.data_dir, &config, hospital_key_out.as_deref());
             Ok(())
         }
         NodeCommand::Run {

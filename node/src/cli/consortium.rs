@@ -14,7 +14,7 @@ use super::network::load_directory;
 use super::Failure;
 use crate::net::peer_id_of;
 use crate::node::{self, Node};
-use crate::{audit, unix_now};
+use crate::unix_now;
 
 type Result<T> = std::result::Result<T, Failure>;
 
@@ -169,28 +169,10 @@ pub fn install(data_dir: &Path, authority: Option<&str>, file: &Path) -> Result<
     let current = installed(data_dir, &authority)?;
     let accepted = directory::accept_update(current.as_ref(), candidate)
         .map_err(|e| Failure::new(e.error_code(), e))?;
-    write(&pinned_path, &authority.to_hex())?;
-    write(&data_dir.join("consortium.signed"), &read(file)?)?;
-    let mut batch = node.store.batch();
-    let detail = format!(
-        "consortium directory serial {} ({} members) installed",
-        accepted.serial,
-        accepted.members.len()
-    );
-    audit::append(
-        &mut batch,
-        &node.store,
-        &audit::Entry::new(
-            unix_now(),
-            "consortium.installed",
-            authority.to_hex(),
-            detail,
-        ),
-    )
-    .map_err(|e| Failure::new("store_failed", e))?;
-    node.store
-        .write_durable(batch)
-        .map_err(|e| Failure::new("store_failed", e))?;
+    // Files and seal together: the node pins the authority and seals the
+    // directory's serial and digest, so an older copy is refused at open.
+    node.install_consortium(authority, &read(file)?, &accepted, unix_now())
+        .map_err(|e| Failure::new("install_failed", e))?;
     println!(
         "directory serial {} installed ({} members)",
         accepted.serial,

@@ -87,6 +87,11 @@ pub enum NodeCommand {
         /// so `consent simulate` may run and its simulated consent counts.
         #[arg(long)]
         allow_demonstration_data: bool,
+        /// Write the hospital admin key (which signs policies) to this new file
+        /// instead of DIR/hospital.key: keep it off the node, e.g. on removable
+        /// media. The node never needs it to open or run.
+        #[arg(long)]
+        hospital_key_out: Option<PathBuf>,
     },
     /// Run the node as a libp2p peer until Ctrl-C or SIGTERM.
     Run {

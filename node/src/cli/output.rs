@@ -51,14 +51,21 @@ fn print_json(value: &impl Serialize) {
     );
 }
 
-pub fn node_created(dir: &Path, config: &Config) {
+pub fn node_created(dir: &Path, config: &Config, hospital_key_out: Option<&Path>) {
     println!("node {:?} created in {}", config.name, dir.display());
     println!("node id:      {}", config.node_key);
-    println!(
-        "hospital key: {} (in {}/hospital.key; move it offline)",
-        config.hospital_key,
-        dir.display()
-    );
+    match hospital_key_out {
+        Some(path) => println!(
+            "hospital key: {} (in {}; the node never needs it to run)",
+            config.hospital_key,
+            path.display()
+        ),
+        None => println!(
+            "hospital key: {} (in {}/hospital.key; move it offline)",
+            config.hospital_key,
+            dir.display()
+        ),
+    }
     println!(
         "next: witmed import physionet --data-dir {} SET_DIR",
         dir.display()

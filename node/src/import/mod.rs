@@ -4,7 +4,7 @@
 //! seals and writes. Files are written in batches; a batch is acknowledged
 //! (counted, reported, appended to the optional acknowledgement log) only
 //! after its RocksDB write has been synced. Each imported file leaves a
-//! marker keyed by the digest of its content, so importing the same file
+//! marker keyed by the keyed digest of its content, so importing the same file
 //! again adds nothing, and keys are deterministic, so a file that changed
 //! replaces what it wrote before instead of adding to it.
 
@@ -153,7 +153,7 @@ fn seal_file(
     for o in &parsed.observations {
         let key = observation_key(
             &pseudonym_of(&o.source_patient_id),
-            &o.code,
+            &store.codes().observation(&o.code),
             o.time_s,
             o.disambiguator,
         );
@@ -167,8 +167,7 @@ fn seal_file(
     for c in &parsed.conditions {
         let key = condition_key(
             &pseudonym_of(&c.source_patient_id),
-            &c.system,
-            &c.code,
+            &store.codes().condition(&c.system, &c.code),
             c.onset_s,
         );
         let record = ConditionRecord {
@@ -337,11 +336,11 @@ fn prefix_range(prefix: &[u8]) -> (Vec<u8>, Vec<u8>) {
     (prefix.to_vec(), vec![0xff; prefix.len() + 1])
 }
 
-fn marker(system: &str, bytes: &[u8], extra: &[u8]) -> Vec<u8> {
-    let mut input = bytes.to_vec();
-    input.extend_from_slice(extra);
+/// The meta key marking a file as imported: a keyed digest of its content,
+/// so the store cannot confirm to someone holding a source file that it was imported.
+fn marker(store: &Store, system: &str, bytes: &[u8], extra: &[u8]) -> Vec<u8> {
     let mut key = format!("import/{system}/").into_bytes();
-    key.extend_from_slice(&witmed_crypto::sha256(&input));
+    key.extend_from_slice(&store.codes().imported_file(system, bytes, extra));
     key
 }
 
@@ -460,7 +459,7 @@ fn prepare_source(
         .ok()
         .and_then(|r| outcomes.get(&r.patient.source_id));
     let outcome_bytes = outcome.map(|o| format!("{o:?}")).unwrap_or_default();
-    let marker = marker(PHYSIONET, bytes, outcome_bytes.as_bytes());
+    let marker = marker(store, PHYSIONET, bytes, outcome_bytes.as_bytes());
     let prepared = match record {
         Ok(mut record) => {
             let unchanged = store.get_meta(&marker)?.is_some();
@@ -581,7 +580,7 @@ fn import_fhir_file(writer: &mut Writer<'_>, path: &Path) -> Result<(), Error> {
             .entry(kind.clone())
             .or_default() += n;
     }
-    let marker = marker(FHIR, &bytes, b"");
+    let marker = marker(writer.store, FHIR, &bytes, b"");
     if writer.already_imported(&marker)? {
         writer.summary.files_unchanged += 1;
         return Ok(());
