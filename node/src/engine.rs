@@ -388,11 +388,9 @@ impl store::Versioned for StoredSeal {
     }
 }
 
-fn seal_key(researcher: &PublicKey, query_id: &str) -> Vec<u8> {
-    let mut key = b"sealed/".to_vec();
-    key.extend_from_slice(researcher.as_bytes());
-    key.extend_from_slice(query_id.as_bytes());
-    key
+fn seal_key(node: &Node, researcher: &PublicKey, query_id: &str) -> Vec<u8> {
+    node.ledger
+        .meta_key("sealed", researcher, query_id.as_bytes())
 }
 
 /// What `researcher`'s query `query_id` was sealed as at this node, if it was.
@@ -401,7 +399,7 @@ pub fn stored_seal(
     researcher: &PublicKey,
     query_id: &str,
 ) -> Result<Option<StoredSeal>, Error> {
-    Ok(node.store.get(cf::META, &seal_key(researcher, query_id))?)
+    Ok(node.store.get(cf::META, &seal_key(node, researcher, query_id))?)
 }
 
 /// Encrypted mode, round 2 ("seal"): adds this member's pairwise masks for
@@ -489,7 +487,7 @@ pub fn seal(
         hex::encode(roster_hash)
     );
     let mut batch = node.store.batch();
-    batch.put(cf::META, &seal_key(researcher, &query.id), &kept)?;
+    batch.put(cf::META, &seal_key(node, researcher, &query.id), &kept)?;
     audit::append(
         &mut batch,
         &node.store,

@@ -224,6 +224,16 @@ impl Ledger {
         }
     }
 
+    /// A `meta` key for `kind` of `researcher`'s `id` (a query id, a study id):
+    /// a keyed digest, so neither the researcher's key nor the id can be read
+    /// from the store's files.
+    pub fn meta_key(&self, kind: &str, researcher: &PublicKey, id: &[u8]) -> Vec<u8> {
+        let input = format!("{}{}", researcher.to_hex(), hex::encode(id));
+        let mut key = format!("{kind}/").into_bytes();
+        key.extend_from_slice(&self.digests.pseudonym(&format!("meta-{kind}"), &input).0);
+        key
+    }
+
     /// The account a verified credential charges.
     pub fn account(&self, credential: &VerifiedCredential) -> Account {
         self.account_of(credential.issuer(), &credential.researcher_id)

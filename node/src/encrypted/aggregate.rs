@@ -49,20 +49,19 @@ impl Versioned for StoredAggregation {
     }
 }
 
-fn aggregation_key(researcher: &PublicKey, query_id: &str) -> Vec<u8> {
-    let mut key = b"aggregation/".to_vec();
-    key.extend_from_slice(researcher.as_bytes());
-    key.extend_from_slice(query_id.as_bytes());
-    key
+fn aggregation_key(node: &Node, researcher: &PublicKey, query_id: &str) -> Vec<u8> {
+    node.ledger
+        .meta_key("aggregation", researcher, query_id.as_bytes())
 }
 
 /// What the aggregator kept of `query_id` from `researcher`, if anything.
 pub fn stored(
-    store: &store::Store,
+    node: &Node,
     researcher: &PublicKey,
     query_id: &str,
 ) -> Result<Option<StoredAggregation>, store::Error> {
-    store.get(cf::META, &aggregation_key(researcher, query_id))
+    node.store
+        .get(cf::META, &aggregation_key(node, researcher, query_id))
 }
 
 /// The total already answered for this query id, if any; refused if the id was used for another query.
@@ -71,7 +70,7 @@ pub fn replayed_total(
     query: &Query,
     researcher: &PublicKey,
 ) -> Result<Option<EncryptedTotal>, Error> {
-    let Some(kept) = stored(&node.store, researcher, &query.id)? else {
+    let Some(kept) = stored(node, researcher, &query.id)? else {
         return Ok(None);
     };
     if kept.query_digest != query.digest() {
@@ -346,7 +345,7 @@ fn record(
         at: now,
     };
     let mut batch = node.store.batch();
-    batch.put(cf::META, &aggregation_key(researcher, &query.id), &stored)?;
+    batch.put(cf::META, &aggregation_key(node, researcher, &query.id), &stored)?;
     audit::append(
         &mut batch,
         &node.store,

@@ -183,11 +183,8 @@ impl Versioned for StoredStudy {
 
 /// Studies are kept per researcher: a public key is public, so another
 /// researcher publishing the same one must not take it over or block it.
-fn study_key(researcher: &PublicKey, id: &[u8; 32]) -> Vec<u8> {
-    let mut key = b"study/".to_vec();
-    key.extend_from_slice(researcher.as_bytes());
-    key.extend_from_slice(id);
-    key
+fn study_key(node: &Node, researcher: &PublicKey, id: &[u8; 32]) -> Vec<u8> {
+    node.ledger.meta_key("study", researcher, id)
 }
 
 /// Verifies a signed announcement from `researcher` and caches its key. Returns the study id.
@@ -218,7 +215,7 @@ pub fn install(node: &Node, envelope: &Envelope, now: i64) -> Result<[u8; 32], E
     // (size-limited, shape-checked) and refused if degenerate: nothing is cached before.
     CompactPublicKey::from_bytes(&announcement.public_key)?;
     let id = announcement.study_id();
-    let key = study_key(&envelope.signer, &id);
+    let key = study_key(node, &envelope.signer, &id);
     if node.store.contains(cf::META, &key)? {
         return Ok(id);
     }
@@ -258,7 +255,7 @@ pub fn key_for(
     hex::decode_to_slice(id_hex, &mut id).map_err(|_| Error::Unknown(id_hex.to_string()))?;
     let stored = node
         .store
-        .get::<StoredStudy>(cf::META, &study_key(researcher, &id))?
+        .get::<StoredStudy>(cf::META, &study_key(node, researcher, &id))?
         .ok_or_else(|| Error::Unknown(id_hex.to_string()))?;
     Ok((id, CompactPublicKey::from_bytes(&stored.public_key)?))
 }
