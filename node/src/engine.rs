@@ -163,8 +163,8 @@ pub fn answer(
 /// Encrypted mode: this node's noisy share of `query`, encrypted under the study key.
 ///
 /// `members` is the number of hospitals in the consortium directory: the
-/// aggregator adds at most one share from each, so bounding each share by
-/// the largest total over `members` keeps every total decodable.
+/// aggregator adds at most one share from each, and the share plan's limbs
+/// decode totals of up to `fhe::params::MAX_CONTRIBUTIONS` shares.
 pub fn contribute(
     node: &Node,
     query: &Query,
@@ -181,15 +181,17 @@ pub fn contribute(
     if let Some(stored) = ledger::stored_answer(&node.store, researcher, &query.id)? {
         return replay(stored, query, Contribution::from_bytes);
     }
+    if members > fhe::params::MAX_CONTRIBUTIONS {
+        return Err(Error::Dp(dp::Error::Unsupported(format!(
+            "the directory lists {members} members, more than the {} shares an encrypted total decodes exactly",
+            fhe::params::MAX_CONTRIBUTIONS
+        ))));
+    }
     let plan = SharePlan::new(query)?;
     let left = budget_left(node, researcher, plan.epsilon, now)?;
     let values = select_values(node, query, &use_, now)?;
-    let bound = fhe::params::MAX_ABS_TOTAL / members.max(1) as i64;
-    let share: Vec<i64> = plan
-        .release(&values, crate::encrypted::noise_enabled())?
-        .into_iter()
-        .map(|v| v.clamp(-bound, bound))
-        .collect();
+    // Limb-encoded slots; the plan made sure every total of them decodes.
+    let share = plan.share(&values, crate::encrypted::noise_enabled())?;
     let ciphertext = study_key.encrypt(&share)?;
     let contribution = Contribution {
         version: ENCRYPTED_VERSION,

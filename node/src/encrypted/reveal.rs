@@ -13,6 +13,7 @@ use witmed_crypto::fhe::{self, Ciphertext, ClientKey};
 use witmed_crypto::KeyPair;
 use witmed_protocol::combine::Combined;
 use witmed_protocol::encrypted::{gaussian_sum_halfwidth, EncryptedTotal, ENCRYPTED_VERSION};
+use witmed_protocol::limbs;
 use witmed_protocol::query::{Aggregate, Query};
 use witmed_protocol::wire::QueryRequest;
 
@@ -142,7 +143,9 @@ pub fn reveal(
         return inconsistent("mixes noise shares of different scales");
     }
     let ciphertext = Ciphertext::from_bytes(&total.ciphertext, values)?;
-    let decrypted = client.decrypt(&ciphertext, total.included.len())?;
+    let slots = client.decrypt(&ciphertext, total.included.len())?;
+    let decrypted = limbs::decode(&slots, super::shares::layout(query).limbs)
+        .map_or_else(|| inconsistent("does not recombine from its limbs"), Ok)?;
     let half = gaussian_sum_halfwidth(scale, total.included.len(), ALPHA);
     let interval = |v: f64| (v - half, v + half);
     let as_f64: Vec<f64> = decrypted.iter().map(|v| *v as f64).collect();
