@@ -130,7 +130,8 @@ pub(crate) struct Sensitivity {
 }
 
 /// A scalar aggregate clamped to a member's cap.
-type Capped = Transformation<AtomDomain<i64>, AbsoluteDistance<i64>, AtomDomain<i64>, AbsoluteDistance<i64>>;
+type Capped =
+    Transformation<AtomDomain<i64>, AbsoluteDistance<i64>, AtomDomain<i64>, AbsoluteDistance<i64>>;
 
 /// Clamps a scalar aggregate to `±cap`, before the noise. Clamping is
 /// 1-Lipschitz (`|clamp(x) - clamp(y)| <= |x - y|`), so the stability map is
@@ -595,7 +596,10 @@ min_hospitals = {min_hospitals}
         assert!(fits(1.0, 1.0, 1e-6, 2, s).is_err());
         for (epsilon, members) in [(1.0, 2), (0.1, 3), (0.01, 127)] {
             let plan = SharePlan::new(&sum_query(0.0, 1000.0, epsilon, members)).unwrap();
-            assert!(plan.epsilon <= epsilon && plan.epsilon > 0.99 * epsilon, "{plan:?}");
+            assert!(
+                plan.epsilon <= epsilon && plan.epsilon > 0.99 * epsilon,
+                "{plan:?}"
+            );
             assert_eq!(plan.layout.limbs, 2, "{plan:?}");
         }
     }
@@ -660,10 +664,15 @@ min_hospitals = {min_hospitals}
         assert!(err.contains("narrow the bounds"), "{err}");
         // So little epsilon that the noise of 127 shares could overflow a
         // count's slot: refused, not clamped.
-        let err = SharePlan::new(&count_query(2e-6, 2))
+        // (At delta 1e-6 the scale levels off near 6e5 as epsilon goes to
+        // zero: one share, min_hospitals = 1, carries it all.)
+        let err = SharePlan::new(&count_query(1e-8, 1))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("could reach") && err.contains("raise epsilon"), "{err}");
+        assert!(
+            err.contains("could reach") && err.contains("raise epsilon"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -687,9 +696,12 @@ min_hospitals = {min_hospitals}
             for sigma in [0.5, 1.0, 3.0] {
                 let gaussian = s.l2 * s.l2 / (2.0 * t as f64 * sigma * sigma);
                 let rho = distributed_rho(sigma, t, s);
-                assert!(rho >= gaussian, "{t} {sigma}");
+                assert!(rho >= gaussian * (1.0 - 1e-12), "{t} {sigma}");
                 if t == 1 {
-                    assert_eq!(rho, gaussian);
+                    assert!(
+                        (rho - gaussian).abs() <= 1e-12 * gaussian,
+                        "{rho} vs {gaussian}"
+                    );
                 }
             }
         }
