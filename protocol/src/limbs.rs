@@ -90,7 +90,7 @@ pub fn encode(values: &[i64], limbs: usize) -> Vec<i64> {
 /// The values of decrypted slot totals, or `None` if the slots do not
 /// divide into `limbs` or a value does not recombine into an `i64`.
 pub fn decode(totals: &[i64], limbs: usize) -> Option<Vec<i64>> {
-    if limbs == 0 || totals.len() % limbs != 0 {
+    if limbs == 0 || !totals.len().is_multiple_of(limbs) {
         return None;
     }
     totals.chunks(limbs).map(join).collect()
