@@ -14,9 +14,14 @@
 //!
 //! Each patient contributes exactly one row (the engine reduces patients to
 //! one value before calling here), so symmetric distance 1 is one patient.
-//! Sums and means shift values by the middle of the bounds before clamping,
-//! which halves the sensitivity for bounds like 30..200 and is a per-row map
-//! that leaves neighbouring data sets neighbouring.
+//! Sums and means shift values by the middle of the bounds before clamping
+//! (a per-row map that leaves neighbouring data sets neighbouring). OpenDP's
+//! sum over data of unknown size has sensitivity `max(U - L, |L|, |U|)` per
+//! patient (plus a float-rounding term); shifted bounds `±(U - L)/2` make it
+//! `U - L`. That is a gain only for bounds far from zero (30..200: 200 to
+//! 170; 100..110: 110 to 10), never a halving, and none for bounds from 0.
+//! The code takes the sensitivity from OpenDP's stability map, not from
+//! this reasoning.
 //!
 //! Intervals come from OpenDP's accuracy functions at level alpha = 0.05; a
 //! mean combines the sum's and the count's intervals at alpha/2 each (a union

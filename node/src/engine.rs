@@ -244,10 +244,10 @@ pub fn answer(
 /// returns the signed [`Ready`] that carries the ephemeral public key.
 ///
 /// `members` is the number of hospitals in the consortium directory: a
-/// roster holds at most one share from each, so bounding each share by the
-/// largest total over `members` keeps every total decodable. The charge, the
-/// kept share and the ephemeral secret are written in one synced batch; a
-/// re-asked query id returns the identical Ready.
+/// roster holds at most one share from each, and the share plan's limbs
+/// decode totals of up to `fhe::params::MAX_CONTRIBUTIONS` shares. The
+/// charge, the kept share and the ephemeral secret are written in one synced
+/// batch; a re-asked query id returns the identical Ready.
 pub fn prepare(
     node: &Node,
     query: &Query,
@@ -268,16 +268,18 @@ pub fn prepare(
     {
         return replay(stored, query, Prepared::from_bytes).map(|p| p.ready);
     }
+    if members > fhe::params::MAX_CONTRIBUTIONS {
+        return Err(Error::Dp(dp::Error::Unsupported(format!(
+            "the directory lists {members} members, more than the {} shares an encrypted total decodes exactly",
+            fhe::params::MAX_CONTRIBUTIONS
+        ))));
+    }
     let plan = SharePlan::new(query)?;
     let loss = Loss::new(plan.epsilon, plan.delta);
     let left = budget_left(node, &account, researcher, query, loss, now)?;
     let values = select_values(node, query, &use_, now)?;
-    let bound = fhe::params::MAX_ABS_TOTAL / members.max(1) as i64;
-    let share: Vec<i64> = plan
-        .release(&values, crate::encrypted::noise_enabled())?
-        .into_iter()
-        .map(|v| v.clamp(-bound, bound))
-        .collect();
+    // Limb-encoded slots; the plan made sure every total of them decodes.
+    let share = plan.share(&values, crate::encrypted::noise_enabled())?;
     let ciphertext = study_key.encrypt(&share)?;
     let contribution = Contribution {
         version: ENCRYPTED_VERSION,

@@ -303,12 +303,10 @@ pub fn total(
     Ok(total)
 }
 
-/// Values per share of `query`: one, or one per histogram bin.
+/// Ciphertext slots per share of `query`: one per limb of each value
+/// (one value, or one per histogram bin; see `witmed_protocol::limbs`).
 pub fn expected_values(query: &Query) -> usize {
-    match &query.aggregate {
-        witmed_protocol::query::Aggregate::Histogram { edges } => edges.len().saturating_sub(1),
-        _ => 1,
-    }
+    super::shares::layout(query).slots()
 }
 
 /// The study id a query names, as bytes.

@@ -22,6 +22,7 @@ use witmed_protocol::encrypted::{
     gaussian_sum_halfwidth, roster_hash, verify_roster, EncryptedTotal, Included, Receipt,
     RosterEntry, SECAGG_VERSION,
 };
+use witmed_protocol::limbs;
 use witmed_protocol::query::{Aggregate, Query};
 use witmed_protocol::wire::QueryRequest;
 
@@ -186,7 +187,9 @@ pub fn reveal(
     let Some(sum) = sum else {
         return inconsistent("holds no share");
     };
-    let decrypted = client.decrypt(&sum, total.shares.len())?;
+    let slots = client.decrypt(&sum, total.shares.len())?;
+    let decrypted = limbs::decode(&slots, super::shares::layout(query).limbs)
+        .map_or_else(|| inconsistent("does not recombine from its limbs"), Ok)?;
     let half = gaussian_sum_halfwidth(scale, total.shares.len(), ALPHA);
     let interval = |v: f64| (v - half, v + half);
     let as_f64: Vec<f64> = decrypted.iter().map(|v| *v as f64).collect();
