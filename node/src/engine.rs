@@ -401,7 +401,9 @@ pub fn stored_seal(
     researcher: &PublicKey,
     query_id: &str,
 ) -> Result<Option<StoredSeal>, Error> {
-    Ok(node.store.get(cf::META, &seal_key(node, researcher, query_id))?)
+    Ok(node
+        .store
+        .get(cf::META, &seal_key(node, researcher, query_id))?)
 }
 
 /// Encrypted mode, round 2 ("seal"): adds this member's pairwise masks for

@@ -98,6 +98,8 @@ fn world(patients: usize) -> World {
         "General",
         "--trust-issuer",
         &w.authority,
+        // The fixture simulates consent: the init policy (serial 2) allows it.
+        "--allow-demonstration-data",
     ]);
     run_ok(&[
         "import",
@@ -134,6 +136,8 @@ fn world(patients: usize) -> World {
         s(&w.path("authority.key")),
         "--researcher-key",
         s(&w.path("bob.key")),
+        "--researcher-id",
+        "bob",
         "--name",
         "Bob",
         "--institution",
@@ -256,20 +260,20 @@ fn assert_node_stops(w: &World, needles: &[&str]) {
 fn an_older_policy_copied_over_the_installed_one_stops_the_node() {
     let w = world(5);
     let installed = w.node.join("policy.signed");
-    let serial_1 = std::fs::read(&installed).unwrap();
-    let newer = policy_with_serial(&w, 2);
-    let signed = w.path("policy-2.signed");
+    let serial_2 = std::fs::read(&installed).unwrap();
+    let newer = policy_with_serial(&w, 3);
+    let signed = w.path("policy-3.signed");
     sign_policy(&w.node.join("hospital.key"), &newer, &signed);
     run_ok(&["policy", "install", "--data-dir", s(&w.node), s(&signed)]);
     run_ok(&["node", "status", "--data-dir", s(&w.node)]);
 
     // The attacker puts the older, correctly signed policy back.
-    std::fs::write(&installed, &serial_1).unwrap();
+    std::fs::write(&installed, &serial_2).unwrap();
     assert_node_stops(
         &w,
         &[
             "policy.signed",
-            "serial 1 is older than the installed serial 2",
+            "serial 2 is older than the installed serial 3",
             "restore",
         ],
     );
@@ -282,8 +286,8 @@ fn an_older_policy_copied_over_the_installed_one_stops_the_node() {
 #[test]
 fn a_policy_of_the_installed_serial_with_other_content_stops_the_node() {
     let w = world(5);
-    // Same serial 1, different content (a larger budget), signed by the real hospital key.
-    let shown = policy_with_serial(&w, 1);
+    // Same serial 2, different content (a larger budget), signed by the real hospital key.
+    let shown = policy_with_serial(&w, 2);
     let text = std::fs::read_to_string(&shown).unwrap();
     let edited: String = text
         .lines()
@@ -305,7 +309,7 @@ fn a_policy_of_the_installed_serial_with_other_content_stops_the_node() {
         &w,
         &[
             "policy.signed",
-            "installed serial 1 but not the installed content",
+            "installed serial 2 but not the installed content",
         ],
     );
 }
@@ -701,16 +705,16 @@ fn a_newer_signed_policy_left_by_an_interrupted_install_is_accepted_and_sealed()
     // A crash after the file was replaced but before the seal moved leaves a
     // newer, correctly signed policy: the node must start with it.
     let w = world(3);
-    let policy = policy_with_serial(&w, 2);
+    let policy = policy_with_serial(&w, 3);
     sign_policy(
         &w.node.join("hospital.key"),
         &policy,
         &w.node.join("policy.signed"),
     );
     let status = run_json(&["node", "status", "--data-dir", s(&w.node)]);
-    assert_eq!(status["policy_serial"], 2, "{status}");
-    // The seal moved: serial 1 is now older than the installed one.
-    let old = policy_with_serial(&w, 1);
+    assert_eq!(status["policy_serial"], 3, "{status}");
+    // The seal moved: serial 2 is now older than the installed one.
+    let old = policy_with_serial(&w, 2);
     sign_policy(
         &w.node.join("hospital.key"),
         &old,
@@ -721,7 +725,7 @@ fn a_newer_signed_policy_left_by_an_interrupted_install_is_accepted_and_sealed()
             .iter()
             .map(|a| a.to_string())
             .collect::<Vec<_>>(),
-        &["serial 1 is older than the installed serial 2"],
+        &["serial 2 is older than the installed serial 3"],
     );
 }
 

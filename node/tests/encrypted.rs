@@ -811,7 +811,10 @@ fn set_min_cohort(w: &mut World, i: usize, min_cohort: u64) {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no serial in {shown}"));
     let edited = shown
-        .replace(&format!("serial = {serial}"), &format!("serial = {}", serial + 1))
+        .replace(
+            &format!("serial = {serial}"),
+            &format!("serial = {}", serial + 1),
+        )
         .replace("min_cohort = 10", &format!("min_cohort = {min_cohort}"));
     assert!(
         edited.contains(&format!("min_cohort = {min_cohort}")),

@@ -343,7 +343,11 @@ fn record(
         at: now,
     };
     let mut batch = node.store.batch();
-    batch.put(cf::META, &aggregation_key(node, researcher, &query.id), &stored)?;
+    batch.put(
+        cf::META,
+        &aggregation_key(node, researcher, &query.id),
+        &stored,
+    )?;
     audit::append(
         &mut batch,
         &node.store,

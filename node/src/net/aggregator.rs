@@ -206,7 +206,15 @@ pub(super) fn seal(
     let hash = roster_hash(&digest, &researcher, &entries);
     let credential = match witmed_policies::parse_signed_bytes(&query_request.credential) {
         Ok(c) => c,
-        Err(e) => return refuse(id, digest, e.error_code(), format!("credential: {e}"), false),
+        Err(e) => {
+            return refuse(
+                id,
+                digest,
+                e.error_code(),
+                format!("credential: {e}"),
+                false,
+            )
+        }
     };
     match engine::seal(node, query, &researcher, &credential, &entries, hash, now) {
         Ok(share) => Decision::Respond(response(node, id, digest, Outcome::Sealed(share)), false),
@@ -332,7 +340,13 @@ fn seal_round(
     let query = &request.query;
     let (id, digest) = (query.id.as_str(), query.digest());
     let credential = witmed_policies::parse_signed_bytes(&request.credential).map_err(|e| {
-        Box::new(refused(node, id, digest, e.error_code(), format!("credential: {e}")))
+        Box::new(refused(
+            node,
+            id,
+            digest,
+            e.error_code(),
+            format!("credential: {e}"),
+        ))
     })?;
     let researcher = envelope.signer;
     let entries = verify_roster(roster, &digest, &researcher, &members_of(directory))
@@ -353,9 +367,8 @@ fn seal_round(
     let me_in_roster = in_roster(&node.config.name);
     let (own, asked) = std::thread::scope(|scope| {
         let own = scope.spawn(|| {
-            me_in_roster.then(|| {
-                engine::seal(node, query, &researcher, &credential, &entries, hash, now)
-            })
+            me_in_roster
+                .then(|| engine::seal(node, query, &researcher, &credential, &entries, hash, now))
         });
         let asked = ask(node, &sealing, digest, &members, timeout);
         (own.join(), asked)

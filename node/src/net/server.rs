@@ -622,7 +622,8 @@ pub fn authenticate(
     };
     if envelope.domain == SEAL_DOMAIN {
         if peer_id_of(&envelope.signer) != Some(peer) {
-            let reason = "the roster is signed by another key than the connected peer's".to_string();
+            let reason =
+                "the roster is signed by another key than the connected peer's".to_string();
             return Err(refuse(
                 refused(node, "", [0; 32], "signer_not_peer", reason),
                 true,
