@@ -177,6 +177,14 @@ pub fn all() -> Vec<Target> {
             max_len: 4 * 1024,
         },
         Target {
+            name: "local-files",
+            about: "node.toml (node/src/node.rs), study.toml (encrypted/study.rs), and keys, pseudonyms, roles given on the command line",
+            seeds: local_files_seeds,
+            run: local_files_run,
+            dictionary: KEY_WORDS,
+            max_len: 4 * 1024,
+        },
+        Target {
             name: "fhir",
             about: "FHIR R4 bundles, single resources and NDJSON (node/src/import/fhir.rs parse_bytes)",
             seeds: fhir_seeds,
@@ -1272,6 +1280,77 @@ fn key_file_run(data: &[u8]) -> Verdict {
             accepted("key")
         }
         Err(e) => Ok(class(e)),
+    }
+}
+
+fn local_files_seeds() -> Vec<Vec<u8>> {
+    let config = witmed::node::Config {
+        version: 1,
+        name: "St Elsewhere".into(),
+        node_key: keys().node.public(),
+        hospital_key: keys().hospital.public(),
+        created_at: NOW,
+    };
+    let info = witmed::encrypted::study::StudyInfo {
+        version: 1,
+        id: hex::encode(seeds::study().1.study_id()),
+        params: witmed_crypto::fhe::params::ID.into(),
+        created_at: NOW,
+    };
+    vec![
+        with_mode(0, toml::to_string(&config).unwrap_or_default()),
+        with_mode(1, toml::to_string(&info).unwrap_or_default()),
+        with_mode(2, keys().node.public().to_hex()),
+        with_mode(3, PATIENT.to_string()),
+        with_mode(4, "researcher"),
+    ]
+}
+
+/// Property for a TOML file the node writes and reads back: what parses
+/// re-encodes to TOML that parses to the same value.
+fn toml_round_trips<T: Serialize + DeserializeOwned>(what: &str, text: &str) -> Verdict {
+    let value: T = match toml::from_str(text) {
+        Ok(value) => value,
+        Err(e) => return Ok(class(e.message())),
+    };
+    let again = toml::to_string(&value).map_err(|e| format!("a parsed {what} has no TOML: {e}"))?;
+    let back: T = toml::from_str(&again)
+        .map_err(|e| format!("a parsed {what}'s own TOML does not parse: {e}"))?;
+    same_encoding(what, &value, &back)?;
+    accepted(what)
+}
+
+/// Modes 0 node.toml, 1 study.toml, 2 a public key, 3 a pseudonym, 4 a key role.
+fn local_files_run(data: &[u8]) -> Verdict {
+    let (mode, rest) = mode(data, 5);
+    let text = match utf8(rest) {
+        Ok(text) => text,
+        Err(verdict) => return verdict,
+    };
+    match mode {
+        0 => toml_round_trips::<witmed::node::Config>("node config", text),
+        1 => toml_round_trips::<witmed::encrypted::study::StudyInfo>("study info", text),
+        2 => match text.parse::<PublicKey>() {
+            Ok(key) if key.to_hex().parse::<PublicKey>().ok() != Some(key) => {
+                Err("public key changed in a hex round trip".into())
+            }
+            Ok(_) => accepted("public key"),
+            Err(e) => Ok(class(e)),
+        },
+        3 => match text.parse::<witmed_crypto::Pseudonym>() {
+            Ok(p) if p.to_string().parse::<witmed_crypto::Pseudonym>().ok() != Some(p) => {
+                Err("pseudonym changed in a round trip".into())
+            }
+            Ok(_) => accepted("pseudonym"),
+            Err(e) => Ok(class(e)),
+        },
+        _ => match text.parse::<witmed_crypto::Role>() {
+            Ok(role) if role.as_str().parse::<witmed_crypto::Role>().ok() != Some(role) => {
+                Err("role changed in a round trip".into())
+            }
+            Ok(_) => accepted("role"),
+            Err(e) => Ok(class(e)),
+        },
     }
 }
 

@@ -89,6 +89,7 @@ harness_tests! {
     fuzz_ciphertext => "ciphertext",
     fuzz_encrypted_messages => "encrypted-messages",
     fuzz_key_file => "key-file",
+    fuzz_local_files => "local-files",
     fuzz_fhir => "fhir",
     fuzz_physionet_record => "physionet-record",
     fuzz_physionet_outcomes => "physionet-outcomes",
