@@ -386,14 +386,20 @@ const PHYSIONET_WORDS: &[&str] = &[
 
 // ---------------------------------------------------------------- helpers
 
-/// The outcome class of an error: its message up to the first quote or
-/// number, so that inputs echoed in messages do not make every input "new".
+/// The outcome class of an error: the first words of its message, up to the
+/// first quote or number, so that inputs echoed in messages (a name, a key
+/// in hex, a line of TOML) do not make every input "new".
 fn class(error: impl Display) -> String {
     let text = error.to_string();
     let cut = text
         .find(|c: char| c == '"' || c == '`' || c == '\'' || c.is_ascii_digit())
         .unwrap_or(text.len());
-    text[..cut].chars().take(64).collect()
+    text[..cut]
+        .split_whitespace()
+        .take(8)
+        .map(|word| word.chars().take(24).collect::<String>())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn accepted(what: &str) -> Verdict {
