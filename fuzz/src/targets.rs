@@ -386,18 +386,18 @@ const PHYSIONET_WORDS: &[&str] = &[
 
 // ---------------------------------------------------------------- helpers
 
-/// The outcome class of an error: the first words of its message, up to the
-/// first quote or number, so that inputs echoed in messages (a name, a key
-/// in hex, a line of TOML) do not make every input "new".
+/// The outcome class of an error: the first words of its message, stopping
+/// at the first that could be input echoed back (a quote, a number, a code,
+/// a name, a key in hex), so that echoed inputs do not make every input "new".
 fn class(error: impl Display) -> String {
     let text = error.to_string();
-    let cut = text
-        .find(|c: char| c == '"' || c == '`' || c == '\'' || c.is_ascii_digit())
-        .unwrap_or(text.len());
-    text[..cut]
-        .split_whitespace()
+    let plain = |word: &&str| {
+        word.chars()
+            .all(|c| c.is_ascii_lowercase() || "._:,;()/-".contains(c))
+    };
+    text.split_whitespace()
+        .take_while(plain)
         .take(8)
-        .map(|word| word.chars().take(24).collect::<String>())
         .collect::<Vec<_>>()
         .join(" ")
 }
