@@ -385,6 +385,26 @@ impl Query {
     }
 
     fn validate_cohort(&self) -> Result<(), Error> {
+        // A NaN bound silently selects nobody, and has no faithful TOML form
+        // (found by fuzzing: the wire and TOML forms of one query differed).
+        let bounds = [
+            ("age_min", self.cohort.age_min),
+            ("age_max", self.cohort.age_max),
+        ]
+        .into_iter()
+        .chain(
+            self.cohort
+                .attributes
+                .iter()
+                .flat_map(|a| [("attribute min", a.min), ("attribute max", a.max)]),
+        );
+        for (name, bound) in bounds {
+            if bound.is_some_and(|b| !b.is_finite()) {
+                return Err(Error::Invalid(format!(
+                    "cohort {name} must be a finite number; leave it out for no bound"
+                )));
+            }
+        }
         for attr in &self.cohort.attributes {
             if category_of_attribute(&attr.name).is_none() {
                 return Err(Error::Invalid(format!(
@@ -507,6 +527,33 @@ upper = 200.0
 mode = "dp"
 epsilon = 1.0
 "#;
+
+    /// Regression (fuzz target query-wire, crashes/query-wire-violation-0.bin):
+    /// a cohort bound that is NaN passed validation on the wire, and its TOML
+    /// form decoded to another query (NaN payloads do not survive TOML).
+    #[test]
+    fn fuzz_query_wire_nan_cohort_bound_is_refused() {
+        let found: [u8; 71] = [
+            1, 9, 99, 111, 117, 110, 116, 45, 105, 99, 117, 3, 72, 77, 66, 0, 0, 0, 0, 0, 1, 6, 56,
+            56, 54, 55, 45, 52, 1, 8, 105, 99, 117, 95, 116, 121, 112, 101, 1, 0, 102, 102, 1, 255,
+            255, 255, 255, 1, 0, 0, 0, 0, 0, 0, 8, 64, 0, 0, 0, 0, 0, 0, 0, 0, 0, 224, 63, 0, 0, 0,
+            0,
+        ];
+        let err = Query::from_wire(&found).unwrap_err().to_string();
+        assert!(
+            err.contains("cohort attribute min must be a finite number"),
+            "{err}"
+        );
+        for bound in [
+            "age_min = nan",
+            "age_max = inf",
+            "attributes = [{ name = \"icu_type\", max = -inf }]",
+        ] {
+            let text = HR_OVER_65.replace("age_min = 65", bound);
+            let err = Query::from_toml(&text).unwrap_err().to_string();
+            assert!(err.contains("must be a finite number"), "{bound}: {err}");
+        }
+    }
 
     #[test]
     fn readme_example_parses_and_round_trips() {

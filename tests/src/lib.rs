@@ -22,7 +22,9 @@ pub fn workspace_root() -> PathBuf {
 /// Every `.rs` file under the workspace's crates, sorted.
 pub fn rust_sources() -> Vec<PathBuf> {
     let mut out = Vec::new();
-    for krate in ["crypto", "protocol", "policies", "node", "simnet", "tests"] {
+    for krate in [
+        "crypto", "protocol", "policies", "node", "simnet", "tests", "fuzz",
+    ] {
         collect(&workspace_root().join(krate), &mut out);
     }
     out.sort();
