@@ -16,7 +16,8 @@ use witmed_policies::directory::{Directory, Member};
 use witmed_policies::policy::NodePolicy;
 use witmed_protocol::answer::{Answer, Component, Mechanism, Released, ANSWER_VERSION};
 use witmed_protocol::encrypted::{
-    Contribution, EncryptedTotal, Included, LeftOut, StudyAnnouncement, ENCRYPTED_VERSION,
+    Contribution, EncryptedTotal, Included, LeftOut, Ready, Receipt, SealedShare,
+    StudyAnnouncement, ENCRYPTED_VERSION, SECAGG_VERSION,
 };
 use witmed_protocol::query::Query;
 use witmed_protocol::vocab::{Category, Mode};
@@ -86,6 +87,7 @@ pub fn credential() -> Credential {
     Credential {
         version: CREDENTIAL_VERSION,
         researcher: keys().researcher.public(),
+        researcher_id: "orcid:0000-0002-1825-0097".into(),
         name: "Bob".into(),
         institution: "University".into(),
         commercial: false,
@@ -257,12 +259,50 @@ pub fn contribution() -> Contribution {
     }
 }
 
+/// A member's signed Ready (round 1 of encrypted mode).
+pub fn ready() -> Envelope {
+    Ready {
+        version: SECAGG_VERSION,
+        query_digest: [7; 32],
+        researcher: keys().researcher.public(),
+        member: "St Elsewhere".into(),
+        ephemeral: [9; 32],
+    }
+    .sign(&keys().node)
+}
+
+/// A member's masked share and its signed receipt (round 2 of encrypted mode).
+pub fn sealed_share() -> SealedShare {
+    let ciphertext = ciphertext(&[42]);
+    let receipt = Receipt {
+        version: SECAGG_VERSION,
+        query_digest: [7; 32],
+        researcher: keys().researcher.public(),
+        member: "St Elsewhere".into(),
+        study: study().1.study_id(),
+        roster_hash: [8; 32],
+        ciphertext_hash: witmed_crypto::sha256(&ciphertext),
+        values: 1,
+        share_scale: 3.5,
+        epsilon_spent: 1.0,
+        delta_spent: 1e-6,
+        budget_left: 9.0,
+    }
+    .sign(&keys().node);
+    SealedShare {
+        member: "St Elsewhere".into(),
+        ciphertext,
+        receipt,
+    }
+}
+
 pub fn encrypted_total() -> EncryptedTotal {
     EncryptedTotal {
-        version: ENCRYPTED_VERSION,
+        version: SECAGG_VERSION,
         study: study().1.study_id(),
-        ciphertext: ciphertext(&[42]),
         values: 1,
+        roster: vec![ready()],
+        shares: vec![sealed_share()],
         included: vec![Included {
             node: "St Elsewhere".into(),
             share_scale: 3.5,
@@ -329,7 +369,8 @@ pub fn responses() -> Vec<NodeResponse> {
             code: "budget_exhausted".into(),
             reason: "the researcher's budget is spent".into(),
         },
-        Outcome::Contributed(contribution()),
+        Outcome::Ready(ready()),
+        Outcome::Sealed(sealed_share()),
         Outcome::Aggregated(encrypted_total()),
         Outcome::StudyInstalled,
     ];

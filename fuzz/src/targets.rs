@@ -36,7 +36,8 @@ use witmed_policies::directory::{self, Directory};
 use witmed_policies::policy::{self, NodePolicy, POLICY_DOMAIN};
 use witmed_protocol::answer::Answer;
 use witmed_protocol::encrypted::{
-    Contribution, EncryptedTotal, StudyAnnouncement, ENCRYPTED_VERSION, STUDY_DOMAIN,
+    Contribution, EncryptedTotal, Ready, Receipt, SealedShare, StudyAnnouncement,
+    ENCRYPTED_VERSION, READY_DOMAIN, RECEIPT_DOMAIN, STUDY_DOMAIN,
 };
 use witmed_protocol::query::Query;
 use witmed_protocol::wire::{NodeResponse, Outcome, QueryRequest, QUERY_DOMAIN, RESPONSE_DOMAIN};
@@ -662,8 +663,12 @@ fn wire_response_run(data: &[u8]) -> Verdict {
         }
         Outcome::Refused { .. } => accepted("refusal"),
         Outcome::StudyInstalled => accepted("study installed"),
-        Outcome::Contributed(c) => ciphertext_checks(&c.ciphertext, c.values, 1),
-        Outcome::Aggregated(t) => ciphertext_checks(&t.ciphertext, t.values, t.included.len()),
+        Outcome::Ready(ready) => match ready.open::<Ready>(READY_DOMAIN) {
+            Ok(_) => accepted("ready"),
+            Err(e) => Ok(class(e)),
+        },
+        Outcome::Sealed(share) => sealed_share_checks(share, 1),
+        Outcome::Aggregated(t) => shares_checks(t),
     }
 }
 
@@ -1232,7 +1237,27 @@ fn total_checks(t: &EncryptedTotal) -> Verdict {
     let back: EncryptedTotal =
         postcard::from_bytes(&bytes).map_err(|e| format!("encrypted total: {e}"))?;
     same_encoding("encrypted total", t, &back)?;
-    ciphertext_checks(&t.ciphertext, t.values, t.included.len())
+    shares_checks(t)
+}
+
+/// Each sealed share of a total as the researcher reads it: receipt, then ciphertext.
+fn shares_checks(t: &EncryptedTotal) -> Verdict {
+    let mut last = accepted("empty total");
+    for share in &t.shares {
+        last = sealed_share_checks(share, t.shares.len());
+        if last.is_err() {
+            return last;
+        }
+    }
+    last
+}
+
+/// A sealed share: its receipt opens, then its ciphertext of the receipt's shape.
+fn sealed_share_checks(share: &SealedShare, contributions: usize) -> Verdict {
+    match share.receipt.open::<Receipt>(RECEIPT_DOMAIN) {
+        Ok(receipt) => ciphertext_checks(&share.ciphertext, receipt.values, contributions),
+        Err(e) => Ok(class(e)),
+    }
 }
 
 fn answer_checks(a: &Answer) -> Verdict {

@@ -146,6 +146,8 @@ fn the_contract_check_refuses_missing_and_unmarked_functions() {
     assert!(witmed_e2e::test_exists("tests/tests/tidy.rs::no_such_test").is_err());
     assert!(witmed_e2e::test_exists("tests/tests/missing.rs::x").is_err());
     assert!(witmed_e2e::test_exists("tests/src/lib.rs::contract_rows").is_err());
+    assert!(witmed_e2e::test_exists("fuzz/tests/harnesses.rs::fuzz_codec").is_ok());
+    assert!(witmed_e2e::test_exists("fuzz/tests/harnesses.rs::fuzz_no_such_target").is_err());
     let table = "x\n## The contract\n| threat | mitigation | tests |\n|---|---|---|\n| a | b | `f.rs::t`, `g.rs::u` |\n## Next\n| c | d | `h.rs::v` |\n";
     let rows = witmed_e2e::contract_rows(table);
     assert_eq!(rows.len(), 1);
