@@ -1242,14 +1242,11 @@ fn total_checks(t: &EncryptedTotal) -> Verdict {
 
 /// Each sealed share of a total as the researcher reads it: receipt, then ciphertext.
 fn shares_checks(t: &EncryptedTotal) -> Verdict {
-    let mut last = accepted("empty total");
-    for share in &t.shares {
-        last = sealed_share_checks(share, t.shares.len());
-        if last.is_err() {
-            return last;
-        }
-    }
-    last
+    t.shares
+        .iter()
+        .try_fold(accepted("empty total")?, |_, share| {
+            sealed_share_checks(share, t.shares.len())
+        })
 }
 
 /// A sealed share: its receipt opens, then its ciphertext of the receipt's shape.
