@@ -13,7 +13,8 @@ use serde_json::Value;
 use witmed::encrypted::{aggregate, study, NOISE_OFF_ENV};
 use witmed_crypto::fhe::Ciphertext;
 use witmed_crypto::KeyPair;
-use witmed_protocol::encrypted::{gaussian_sum_halfwidth, EncryptedTotal};
+use witmed_protocol::encrypted::EncryptedTotal;
+use witmed_protocol::interval::gaussian_sum_halfwidth;
 use witmed_simnet::cluster::{self, Cluster, Options};
 
 const TIMEOUT: &str = "20s";

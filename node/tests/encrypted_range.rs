@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use common::*;
 use serde_json::Value;
 use witmed::encrypted::NOISE_OFF_ENV;
-use witmed_protocol::encrypted::gaussian_sum_halfwidth;
+use witmed_protocol::interval::{gaussian_sum_halfwidth, ALPHA};
 use witmed_simnet::cluster::{self, Cluster, Options};
 
 const TIMEOUT: &str = "20s";
@@ -123,7 +123,7 @@ fn a_noisy_sum_with_bounds_0_to_1000_is_near_and_its_interval_is_the_shares_nois
         .iter()
         .map(|v| v.as_f64().unwrap())
         .collect();
-    let half = gaussian_sum_halfwidth(scale, HOSPITALS, 0.05);
+    let half = gaussian_sum_halfwidth(scale, HOSPITALS, ALPHA);
     assert!((ci[0] - (value - half)).abs() < 1e-6 * half, "{answer}");
     assert!((ci[1] - (value + half)).abs() < 1e-6 * half, "{answer}");
 }

@@ -172,7 +172,7 @@ pub fn assert_count_near(answer: &serde_json::Value, exact: f64, hospitals: usiz
         "value outside its own interval: {answer}"
     );
     let noises = vec![(Mechanism::DiscreteLaplace, 1.0 / epsilon); hospitals];
-    let h = witmed_protocol::combine::noise_sum_halfwidth(&noises, 1e-6);
+    let h = witmed_protocol::interval::noise_sum_halfwidth(&noises, 1e-6);
     assert!(
         (value - exact).abs() <= h,
         "count {value} is {} from the exact {exact}, beyond the 1e-6 bound {h}: {answer}",
@@ -203,8 +203,8 @@ pub fn assert_mean_near(
         hospitals
     ];
     let count_noises = vec![(Mechanism::DiscreteLaplace, 1.0 / (epsilon / 2.0)); hospitals];
-    let h_sum = witmed_protocol::combine::noise_sum_halfwidth(&sum_noises, 1e-6) * 1.01;
-    let h_count = witmed_protocol::combine::noise_sum_halfwidth(&count_noises, 1e-6);
+    let h_sum = witmed_protocol::interval::noise_sum_halfwidth(&sum_noises, 1e-6) * 1.01;
+    let h_count = witmed_protocol::interval::noise_sum_halfwidth(&count_noises, 1e-6);
     let bound = (h_sum + (exact - mid).abs() * h_count) / (patients - h_count);
     assert!(
         (value - exact).abs() <= bound,
