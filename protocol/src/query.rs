@@ -32,7 +32,9 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::vocab::{category_of_attribute, category_of_code, Category, Mode, Sex};
+use crate::vocab::{
+    category_of_attribute, category_of_code, known_attribute_names, Category, Mode, Sex,
+};
 
 /// Query format version written today.
 pub const QUERY_VERSION: u32 = 1;
@@ -408,8 +410,9 @@ impl Query {
         for attr in &self.cohort.attributes {
             if category_of_attribute(&attr.name).is_none() {
                 return Err(Error::Invalid(format!(
-                    "cohort attribute {:?} is unknown",
-                    attr.name
+                    "cohort attribute {:?} is unknown; known attributes: {}",
+                    attr.name,
+                    known_attribute_names()
                 )));
             }
         }
@@ -418,9 +421,13 @@ impl Query {
 
     fn validate_feature(&self) -> Result<(), Error> {
         match &self.feature {
-            Some(Feature::Attribute(a)) if category_of_attribute(&a.name).is_none() => Err(
-                Error::Invalid(format!("feature attribute {:?} is unknown", a.name)),
-            ),
+            Some(Feature::Attribute(a)) if category_of_attribute(&a.name).is_none() => {
+                Err(Error::Invalid(format!(
+                    "feature attribute {:?} is unknown; known attributes: {}",
+                    a.name,
+                    known_attribute_names()
+                )))
+            }
             Some(Feature::Observation(o)) if o.code.is_empty() => {
                 Err(Error::Invalid("feature.observation.code is empty".into()))
             }
@@ -602,6 +609,29 @@ aggregator = "north"
 study = "0000000000000000000000000000000000000000000000000000000000000000"
 min_hospitals = 3
 "#;
+
+    #[test]
+    fn an_unknown_attribute_is_refused_with_the_known_ones() {
+        let cohort = HR_OVER_65.replace(
+            "age_min = 65",
+            "attributes = [{ name = \"bmi\", min = 20 }]",
+        );
+        let feature = HR_OVER_65.replace(
+            "[feature.observation]\ncode = \"8867-4\"\nreduce = \"mean\"",
+            "[feature.attribute]\nname = \"bmi\"",
+        );
+        for (text, what) in [(cohort, "cohort attribute"), (feature, "feature attribute")] {
+            let err = Query::from_toml(&text).unwrap_err().to_string();
+            assert!(err.contains(&format!("{what} \"bmi\" is unknown")), "{err}");
+            for known in crate::vocab::ATTRIBUTES {
+                assert!(
+                    err.contains(known.name),
+                    "{err} does not list {}",
+                    known.name
+                );
+            }
+        }
+    }
 
     #[test]
     fn encrypted_queries_need_aggregator_study_and_min_hospitals() {
