@@ -300,28 +300,11 @@ mod tests {
 
     // ---- combine ----
 
+    /// README's mean heart rate query with another aggregate.
     fn query(aggregate: &str) -> Query {
-        Query::from_toml(&format!(
-            r#"
-version = 1
-id = "q"
-purpose = "HMB"
-{aggregate}
-
-[feature.observation]
-code = "8867-4"
-reduce = "mean"
-
-[bounds]
-lower = 30.0
-upper = 200.0
-
-[privacy]
-mode = "dp"
-epsilon = 1.0
-"#
-        ))
-        .expect("test query is valid")
+        let text = crate::examples::mean_heart_rate_over_65("q", "HMB", 1.0)
+            .replace("aggregate = \"mean\"", aggregate);
+        Query::from_toml(&text).expect("test query is valid")
     }
 
     fn component(name: &str, value: f64, mechanism: Mechanism, scale: f64) -> Component {

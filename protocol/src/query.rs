@@ -513,27 +513,10 @@ fn validate_quantiles(probabilities: &[f64], bins: u32) -> Result<(), Error> {
 mod tests {
     use super::*;
 
-    const HR_OVER_65: &str = r#"
-version = 1
-id = "hr-over-65"
-purpose = "HMB"
-aggregate = "mean"
-
-[cohort]
-age_min = 65
-
-[feature.observation]
-code = "8867-4"
-reduce = "mean"
-
-[bounds]
-lower = 30.0
-upper = 200.0
-
-[privacy]
-mode = "dp"
-epsilon = 1.0
-"#;
+    /// README's example query.
+    fn hr_over_65() -> String {
+        crate::examples::mean_heart_rate_over_65("hr-over-65", "HMB", 1.0)
+    }
 
     /// Regression (fuzz target query-wire, crashes/query-wire-violation-0.bin):
     /// a cohort bound that is NaN passed validation on the wire, and its TOML
@@ -556,7 +539,7 @@ epsilon = 1.0
             "age_max = inf",
             "attributes = [{ name = \"icu_type\", max = -inf }]",
         ] {
-            let text = HR_OVER_65.replace("age_min = 65", bound);
+            let text = hr_over_65().replace("age_min = 65", bound);
             let err = Query::from_toml(&text).unwrap_err().to_string();
             assert!(err.contains("must be a finite number"), "{bound}: {err}");
         }
@@ -564,7 +547,7 @@ epsilon = 1.0
 
     #[test]
     fn readme_example_parses_and_round_trips() {
-        let q = Query::from_toml(HR_OVER_65).unwrap();
+        let q = Query::from_toml(&hr_over_65()).unwrap();
         assert_eq!(q.aggregate, Aggregate::Mean);
         assert_eq!(Query::from_wire(&q.to_wire()).unwrap(), q);
         assert_eq!(Query::from_toml(&q.to_toml()).unwrap(), q);
@@ -573,7 +556,7 @@ epsilon = 1.0
     }
 
     fn check_invalid(edit: &str, needle: &str) {
-        let text = HR_OVER_65.replace("epsilon = 1.0", edit);
+        let text = hr_over_65().replace("epsilon = 1.0", edit);
         let err = Query::from_toml(&text).unwrap_err().to_string();
         assert!(err.contains(needle), "{edit}: {err}");
     }
@@ -584,12 +567,12 @@ epsilon = 1.0
         check_invalid("epsilon = 50.0", "epsilon");
         check_invalid("epsilon = 1.0\ndelta = 2.0", "delta");
         check_invalid("epsilon = 1.0\nbogus = 1", "bogus");
-        let no_bounds = HR_OVER_65.replace("[bounds]\nlower = 30.0\nupper = 200.0\n", "");
+        let no_bounds = hr_over_65().replace("[bounds]\nlower = 30.0\nupper = 200.0\n", "");
         assert!(Query::from_toml(&no_bounds)
             .unwrap_err()
             .to_string()
             .contains("bounds"));
-        let bad_edges = HR_OVER_65.replace(
+        let bad_edges = hr_over_65().replace(
             "aggregate = \"mean\"",
             "[aggregate.histogram]\nedges = [3.0, 2.0]",
         );
@@ -612,11 +595,11 @@ min_hospitals = 3
 
     #[test]
     fn an_unknown_attribute_is_refused_with_the_known_ones() {
-        let cohort = HR_OVER_65.replace(
+        let cohort = hr_over_65().replace(
             "age_min = 65",
             "attributes = [{ name = \"bmi\", min = 20 }]",
         );
-        let feature = HR_OVER_65.replace(
+        let feature = hr_over_65().replace(
             "[feature.observation]\ncode = \"8867-4\"\nreduce = \"mean\"",
             "[feature.attribute]\nname = \"bmi\"",
         );
@@ -658,14 +641,14 @@ min_hospitals = 3
             .unwrap_err()
             .to_string()
             .contains("delta"));
-        let mean = HR_OVER_65.replace("mode = \"dp\"", "mode = \"encrypted\"");
+        let mean = hr_over_65().replace("mode = \"dp\"", "mode = \"encrypted\"");
         let err = Query::from_toml(&mean).unwrap_err().to_string();
         assert!(err.contains("only count, sum and histogram"), "{err}");
     }
 
     #[test]
     fn digest_changes_with_any_field() {
-        let q = Query::from_toml(HR_OVER_65).unwrap();
+        let q = Query::from_toml(&hr_over_65()).unwrap();
         let mut other = q.clone();
         other.privacy.epsilon = 1.5;
         assert_ne!(q.digest(), other.digest());
