@@ -276,3 +276,51 @@ pub fn ages(records: &[PathBuf]) -> Vec<f64> {
         })
         .collect()
 }
+
+/// A federation of real nodes in encrypted mode, for the encrypted tests.
+pub struct EncryptedWorld {
+    pub tmp: tempfile::TempDir,
+    pub cluster: witmed_simnet::cluster::Cluster,
+    /// The set-a records split among the hospitals.
+    pub records: Vec<PathBuf>,
+    pub study_dir: PathBuf,
+    pub study_id: String,
+}
+
+/// `n` hospitals over the first `files` set-a records, all consenting, running,
+/// with a study published to every one. `noise_off` switches noise shares off
+/// (needs the `insecure-noise-off` feature).
+pub fn encrypted_world(n: usize, files: usize, noise_off: bool) -> EncryptedWorld {
+    use witmed_simnet::cluster::{self, Cluster, Options};
+    let tmp = tempfile::tempdir().unwrap();
+    let records: Vec<PathBuf> = physionet_files(&set_a()).into_iter().take(files).collect();
+    let node_env = if noise_off {
+        vec![(
+            witmed::encrypted::NOISE_OFF_ENV.to_string(),
+            "1".to_string(),
+        )]
+    } else {
+        vec![]
+    };
+    let options = Options {
+        bin: PathBuf::from(env!("CARGO_BIN_EXE_witmed")),
+        root: tmp.path().join("cluster"),
+        consent_rate: 1.0,
+        outcomes: None,
+        proxied: false,
+        node_env,
+    };
+    let mut cluster = Cluster::build(&options, &cluster::split(&records, n)).unwrap();
+    cluster.start_all().unwrap();
+    let study_dir = tmp.path().join("study");
+    let study_id = cluster.study_keygen(&study_dir).unwrap();
+    let published = cluster.publish_study(&study_dir).unwrap();
+    assert_eq!(published.matches(" installed ").count(), n, "{published}");
+    EncryptedWorld {
+        tmp,
+        cluster,
+        records,
+        study_dir,
+        study_id,
+    }
+}
