@@ -23,11 +23,11 @@
 //! The code takes the sensitivity from OpenDP's stability map, not from
 //! this reasoning.
 //!
-//! Intervals come from OpenDP's accuracy functions at level alpha = 0.05; a
+//! Intervals come from OpenDP's accuracy functions at level [`ALPHA`] (0.05); a
 //! mean combines the sum's and the count's intervals at alpha/2 each (a union
 //! bound), so its interval is conservative. The arithmetic that turns
 //! half-widths into mean and quantile intervals is shared with the
-//! researcher's client ([`witmed_protocol::combine`]), so one node's answer
+//! researcher's client ([`witmed_protocol::interval`]), so one node's answer
 //! and a one-hospital federation agree.
 
 use opendp::accuracy::{discrete_laplacian_scale_to_accuracy, laplacian_scale_to_accuracy};
@@ -39,11 +39,8 @@ use opendp::measures::MaxDivergence;
 use opendp::metrics::{AbsoluteDistance, L1Distance, SymmetricDistance};
 use opendp::transformations::{make_clamp, make_count, make_count_by_categories, make_sum};
 use witmed_protocol::answer::{Component, Mechanism, Released};
-use witmed_protocol::combine::{mean_with_interval, quantiles_with_intervals};
+use witmed_protocol::interval::{mean_with_interval, quantiles_with_intervals, ALPHA};
 use witmed_protocol::query::{Aggregate, Query};
-
-/// Confidence level of released intervals.
-pub const ALPHA: f64 = 0.05;
 
 /// Errors from the privacy engine.
 #[derive(Debug, thiserror::Error)]

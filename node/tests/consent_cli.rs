@@ -173,10 +173,7 @@ fn eligible_now(node: &Node) -> usize {
     let envelope = witmed::setup::credential(&authority, researcher.public(), &["HMB"], now);
     let credential: VerifiedCredential =
         witmed_policies::verify_credential(&envelope, &[authority.public()], now).unwrap();
-    let query = Query::from_toml(
-        "version = 1\nid = \"q\"\npurpose = \"HMB\"\naggregate = \"count\"\n[privacy]\nmode = \"dp\"\nepsilon = 1.0\n",
-    )
-    .unwrap();
+    let query = Query::from_toml(&witmed_protocol::examples::count("q", "HMB", 1.0)).unwrap();
     let request = Request::from_query(&query, researcher.public());
     let use_ = Use::new(node.id(), &request, &credential).unwrap();
     engine::select_values(node, &query, &use_, now)

@@ -131,7 +131,7 @@ fn install_policy(w: &World, allow_demonstration_data: bool) {
 
 /// An HMB count at epsilon 10 (the most a query may ask for).
 fn count_query(id: &str) -> String {
-    format!("version = 1\nid = \"{id}\"\npurpose = \"HMB\"\naggregate = \"count\"\n[privacy]\nmode = \"dp\"\nepsilon = 10.0\n")
+    witmed_protocol::examples::count(id, "HMB", 10.0)
 }
 
 /// The median of three answers of `ask` (each under its own query id).

@@ -61,15 +61,10 @@ impl World {
     }
 }
 
-const COUNT: &str = r#"
-version = 1
-id = "count-1"
-purpose = "HMB"
-aggregate = "count"
-[privacy]
-mode = "dp"
-epsilon = 1.0
-"#;
+/// An HMB count at epsilon 1 with id "count-1".
+fn count_toml() -> String {
+    witmed_protocol::examples::count("count-1", "HMB", 1.0)
+}
 
 fn world(patients: usize) -> World {
     let tmp = tempfile::tempdir().unwrap();
@@ -150,7 +145,7 @@ fn world(patients: usize) -> World {
         "--out",
         s(&w.path("bob.credential")),
     ]);
-    std::fs::write(w.path("count.toml"), COUNT).unwrap();
+    std::fs::write(w.path("count.toml"), count_toml()).unwrap();
     w
 }
 

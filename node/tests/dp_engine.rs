@@ -64,41 +64,12 @@ fn charges(f: &Fixture) -> Vec<ledger::Charge> {
 }
 
 fn count_query(id: &str, epsilon: f64) -> Query {
-    Query::from_toml(&format!(
-        r#"
-version = 1
-id = "{id}"
-purpose = "HMB"
-aggregate = "count"
-[cohort]
-age_min = 65
-[privacy]
-mode = "dp"
-epsilon = {epsilon}
-"#
-    ))
-    .unwrap()
+    Query::from_toml(&witmed_protocol::examples::count_over_65(id, epsilon)).unwrap()
 }
 
 fn mean_hr_query(id: &str) -> Query {
-    Query::from_toml(&format!(
-        r#"
-version = 1
-id = "{id}"
-purpose = "HMB"
-aggregate = "mean"
-[cohort]
-age_min = 65
-[feature.observation]
-code = "8867-4"
-reduce = "mean"
-[bounds]
-lower = 30.0
-upper = 200.0
-[privacy]
-mode = "dp"
-epsilon = 1.0
-"#
+    Query::from_toml(&witmed_protocol::examples::mean_heart_rate_over_65(
+        id, "HMB", 1.0,
     ))
     .unwrap()
 }

@@ -8,56 +8,18 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use common::EncryptedWorld as World;
 use common::*;
 use serde_json::Value;
-use witmed::encrypted::{aggregate, study, NOISE_OFF_ENV};
+use witmed::encrypted::{aggregate, study};
 use witmed_crypto::fhe::Ciphertext;
 use witmed_crypto::KeyPair;
-use witmed_protocol::encrypted::{gaussian_sum_halfwidth, EncryptedTotal};
-use witmed_simnet::cluster::{self, Cluster, Options};
+use witmed_protocol::encrypted::EncryptedTotal;
+use witmed_protocol::interval::gaussian_sum_halfwidth;
+use witmed_simnet::cluster;
 
 const TIMEOUT: &str = "20s";
 const EDGES: [f64; 5] = [0.0, 40.0, 60.0, 80.0, 200.0];
-
-struct World {
-    tmp: tempfile::TempDir,
-    cluster: Cluster,
-    records: Vec<PathBuf>,
-    study_dir: PathBuf,
-    study_id: String,
-}
-
-/// `n` hospitals over the first `files` set-a records, all consenting, with a published study.
-fn world(n: usize, files: usize, noise_off: bool) -> World {
-    let tmp = tempfile::tempdir().unwrap();
-    let records: Vec<PathBuf> = physionet_files(&set_a()).into_iter().take(files).collect();
-    let node_env = if noise_off {
-        vec![(NOISE_OFF_ENV.to_string(), "1".to_string())]
-    } else {
-        vec![]
-    };
-    let options = Options {
-        bin: PathBuf::from(env!("CARGO_BIN_EXE_witmed")),
-        root: tmp.path().join("cluster"),
-        consent_rate: 1.0,
-        outcomes: None,
-        proxied: false,
-        node_env,
-    };
-    let mut cluster = Cluster::build(&options, &cluster::split(&records, n)).unwrap();
-    cluster.start_all().unwrap();
-    let study_dir = tmp.path().join("study");
-    let study_id = cluster.study_keygen(&study_dir).unwrap();
-    let published = cluster.publish_study(&study_dir).unwrap();
-    assert_eq!(published.matches(" installed ").count(), n, "{published}");
-    World {
-        tmp,
-        cluster,
-        records,
-        study_dir,
-        study_id,
-    }
-}
 
 impl World {
     fn query_file(&self, id: &str, aggregate: &str, min_hospitals: usize) -> PathBuf {
@@ -130,7 +92,7 @@ fn with_noise_off_encrypted_count_and_histogram_are_exact() {
         cfg!(feature = "insecure-noise-off"),
         "this test switches noise shares off: run it with --features witmed/insecure-noise-off (scripts/test.sh does)"
     );
-    let w = world(3, 300, true);
+    let w = encrypted_world(3, 300, true);
     let count = w.run("exact-count", COUNT_OVER_65, 3);
     assert_eq!(included(&count).len(), 3, "{count}");
     assert_eq!(count["value"].as_f64().unwrap(), over_65(&w.records).count);
@@ -197,7 +159,7 @@ fn kept_shares(w: &mut World, query_id: &str) -> Vec<i64> {
 
 #[test]
 fn noisy_total_is_near_and_the_aggregator_holds_only_ciphertexts() {
-    let mut w = world(3, 300, false);
+    let mut w = encrypted_world(3, 300, false);
     let count = w.run("noisy-count", COUNT_OVER_65, 3);
     assert_eq!(included(&count).len(), 3, "{count}");
     let exact = over_65(&w.records).count;
@@ -304,7 +266,7 @@ fn assert_no_file_contains(dir: &Path, needle: &[u8]) {
 
 #[test]
 fn hospitals_that_do_not_answer_in_time_are_left_out_and_named() {
-    let mut w = world(4, 200, false);
+    let mut w = encrypted_world(4, 200, false);
     w.cluster.kill(3).unwrap();
     let count = w.run("one-down", COUNT_OVER_65, 3);
     assert_eq!(included(&count).len(), 3, "{count}");
@@ -336,7 +298,7 @@ fn hospitals_that_do_not_answer_in_time_are_left_out_and_named() {
 
 #[test]
 fn bad_answers_leave_a_member_out_or_fail_the_seal_naming_it() {
-    let mut w = world(4, 200, false);
+    let mut w = encrypted_world(4, 200, false);
     // Round 1 (the Ready) fails: the member is left out of the roster, the total covers the rest.
     let round1 = [
         ("bad-signature", "invalid", "not"),
@@ -387,7 +349,7 @@ fn restart_as(w: &mut World, i: usize, fault: Option<&str>) {
 
 #[test]
 fn an_aggregator_that_tampers_with_shares_or_the_roster_is_caught_and_named() {
-    let mut w = world(4, 200, false);
+    let mut w = encrypted_world(4, 200, false);
     let (first, last) = (
         w.cluster.members[1].name.clone(),
         w.cluster.members[3].name.clone(),
@@ -429,7 +391,7 @@ fn an_aggregator_that_tampers_with_shares_or_the_roster_is_caught_and_named() {
 
 #[test]
 fn a_hundred_encrypted_queries_crash_nothing_and_memory_stays_flat() {
-    let mut w = world(3, 150, false);
+    let mut w = encrypted_world(3, 150, false);
     let mut rss_after_warmup = Vec::new();
     for q in 0..100 {
         // 100 queries at epsilon 0.05 fit the default budget of 10.
@@ -465,7 +427,7 @@ fn a_hundred_encrypted_queries_crash_nothing_and_memory_stays_flat() {
 
 #[test]
 fn a_study_belongs_to_the_researcher_who_published_it() {
-    let w = world(2, 60, false);
+    let w = encrypted_world(2, 60, false);
     // Another credentialed researcher publishes the same (public) key: it is
     // cached for them, and takes nothing from the first researcher.
     let (key_b, credential_b) = w.cluster.add_researcher("second").unwrap();
@@ -493,7 +455,7 @@ fn a_study_belongs_to_the_researcher_who_published_it() {
 
 #[test]
 fn an_unpublished_or_mismatched_study_is_refused() {
-    let w = world(2, 60, false);
+    let w = encrypted_world(2, 60, false);
     let other_dir = w.tmp.path().join("unpublished");
     let other_id = w.cluster.study_keygen(&other_dir).unwrap();
     let text = std::fs::read_to_string(w.query_file("unknown-study", COUNT_OVER_65, 1))
@@ -560,7 +522,7 @@ fn refusal_code(status: &witmed::net::client::Status) -> String {
 #[test]
 fn study_keys_that_are_truncated_oversized_or_signed_by_the_wrong_key_are_refused() {
     use witmed::net::client::Status;
-    let w = world(1, 30, false);
+    let w = encrypted_world(1, 30, false);
     let researcher = KeyPair::load(&w.cluster.researcher_key).unwrap();
     let (_, public_key) = study::load_public(&w.study_dir).unwrap();
     // Truncated: the signature is fine, the key does not deserialize.
@@ -584,7 +546,7 @@ fn study_keys_that_are_truncated_oversized_or_signed_by_the_wrong_key_are_refuse
 #[test]
 fn a_malformed_encrypted_query_sent_past_the_client_is_refused_and_the_aggregator_stays_up() {
     use witmed::net::client;
-    let w = world(2, 60, false);
+    let w = encrypted_world(2, 60, false);
     let text = std::fs::read_to_string(w.query_file("raw", COUNT_OVER_65, 2)).unwrap();
     let mut query = witmed_protocol::query::Query::from_toml(&text).unwrap();
     // What a hand-made client could send: a check the CLI would have caught.
@@ -619,7 +581,7 @@ fn a_malformed_encrypted_query_sent_past_the_client_is_refused_and_the_aggregato
 
 #[test]
 fn re_asking_an_id_after_the_member_set_changed_gives_the_identical_total() {
-    let mut w = world(4, 200, false);
+    let mut w = encrypted_world(4, 200, false);
     w.cluster.kill(3).unwrap();
     let first = w.run("differencing", COUNT_OVER_65, 3);
     assert_eq!(included(&first).len(), 3, "{first}");
@@ -694,7 +656,7 @@ fn seal_again_over(w: &World, query_id: &str, at: &[usize]) -> Vec<String> {
 
 #[test]
 fn the_aggregator_refuses_a_bad_credential_or_a_refused_purpose_before_forwarding() {
-    let mut w = world(3, 60, false);
+    let mut w = encrypted_world(3, 60, false);
     // A credential from an authority no node trusts.
     let rogue = w.tmp.path().join("rogue-authority.key");
     let s = |p: &Path| p.to_str().unwrap().to_string();
@@ -779,7 +741,7 @@ fn zeroed_key(public_key: &[u8]) -> Vec<u8> {
 
 #[test]
 fn an_all_zero_or_malformed_study_key_is_refused_at_publish_and_never_cached() {
-    let mut w = world(1, 30, false);
+    let mut w = encrypted_world(1, 30, false);
     let researcher = KeyPair::load(&w.cluster.researcher_key).unwrap();
     let (_, public_key) = study::load_public(&w.study_dir).unwrap();
     let zeroed = zeroed_key(&public_key);
@@ -849,7 +811,7 @@ fn in_encrypted_mode_min_cohort_does_not_gate_a_share_and_the_total_stays_exact(
     // min_cohort when one patient joins: a sensitivity of min_cohort, not 1.
     // So a member whose cohort is below its min_cohort still contributes its
     // true share; its share is masked, never seen alone.
-    let mut w = world(3, 300, true);
+    let mut w = encrypted_world(3, 300, true);
     set_min_cohort(&mut w, 1, 100_000);
     let count = w.run("small-cohort", COUNT_OVER_65, 3);
     assert_eq!(included(&count).len(), 3, "{count}");

@@ -8,54 +8,17 @@
 
 mod common;
 
-use std::path::PathBuf;
-
+use common::EncryptedWorld as World;
 use common::*;
 use serde_json::Value;
-use witmed::encrypted::NOISE_OFF_ENV;
-use witmed_protocol::encrypted::gaussian_sum_halfwidth;
-use witmed_simnet::cluster::{self, Cluster, Options};
+use witmed_protocol::interval::{gaussian_sum_halfwidth, ALPHA};
 
 const TIMEOUT: &str = "20s";
 const HOSPITALS: usize = 3;
 
-struct World {
-    tmp: tempfile::TempDir,
-    cluster: Cluster,
-    records: Vec<PathBuf>,
-    study_dir: PathBuf,
-    study_id: String,
-}
-
 /// Three hospitals over the first 240 set-a records, all consenting, with a published study.
 fn world(noise_off: bool) -> World {
-    let tmp = tempfile::tempdir().unwrap();
-    let records: Vec<PathBuf> = physionet_files(&set_a()).into_iter().take(240).collect();
-    let node_env = if noise_off {
-        vec![(NOISE_OFF_ENV.to_string(), "1".to_string())]
-    } else {
-        vec![]
-    };
-    let options = Options {
-        bin: PathBuf::from(env!("CARGO_BIN_EXE_witmed")),
-        root: tmp.path().join("cluster"),
-        consent_rate: 1.0,
-        outcomes: None,
-        proxied: false,
-        node_env,
-    };
-    let mut cluster = Cluster::build(&options, &cluster::split(&records, HOSPITALS)).unwrap();
-    cluster.start_all().unwrap();
-    let study_dir = tmp.path().join("study");
-    let study_id = cluster.study_keygen(&study_dir).unwrap();
-    cluster.publish_study(&study_dir).unwrap();
-    World {
-        tmp,
-        cluster,
-        records,
-        study_dir,
-        study_id,
-    }
+    encrypted_world(HOSPITALS, 240, noise_off)
 }
 
 impl World {
@@ -123,7 +86,7 @@ fn a_noisy_sum_with_bounds_0_to_1000_is_near_and_its_interval_is_the_shares_nois
         .iter()
         .map(|v| v.as_f64().unwrap())
         .collect();
-    let half = gaussian_sum_halfwidth(scale, HOSPITALS, 0.05);
+    let half = gaussian_sum_halfwidth(scale, HOSPITALS, ALPHA);
     assert!((ci[0] - (value - half)).abs() < 1e-6 * half, "{answer}");
     assert!((ci[1] - (value + half)).abs() < 1e-6 * half, "{answer}");
 }

@@ -43,7 +43,7 @@ fn count_query(root: &Path, id: &str) -> PathBuf {
 
 fn count_query_eps(root: &Path, id: &str, epsilon: f64) -> PathBuf {
     let path = root.join(format!("{id}.toml"));
-    let text = format!("version = 1\nid = \"{id}\"\npurpose = \"HMB\"\naggregate = \"count\"\n[privacy]\nmode = \"dp\"\nepsilon = {epsilon}\n");
+    let text = witmed_protocol::examples::count(id, "HMB", epsilon);
     std::fs::write(&path, text).unwrap();
     path
 }

@@ -34,15 +34,11 @@ fn write_query(root: &Path, name: &str, text: &str) -> PathBuf {
 }
 
 fn count_query(id: &str) -> String {
-    format!("version = 1\nid = \"{id}\"\npurpose = \"HMB\"\naggregate = \"count\"\n[cohort]\nage_min = 65\n[privacy]\nmode = \"dp\"\nepsilon = 1.0\n")
+    witmed_protocol::examples::count_over_65(id, 1.0)
 }
 
 fn mean_query(id: &str) -> String {
-    format!(
-        "version = 1\nid = \"{id}\"\npurpose = \"HMB\"\naggregate = \"mean\"\n[cohort]\nage_min = 65\n\
-         [feature.observation]\ncode = \"8867-4\"\nreduce = \"mean\"\n[bounds]\nlower = 30.0\nupper = 200.0\n\
-         [privacy]\nmode = \"dp\"\nepsilon = 1.0\n"
-    )
+    witmed_protocol::examples::mean_heart_rate_over_65(id, "HMB", 1.0)
 }
 
 fn statuses(answer: &Value) -> Vec<(String, String)> {

@@ -58,10 +58,7 @@ fn world() -> World {
 }
 
 fn query(id: &str) -> Query {
-    Query::from_toml(&format!(
-        "version = 1\nid = \"{id}\"\npurpose = \"HMB\"\naggregate = \"count\"\n[privacy]\nmode = \"dp\"\nepsilon = 0.5\n"
-    ))
-    .unwrap()
+    Query::from_toml(&witmed_protocol::examples::count(id, "HMB", 0.5)).unwrap()
 }
 
 fn request(w: &World, id: &str) -> QueryRequest {

@@ -92,10 +92,7 @@ fn read_credential(path: &std::path::Path) -> Envelope {
 }
 
 fn query(id: &str) -> Query {
-    Query::from_toml(&format!(
-        "version = 1\nid = \"{id}\"\npurpose = \"HMB\"\naggregate = \"count\"\n[privacy]\nmode = \"dp\"\nepsilon = 0.1\n"
-    ))
-    .unwrap()
+    Query::from_toml(&witmed_protocol::examples::count(id, "HMB", 0.1)).unwrap()
 }
 
 fn request(id: &str, credential: Vec<u8>, nonce: [u8; 16], issued_at: i64) -> QueryRequest {

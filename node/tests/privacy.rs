@@ -6,10 +6,7 @@ use witmed::dp::Plan;
 use witmed_protocol::query::Query;
 
 fn count_plan(epsilon: f64) -> Plan {
-    let q = Query::from_toml(&format!(
-        "version = 1\nid = \"p\"\npurpose = \"HMB\"\naggregate = \"count\"\n[privacy]\nmode = \"dp\"\nepsilon = {epsilon}\n"
-    ))
-    .unwrap();
+    let q = Query::from_toml(&witmed_protocol::examples::count("p", "HMB", epsilon)).unwrap();
     Plan::new(&q).unwrap()
 }
 

@@ -111,15 +111,10 @@ fn issue(w: &World, authority: &str, researcher: &str, purposes: &str, out: &str
     ]);
 }
 
-const COUNT: &str = r#"
-version = 1
-id = "count-1"
-purpose = "HMB"
-aggregate = "count"
-[privacy]
-mode = "dp"
-epsilon = 1.0
-"#;
+/// An HMB count at epsilon 1 with id "count-1".
+fn count_toml() -> String {
+    witmed_protocol::examples::count("count-1", "HMB", 1.0)
+}
 
 fn query_args<'a>(w: &'a World, key: &'a Path, cred: &'a Path, query: &'a Path) -> Vec<&'a str> {
     vec![
@@ -140,7 +135,7 @@ fn query_args<'a>(w: &'a World, key: &'a Path, cred: &'a Path, query: &'a Path) 
 fn a_count_answers_with_interval_noise_scale_epsilon_and_budget_and_replays_identically() {
     let w = world();
     let query = w.path("count.toml");
-    std::fs::write(&query, COUNT).unwrap();
+    std::fs::write(&query, count_toml()).unwrap();
     let (key, cred) = (w.path("bob.key"), w.path("bob.credential"));
     let first = run_json(&query_args(&w, &key, &cred, &query));
     let value = first["value"].as_f64().unwrap();
@@ -188,7 +183,7 @@ fn refused(w: &World, key: &Path, cred: &Path, query: &Path, code: &str) {
 fn queries_without_a_valid_credential_or_purpose_are_refused() {
     let w = world();
     let query = w.path("count.toml");
-    std::fs::write(&query, COUNT).unwrap();
+    std::fs::write(&query, count_toml()).unwrap();
 
     // Credential from an authority the node does not trust.
     run_ok(&[
@@ -225,7 +220,7 @@ fn queries_without_a_valid_credential_or_purpose_are_refused() {
 
     // A purpose the credential does not approve (GRU is broader than HMB).
     let gru = w.path("gru.toml");
-    std::fs::write(&gru, COUNT.replace("\"HMB\"", "\"GRU\"")).unwrap();
+    std::fs::write(&gru, count_toml().replace("\"HMB\"", "\"GRU\"")).unwrap();
     refused(
         &w,
         &w.path("bob.key"),
@@ -238,14 +233,18 @@ fn queries_without_a_valid_credential_or_purpose_are_refused() {
     let (key, cred) = (w.path("bob.key"), w.path("bob.credential"));
     run_ok(&query_args(&w, &key, &cred, &query));
     let altered = w.path("altered.toml");
-    std::fs::write(&altered, COUNT.replace("epsilon = 1.0", "epsilon = 0.5")).unwrap();
+    std::fs::write(
+        &altered,
+        count_toml().replace("epsilon = 1.0", "epsilon = 0.5"),
+    )
+    .unwrap();
     refused(&w, &key, &cred, &altered, "query_id_reused");
 
     // Exhausted budget (10 by default): the refusal says how much is left.
     let big = w.path("big.toml");
     std::fs::write(
         &big,
-        COUNT
+        count_toml()
             .replace("count-1", "count-2")
             .replace("epsilon = 1.0", "epsilon = 9.5"),
     )

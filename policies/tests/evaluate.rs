@@ -12,30 +12,13 @@ use witmed_policies::{Error, NodePolicy};
 use witmed_protocol::query::Query;
 use witmed_protocol::vocab::{Category, Mode};
 
-const HR_OVER_65: &str = r#"
-version = 1
-id = "hr-over-65"
-purpose = "DS-C0011849"
-aggregate = "mean"
-
-[cohort]
-age_min = 65
-
-[feature.observation]
-code = "8867-4"
-reduce = "mean"
-
-[bounds]
-lower = 30.0
-upper = 200.0
-
-[privacy]
-mode = "dp"
-epsilon = 1.0
-"#;
+/// README's example query, for a disease-specific purpose.
+fn hr_over_65() -> String {
+    witmed_protocol::examples::mean_heart_rate_over_65("hr-over-65", "DS-C0011849", 1.0)
+}
 
 fn request() -> Request {
-    Request::from_query(&Query::from_toml(HR_OVER_65).unwrap(), researcher())
+    Request::from_query(&Query::from_toml(&hr_over_65()).unwrap(), researcher())
 }
 
 fn verified_credential() -> VerifiedCredential {

@@ -333,30 +333,9 @@ pub fn roster_hash(digest: &[u8; 32], researcher: &PublicKey, entries: &[RosterE
     witmed_crypto::sha256(&bytes)
 }
 
-/// Half-width at level `alpha` of a sum of `contributions` independent
-/// discrete Gaussian shares of scale `share_scale`.
-///
-/// A discrete Gaussian of scale sigma is sigma-sub-Gaussian (Canonne, Kamath
-/// and Steinke 2020), so the sum is sub-Gaussian with variance proxy
-/// `c * sigma^2` and `P(|Z| >= t) <= 2 exp(-t^2 / (2 c sigma^2))`: the bound is
-/// rigorous, not a normal approximation.
-pub fn gaussian_sum_halfwidth(share_scale: f64, contributions: usize, alpha: f64) -> f64 {
-    let variance = contributions as f64 * share_scale * share_scale;
-    (2.0 * variance * (2.0 / alpha).ln()).sqrt()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn halfwidth_grows_with_the_square_root_of_contributions() {
-        let one = gaussian_sum_halfwidth(10.0, 1, 0.05);
-        // sqrt(2 ln 40) = 2.716...: wider than the normal 1.96, as a tail bound must be.
-        assert!((one / 10.0 - 2.716).abs() < 1e-3, "{one}");
-        let four = gaussian_sum_halfwidth(10.0, 4, 0.05);
-        assert!((four / one - 2.0).abs() < 1e-12);
-    }
 
     #[test]
     fn contributions_round_trip_and_check_their_version() {

@@ -9,6 +9,8 @@
 pub mod answer;
 pub mod combine;
 pub mod encrypted;
+pub mod examples;
+pub mod interval;
 pub mod limbs;
 pub mod query;
 pub mod vocab;

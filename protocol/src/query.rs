@@ -32,7 +32,9 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::vocab::{category_of_attribute, category_of_code, Category, Mode, Sex};
+use crate::vocab::{
+    category_of_attribute, category_of_code, known_attribute_names, Category, Mode, Sex,
+};
 
 /// Query format version written today.
 pub const QUERY_VERSION: u32 = 1;
@@ -408,8 +410,9 @@ impl Query {
         for attr in &self.cohort.attributes {
             if category_of_attribute(&attr.name).is_none() {
                 return Err(Error::Invalid(format!(
-                    "cohort attribute {:?} is unknown",
-                    attr.name
+                    "cohort attribute {:?} is unknown; known attributes: {}",
+                    attr.name,
+                    known_attribute_names()
                 )));
             }
         }
@@ -418,9 +421,13 @@ impl Query {
 
     fn validate_feature(&self) -> Result<(), Error> {
         match &self.feature {
-            Some(Feature::Attribute(a)) if category_of_attribute(&a.name).is_none() => Err(
-                Error::Invalid(format!("feature attribute {:?} is unknown", a.name)),
-            ),
+            Some(Feature::Attribute(a)) if category_of_attribute(&a.name).is_none() => {
+                Err(Error::Invalid(format!(
+                    "feature attribute {:?} is unknown; known attributes: {}",
+                    a.name,
+                    known_attribute_names()
+                )))
+            }
             Some(Feature::Observation(o)) if o.code.is_empty() => {
                 Err(Error::Invalid("feature.observation.code is empty".into()))
             }
@@ -506,27 +513,10 @@ fn validate_quantiles(probabilities: &[f64], bins: u32) -> Result<(), Error> {
 mod tests {
     use super::*;
 
-    const HR_OVER_65: &str = r#"
-version = 1
-id = "hr-over-65"
-purpose = "HMB"
-aggregate = "mean"
-
-[cohort]
-age_min = 65
-
-[feature.observation]
-code = "8867-4"
-reduce = "mean"
-
-[bounds]
-lower = 30.0
-upper = 200.0
-
-[privacy]
-mode = "dp"
-epsilon = 1.0
-"#;
+    /// README's example query.
+    fn hr_over_65() -> String {
+        crate::examples::mean_heart_rate_over_65("hr-over-65", "HMB", 1.0)
+    }
 
     /// Regression (fuzz target query-wire, crashes/query-wire-violation-0.bin):
     /// a cohort bound that is NaN passed validation on the wire, and its TOML
@@ -549,7 +539,7 @@ epsilon = 1.0
             "age_max = inf",
             "attributes = [{ name = \"icu_type\", max = -inf }]",
         ] {
-            let text = HR_OVER_65.replace("age_min = 65", bound);
+            let text = hr_over_65().replace("age_min = 65", bound);
             let err = Query::from_toml(&text).unwrap_err().to_string();
             assert!(err.contains("must be a finite number"), "{bound}: {err}");
         }
@@ -557,7 +547,7 @@ epsilon = 1.0
 
     #[test]
     fn readme_example_parses_and_round_trips() {
-        let q = Query::from_toml(HR_OVER_65).unwrap();
+        let q = Query::from_toml(&hr_over_65()).unwrap();
         assert_eq!(q.aggregate, Aggregate::Mean);
         assert_eq!(Query::from_wire(&q.to_wire()).unwrap(), q);
         assert_eq!(Query::from_toml(&q.to_toml()).unwrap(), q);
@@ -566,7 +556,7 @@ epsilon = 1.0
     }
 
     fn check_invalid(edit: &str, needle: &str) {
-        let text = HR_OVER_65.replace("epsilon = 1.0", edit);
+        let text = hr_over_65().replace("epsilon = 1.0", edit);
         let err = Query::from_toml(&text).unwrap_err().to_string();
         assert!(err.contains(needle), "{edit}: {err}");
     }
@@ -577,12 +567,12 @@ epsilon = 1.0
         check_invalid("epsilon = 50.0", "epsilon");
         check_invalid("epsilon = 1.0\ndelta = 2.0", "delta");
         check_invalid("epsilon = 1.0\nbogus = 1", "bogus");
-        let no_bounds = HR_OVER_65.replace("[bounds]\nlower = 30.0\nupper = 200.0\n", "");
+        let no_bounds = hr_over_65().replace("[bounds]\nlower = 30.0\nupper = 200.0\n", "");
         assert!(Query::from_toml(&no_bounds)
             .unwrap_err()
             .to_string()
             .contains("bounds"));
-        let bad_edges = HR_OVER_65.replace(
+        let bad_edges = hr_over_65().replace(
             "aggregate = \"mean\"",
             "[aggregate.histogram]\nedges = [3.0, 2.0]",
         );
@@ -602,6 +592,29 @@ aggregator = "north"
 study = "0000000000000000000000000000000000000000000000000000000000000000"
 min_hospitals = 3
 "#;
+
+    #[test]
+    fn an_unknown_attribute_is_refused_with_the_known_ones() {
+        let cohort = hr_over_65().replace(
+            "age_min = 65",
+            "attributes = [{ name = \"bmi\", min = 20 }]",
+        );
+        let feature = hr_over_65().replace(
+            "[feature.observation]\ncode = \"8867-4\"\nreduce = \"mean\"",
+            "[feature.attribute]\nname = \"bmi\"",
+        );
+        for (text, what) in [(cohort, "cohort attribute"), (feature, "feature attribute")] {
+            let err = Query::from_toml(&text).unwrap_err().to_string();
+            assert!(err.contains(&format!("{what} \"bmi\" is unknown")), "{err}");
+            for known in crate::vocab::ATTRIBUTES {
+                assert!(
+                    err.contains(known.name),
+                    "{err} does not list {}",
+                    known.name
+                );
+            }
+        }
+    }
 
     #[test]
     fn encrypted_queries_need_aggregator_study_and_min_hospitals() {
@@ -628,14 +641,14 @@ min_hospitals = 3
             .unwrap_err()
             .to_string()
             .contains("delta"));
-        let mean = HR_OVER_65.replace("mode = \"dp\"", "mode = \"encrypted\"");
+        let mean = hr_over_65().replace("mode = \"dp\"", "mode = \"encrypted\"");
         let err = Query::from_toml(&mean).unwrap_err().to_string();
         assert!(err.contains("only count, sum and histogram"), "{err}");
     }
 
     #[test]
     fn digest_changes_with_any_field() {
-        let q = Query::from_toml(HR_OVER_65).unwrap();
+        let q = Query::from_toml(&hr_over_65()).unwrap();
         let mut other = q.clone();
         other.privacy.epsilon = 1.5;
         assert_ne!(q.digest(), other.digest());

@@ -1,17 +1,22 @@
-//! Shared vocabulary: sex, data categories, privacy modes, and which codes are vital signs.
+//! Shared vocabulary: sex, data categories, privacy modes, which codes are vital signs, and the patient attribute table.
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// Administrative sex as recorded by the source system.
+/// Administrative sex as recorded by the source system: the one enum the
+/// importers produce and queries filter on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Sex {
+    /// PhysioNet Gender 0; FHIR "female".
     Female,
+    /// PhysioNet Gender 1; FHIR "male".
     Male,
+    /// FHIR "other".
     Other,
+    /// Not recorded, or FHIR "unknown".
     Unknown,
 }
 
@@ -145,21 +150,150 @@ pub fn category_of_code(code: &str) -> Category {
     }
 }
 
-/// Patient attributes a query may filter on or use as a feature, and their category.
-pub const ATTRIBUTES: &[(&str, Category)] = &[
-    ("age", Category::Demographics),
-    ("height_cm", Category::Demographics),
-    ("weight_kg", Category::Demographics),
-    ("icu_type", Category::Encounters),
-    ("saps1", Category::Encounters),
-    ("sofa", Category::Encounters),
-    ("length_of_stay_days", Category::Encounters),
-    ("survival_days", Category::Encounters),
-    ("in_hospital_death", Category::Encounters),
-    ("deceased", Category::Encounters),
+/// A patient attribute: its name in queries and records, what it means, its
+/// unit, the range its values lie in, and the data category it belongs to.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Attribute {
+    pub name: &'static str,
+    pub meaning: &'static str,
+    /// "" for a score, a code or a 0/1 flag.
+    pub unit: &'static str,
+    /// The plausible values, both ends included: documentation for people
+    /// writing bounds and cohorts (importers keep what the source says).
+    pub range: (f64, f64),
+    pub category: Category,
+}
+
+/// Age in completed years (PhysioNet `Age`; FHIR: at the patient's index time).
+pub const ATTR_AGE: &str = "age";
+/// Body height in centimetres (PhysioNet `Height` descriptor).
+pub const ATTR_HEIGHT_CM: &str = "height_cm";
+/// Body weight in kilograms at admission (PhysioNet leading `Weight` descriptor).
+pub const ATTR_WEIGHT_KG: &str = "weight_kg";
+/// PhysioNet ICU type: 1 coronary care, 2 cardiac surgery recovery, 3 medical, 4 surgical.
+pub const ATTR_ICU_TYPE: &str = "icu_type";
+/// Simplified Acute Physiology Score I (PhysioNet outcomes).
+pub const ATTR_SAPS1: &str = "saps1";
+/// Sequential Organ Failure Assessment score (PhysioNet outcomes).
+pub const ATTR_SOFA: &str = "sofa";
+/// Length of hospital stay in days (PhysioNet outcomes).
+pub const ATTR_LENGTH_OF_STAY_DAYS: &str = "length_of_stay_days";
+/// Days from ICU admission to death (PhysioNet outcomes).
+pub const ATTR_SURVIVAL_DAYS: &str = "survival_days";
+/// 1 if the patient died in hospital, 0 otherwise (PhysioNet outcomes).
+pub const ATTR_IN_HOSPITAL_DEATH: &str = "in_hospital_death";
+/// 1 if the source says the patient is deceased, 0 if it says they are not (FHIR).
+pub const ATTR_DECEASED: &str = "deceased";
+
+/// Every patient attribute witmed knows: the one table the importers write
+/// by and queries are validated against. Age is kept in its own field of a
+/// record; every other attribute in the record's attribute map.
+pub const ATTRIBUTES: &[Attribute] = &[
+    Attribute {
+        name: ATTR_AGE,
+        meaning: "age in completed years",
+        unit: "years",
+        range: (0.0, 130.0),
+        category: Category::Demographics,
+    },
+    Attribute {
+        name: ATTR_HEIGHT_CM,
+        meaning: "body height",
+        unit: "cm",
+        range: (0.0, 300.0),
+        category: Category::Demographics,
+    },
+    Attribute {
+        name: ATTR_WEIGHT_KG,
+        meaning: "body weight at admission",
+        unit: "kg",
+        range: (0.0, 700.0),
+        category: Category::Demographics,
+    },
+    Attribute {
+        name: ATTR_ICU_TYPE,
+        meaning: "ICU type: 1 coronary care, 2 cardiac surgery recovery, 3 medical, 4 surgical",
+        unit: "",
+        range: (1.0, 4.0),
+        category: Category::Encounters,
+    },
+    Attribute {
+        name: ATTR_SAPS1,
+        meaning: "Simplified Acute Physiology Score I",
+        unit: "",
+        range: (0.0, 163.0),
+        category: Category::Encounters,
+    },
+    Attribute {
+        name: ATTR_SOFA,
+        meaning: "Sequential Organ Failure Assessment score",
+        unit: "",
+        range: (0.0, 24.0),
+        category: Category::Encounters,
+    },
+    Attribute {
+        name: ATTR_LENGTH_OF_STAY_DAYS,
+        meaning: "length of hospital stay",
+        unit: "days",
+        range: (0.0, 36_500.0),
+        category: Category::Encounters,
+    },
+    Attribute {
+        name: ATTR_SURVIVAL_DAYS,
+        meaning: "days from ICU admission to death",
+        unit: "days",
+        range: (-1.0, 36_500.0),
+        category: Category::Encounters,
+    },
+    Attribute {
+        name: ATTR_IN_HOSPITAL_DEATH,
+        meaning: "1 if the patient died in hospital, 0 otherwise",
+        unit: "",
+        range: (0.0, 1.0),
+        category: Category::Encounters,
+    },
+    Attribute {
+        name: ATTR_DECEASED,
+        meaning: "1 if the source says the patient is deceased, 0 if not",
+        unit: "",
+        range: (0.0, 1.0),
+        category: Category::Encounters,
+    },
 ];
+
+/// The attribute called `name`, or None if witmed does not know it.
+pub fn attribute(name: &str) -> Option<&'static Attribute> {
+    ATTRIBUTES.iter().find(|a| a.name == name)
+}
 
 /// The category of a patient attribute, or None if witmed does not know it.
 pub fn category_of_attribute(name: &str) -> Option<Category> {
-    ATTRIBUTES.iter().find(|(n, _)| *n == name).map(|(_, c)| *c)
+    attribute(name).map(|a| a.category)
+}
+
+/// The known attribute names, comma-separated, for refusals that list them.
+pub fn known_attribute_names() -> String {
+    ATTRIBUTES
+        .iter()
+        .map(|a| a.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attribute_names_are_unique_and_ranges_ordered() {
+        for (i, a) in ATTRIBUTES.iter().enumerate() {
+            assert!(a.range.0 < a.range.1, "{}: {:?}", a.name, a.range);
+            assert!(
+                ATTRIBUTES[..i].iter().all(|b| b.name != a.name),
+                "{} twice",
+                a.name
+            );
+            assert!(!a.meaning.is_empty(), "{} has no meaning", a.name);
+        }
+    }
 }

@@ -223,36 +223,18 @@ fn bench_node(dir: &Path, patients: usize, budget: f64, min_cohort: u64) -> Resu
     })
 }
 
-const COUNT_QUERY: &str = r#"
-version = 1
-id = "ID"
-purpose = "HMB"
-aggregate = "count"
-[cohort]
-age_min = 65
-has_observation = ["8867-4"]
-[privacy]
-mode = "dp"
-epsilon = 0.01
-"#;
+/// The benchmarks' count: patients aged 65 or more with a heart rate, id "ID".
+fn count_query() -> String {
+    witmed_protocol::examples::count_over_65("ID", 0.01).replace(
+        "age_min = 65",
+        "age_min = 65\nhas_observation = [\"8867-4\"]",
+    )
+}
 
-const MEAN_QUERY: &str = r#"
-version = 1
-id = "ID"
-purpose = "HMB"
-aggregate = "mean"
-[cohort]
-age_min = 65
-[feature.observation]
-code = "8867-4"
-reduce = "mean"
-[bounds]
-lower = 30.0
-upper = 200.0
-[privacy]
-mode = "dp"
-epsilon = 0.01
-"#;
+/// The benchmarks' mean: README's mean heart rate over 65, id "ID".
+fn mean_query() -> String {
+    witmed_protocol::examples::mean_heart_rate_over_65("ID", "HMB", 0.01)
+}
 
 /// Local query latency over a synthetic cohort, beside a plain loop over the same values.
 pub fn query(patients: usize, repetitions: usize) -> Result<()> {
@@ -280,8 +262,8 @@ pub fn query(patients: usize, repetitions: usize) -> Result<()> {
         "", "p50 ms", "p95 ms", "plain loop ms"
     );
     for (name, template) in [
-        ("count, age >= 65 with HR", COUNT_QUERY),
-        ("mean HR, age >= 65", MEAN_QUERY),
+        ("count, age >= 65 with HR", count_query()),
+        ("mean HR, age >= 65", mean_query()),
     ] {
         let mut times = Vec::with_capacity(repetitions);
         let mut loop_times = Vec::with_capacity(repetitions);
@@ -444,7 +426,7 @@ fn federated_one(hospitals: usize, patients: usize, repetitions: usize) -> Resul
     let (mut request_bytes, mut response_bytes) = (0, 0);
     for r in 0..repetitions {
         let q = Query::from_toml(
-            &COUNT_QUERY
+            &count_query()
                 .replace("\"ID\"", &format!("\"fed-{hospitals}-{r}\""))
                 .replace("0.01", "0.001"),
         )
@@ -629,7 +611,7 @@ pub fn dp_error(patients: usize, repetitions: usize, csv: Option<&Path>) -> Resu
     for (k, epsilon) in [0.1f64, 0.25, 0.5, 1.0, 2.0, 4.0].into_iter().enumerate() {
         let mut errors = [0.0f64; 2];
         let mut halfwidths = [0.0f64; 2];
-        for (j, template) in [COUNT_QUERY, MEAN_QUERY].into_iter().enumerate() {
+        for (j, template) in [count_query(), mean_query()].into_iter().enumerate() {
             let first = Query::from_toml(&template.replace("\"ID\"", "\"x\"")).map_err(err)?;
             let values = engine::values_for(&index, &first, |_| true);
             let exact = if j == 0 {

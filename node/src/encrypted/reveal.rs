@@ -19,15 +19,14 @@ use witmed_crypto::fhe::{self, Ciphertext, ClientKey};
 use witmed_crypto::{KeyPair, PublicKey};
 use witmed_protocol::combine::Combined;
 use witmed_protocol::encrypted::{
-    gaussian_sum_halfwidth, roster_hash, verify_roster, EncryptedTotal, Included, Receipt,
-    RosterEntry, SECAGG_VERSION,
+    roster_hash, verify_roster, EncryptedTotal, Included, Receipt, RosterEntry, SECAGG_VERSION,
 };
+use witmed_protocol::interval::{gaussian_sum_halfwidth, ALPHA};
 use witmed_protocol::limbs;
 use witmed_protocol::query::{Aggregate, Query};
 use witmed_protocol::wire::QueryRequest;
 
 use super::aggregate::{check_sealed, expected_values, Binding};
-use crate::dp::ALPHA;
 use crate::net::client;
 
 /// Why an encrypted total was refused.

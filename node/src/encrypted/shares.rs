@@ -27,7 +27,7 @@
 //! conversion (`make_zCDP_to_approxDP`, Canonne, Kamath and Steinke 2020),
 //! and the smallest `sigma` whose epsilon fits the query's is chosen with
 //! the monotone search the researcher's intervals also use
-//! (`combine::smallest_passing`), and remembered, since every query of the
+//! (`interval::smallest_passing`), and remembered, since every query of the
 //! same shape needs the same one. The sensitivities are OpenDP's stability maps of the
 //! transformations at one patient, the noise is OpenDP's `make_gaussian`,
 //! and a share alone (every other hospital's noise missing) still gives the
@@ -56,8 +56,7 @@ use opendp::measures::{PrivacyProfile, ZeroConcentratedDivergence};
 use opendp::metrics::{AbsoluteDistance, L1Distance, L2Distance, SymmetricDistance};
 use opendp::transformations::{make_clamp, make_count, make_count_by_categories, make_sum};
 use witmed_crypto::fhe::params::MAX_CONTRIBUTIONS;
-use witmed_protocol::combine::smallest_passing;
-use witmed_protocol::encrypted::gaussian_sum_halfwidth;
+use witmed_protocol::interval::{gaussian_sum_halfwidth, smallest_passing};
 use witmed_protocol::limbs::{self, Layout};
 use witmed_protocol::query::{Aggregate, Query};
 

@@ -308,19 +308,9 @@ fn patient_record(system: &str, p: &SourcePatient, index_time: i64) -> PatientRe
         version: RECORD_VERSION,
         source_system: system.to_string(),
         age_years: p.age_years,
-        sex: map_sex(p.sex),
+        sex: p.sex,
         attributes: p.attributes.iter().map(|(k, v)| (k.clone(), *v)).collect(),
         index_time: if system == PHYSIONET { 0 } else { index_time },
-    }
-}
-
-fn map_sex(sex: source::Sex) -> witmed_protocol::vocab::Sex {
-    use witmed_protocol::vocab::Sex;
-    match sex {
-        source::Sex::Female => Sex::Female,
-        source::Sex::Male => Sex::Male,
-        source::Sex::Other => Sex::Other,
-        source::Sex::Unknown => Sex::Unknown,
     }
 }
 

@@ -9,50 +9,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// Body height in centimetres (PhysioNet `Height` descriptor).
-pub const ATTR_HEIGHT_CM: &str = "height_cm";
-/// Body weight in kilograms at admission (PhysioNet leading `Weight` descriptor).
-pub const ATTR_WEIGHT_KG: &str = "weight_kg";
-/// PhysioNet ICU type: 1 coronary care, 2 cardiac surgery recovery, 3 medical, 4 surgical.
-pub const ATTR_ICU_TYPE: &str = "icu_type";
-/// Simplified Acute Physiology Score I (PhysioNet outcomes).
-pub const ATTR_SAPS1: &str = "saps1";
-/// Sequential Organ Failure Assessment score (PhysioNet outcomes).
-pub const ATTR_SOFA: &str = "sofa";
-/// Length of hospital stay in days (PhysioNet outcomes).
-pub const ATTR_LENGTH_OF_STAY_DAYS: &str = "length_of_stay_days";
-/// Days from ICU admission to death (PhysioNet outcomes).
-pub const ATTR_SURVIVAL_DAYS: &str = "survival_days";
-/// 1 if the patient died in hospital, 0 otherwise (PhysioNet outcomes).
-pub const ATTR_IN_HOSPITAL_DEATH: &str = "in_hospital_death";
-/// 1 if the source says the patient is deceased, 0 if it says they are not (FHIR).
-pub const ATTR_DECEASED: &str = "deceased";
-
-/// Every attribute name a parser may put into [`SourcePatient::attributes`].
-pub const ALL_ATTRIBUTES: [&str; 9] = [
-    ATTR_HEIGHT_CM,
-    ATTR_WEIGHT_KG,
-    ATTR_ICU_TYPE,
-    ATTR_SAPS1,
-    ATTR_SOFA,
-    ATTR_LENGTH_OF_STAY_DAYS,
-    ATTR_SURVIVAL_DAYS,
-    ATTR_IN_HOSPITAL_DEATH,
-    ATTR_DECEASED,
-];
-
-/// Administrative sex as recorded by the source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Sex {
-    /// PhysioNet Gender 0; FHIR "female".
-    Female,
-    /// PhysioNet Gender 1; FHIR "male".
-    Male,
-    /// FHIR "other".
-    Other,
-    /// Not recorded, or FHIR "unknown".
-    Unknown,
-}
+pub use witmed_protocol::vocab::{
+    Sex, ATTR_DECEASED, ATTR_HEIGHT_CM, ATTR_ICU_TYPE, ATTR_IN_HOSPITAL_DEATH,
+    ATTR_LENGTH_OF_STAY_DAYS, ATTR_SAPS1, ATTR_SOFA, ATTR_SURVIVAL_DAYS, ATTR_WEIGHT_KG,
+};
 
 /// One patient as the source describes them; no names, addresses or other
 /// direct identifiers besides the source id are ever stored here.
@@ -64,7 +24,7 @@ pub struct SourcePatient {
     pub age_years: Option<f64>,
     /// Administrative sex; [`Sex::Unknown`] when the source does not say.
     pub sex: Sex,
-    /// Numeric attributes keyed by the `ATTR_*` names of this module.
+    /// Numeric attributes keyed by the names of [`witmed_protocol::vocab::ATTRIBUTES`].
     pub attributes: BTreeMap<String, f64>,
 }
 

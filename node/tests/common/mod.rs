@@ -172,7 +172,7 @@ pub fn assert_count_near(answer: &serde_json::Value, exact: f64, hospitals: usiz
         "value outside its own interval: {answer}"
     );
     let noises = vec![(Mechanism::DiscreteLaplace, 1.0 / epsilon); hospitals];
-    let h = witmed_protocol::combine::noise_sum_halfwidth(&noises, 1e-6);
+    let h = witmed_protocol::interval::noise_sum_halfwidth(&noises, 1e-6);
     assert!(
         (value - exact).abs() <= h,
         "count {value} is {} from the exact {exact}, beyond the 1e-6 bound {h}: {answer}",
@@ -203,8 +203,8 @@ pub fn assert_mean_near(
         hospitals
     ];
     let count_noises = vec![(Mechanism::DiscreteLaplace, 1.0 / (epsilon / 2.0)); hospitals];
-    let h_sum = witmed_protocol::combine::noise_sum_halfwidth(&sum_noises, 1e-6) * 1.01;
-    let h_count = witmed_protocol::combine::noise_sum_halfwidth(&count_noises, 1e-6);
+    let h_sum = witmed_protocol::interval::noise_sum_halfwidth(&sum_noises, 1e-6) * 1.01;
+    let h_count = witmed_protocol::interval::noise_sum_halfwidth(&count_noises, 1e-6);
     let bound = (h_sum + (exact - mid).abs() * h_count) / (patients - h_count);
     assert!(
         (value - exact).abs() <= bound,
@@ -275,4 +275,52 @@ pub fn ages(records: &[PathBuf]) -> Vec<f64> {
             })
         })
         .collect()
+}
+
+/// A federation of real nodes in encrypted mode, for the encrypted tests.
+pub struct EncryptedWorld {
+    pub tmp: tempfile::TempDir,
+    pub cluster: witmed_simnet::cluster::Cluster,
+    /// The set-a records split among the hospitals.
+    pub records: Vec<PathBuf>,
+    pub study_dir: PathBuf,
+    pub study_id: String,
+}
+
+/// `n` hospitals over the first `files` set-a records, all consenting, running,
+/// with a study published to every one. `noise_off` switches noise shares off
+/// (needs the `insecure-noise-off` feature).
+pub fn encrypted_world(n: usize, files: usize, noise_off: bool) -> EncryptedWorld {
+    use witmed_simnet::cluster::{self, Cluster, Options};
+    let tmp = tempfile::tempdir().unwrap();
+    let records: Vec<PathBuf> = physionet_files(&set_a()).into_iter().take(files).collect();
+    let node_env = if noise_off {
+        vec![(
+            witmed::encrypted::NOISE_OFF_ENV.to_string(),
+            "1".to_string(),
+        )]
+    } else {
+        vec![]
+    };
+    let options = Options {
+        bin: PathBuf::from(env!("CARGO_BIN_EXE_witmed")),
+        root: tmp.path().join("cluster"),
+        consent_rate: 1.0,
+        outcomes: None,
+        proxied: false,
+        node_env,
+    };
+    let mut cluster = Cluster::build(&options, &cluster::split(&records, n)).unwrap();
+    cluster.start_all().unwrap();
+    let study_dir = tmp.path().join("study");
+    let study_id = cluster.study_keygen(&study_dir).unwrap();
+    let published = cluster.publish_study(&study_dir).unwrap();
+    assert_eq!(published.matches(" installed ").count(), n, "{published}");
+    EncryptedWorld {
+        tmp,
+        cluster,
+        records,
+        study_dir,
+        study_id,
+    }
 }
