@@ -887,3 +887,181 @@ fn every_option_of_every_command_has_help_text() {
         missing.join("\n")
     );
 }
+
+/// The fenced `sh` blocks of a README section, as commands: continuation
+/// lines joined, comments and blank lines dropped.
+fn readme_commands(section_title: &str, next_title: &str) -> Vec<String> {
+    let readme = include_str!("../../README.md");
+    let start = readme.find(section_title).expect("README section");
+    let end = start
+        + readme[start..]
+            .find(next_title)
+            .expect("next README section");
+    let mut commands = Vec::new();
+    let mut in_sh = false;
+    let mut pending = String::new();
+    for line in readme[start..end].lines() {
+        match line.trim() {
+            "```sh" => in_sh = true,
+            "```" => in_sh = false,
+            _ if !in_sh => {}
+            l if l.starts_with('#') || l.is_empty() => {}
+            l => {
+                let (joined, more) = match l.strip_suffix('\\') {
+                    Some(head) => (head, true),
+                    None => (l, false),
+                };
+                pending.push_str(joined);
+                pending.push(' ');
+                if !more {
+                    commands.push(std::mem::take(&mut pending).trim().to_owned());
+                }
+            }
+        }
+    }
+    commands
+}
+
+/// The first TOML block of a README section, e.g. the query file example.
+fn readme_toml(section_title: &str) -> String {
+    let readme = include_str!("../../README.md");
+    let start = readme.find(section_title).expect("README section");
+    let body = &readme[start..];
+    let open = body.find("```toml\n").expect("a toml block") + "```toml\n".len();
+    let close = open + body[open..].find("```").unwrap();
+    body[open..close].to_owned()
+}
+
+/// Runs one README line through `sh -c` in `cwd`, with `witmed` on PATH.
+fn sh_line(line: &str, cwd: &Path) -> Output {
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_witmed")).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    Command::new("sh")
+        .arg("-c")
+        .arg(line)
+        .current_dir(cwd)
+        .env("PATH", path)
+        .env("WITMED_DATA_DIR", data_dir())
+        .env_remove("WITMED_NODE_DIR")
+        .output()
+        .unwrap()
+}
+
+fn value_after<'a>(out: &'a str, label: &str) -> Option<&'a str> {
+    out.lines()
+        .find_map(|l| l.strip_prefix(label))
+        .map(str::trim)
+}
+
+#[test]
+fn readme_step_by_step_runs_as_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path();
+    std::fs::create_dir(cwd.join("admin")).unwrap();
+    std::fs::write(cwd.join("hr.toml"), readme_toml("## The query file")).unwrap();
+    let node = cwd.join("node");
+    let mut placeholders: Vec<(&str, String)> = Vec::new();
+    let mut authority = None;
+    let commands = readme_commands("## Using witmed, step by step", "### A federation");
+    assert!(commands.len() > 20, "README steps not found: {commands:?}");
+    for written in &commands {
+        let mut line = written
+            .replace("/var/lib/witmed", s(&node))
+            .replace("/media/admin/", &format!("{}/", s(&cwd.join("admin"))))
+            .replace("../shared/data", s(&data_dir()))
+            .replace(" [--json]", "");
+        for (name, value) in &placeholders {
+            line = line.replace(name, value);
+        }
+        let out = sh_line(&line, cwd);
+        let stdout = text(&out.stdout);
+        if written.contains("consent simulate") {
+            // README: refused on a node not made for demonstrations.
+            assert!(
+                !out.status.success(),
+                "{line}: simulated consent on a real node"
+            );
+            continue;
+        }
+        assert!(
+            out.status.success(),
+            "README step failed: {line}\nstdout: {stdout}\nstderr: {}",
+            text(&out.stderr)
+        );
+        if written.contains("patient lookup") {
+            let pseudonym = value_after(&stdout, "pseudonym:").expect("lookup prints it");
+            let node_id = value_after(&stdout, "node id:").expect("lookup prints it");
+            placeholders.push(("PSEUDONYM", pseudonym.to_owned()));
+            placeholders.push(("NODE_ID", node_id.to_owned()));
+        }
+        if written.contains("keygen --role authority") {
+            authority = value_after(&stdout, "public key:").map(str::to_owned);
+        }
+        if written.contains("policy show") {
+            // README: "add the authority to trusted_issuers, raise serial".
+            let policy = std::fs::read_to_string(cwd.join("policy.toml")).unwrap();
+            let trusted = format!("trusted_issuers = [\"{}\"]", authority.as_deref().unwrap());
+            let edited = policy
+                .replace("trusted_issuers = []", &trusted)
+                .replace("serial = 1\n", "serial = 2\n");
+            assert_ne!(
+                edited, policy,
+                "the policy edit README asks for did not apply"
+            );
+            std::fs::write(cwd.join("policy.toml"), edited).unwrap();
+        }
+    }
+    let audit = text(&sh_line(&format!("witmed audit --data-dir {}", s(&node)), cwd).stdout);
+    assert!(
+        audit.contains("query."),
+        "the README query left no audit entry: {audit}"
+    );
+}
+
+#[test]
+fn a_running_nodes_log_in_a_file_carries_no_colour_and_stays_off_stdout() {
+    use std::io::BufRead;
+    let (_tmp, node) = fresh_node();
+    let mut child = witmed()
+        .args([
+            "node",
+            "run",
+            "--data-dir",
+            s(&node),
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert!(first.contains("running"), "{first}");
+    // SIGTERM stops the node cleanly (README); give its log a moment to be written first.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("INFO"),
+        "a running node logs at info: {stderr:?}"
+    );
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "colour codes in a log file: {stderr:?}"
+    );
+    for line in first.lines().chain(rest.lines()) {
+        assert!(
+            !line.contains(" INFO ") && !line.contains(" WARN "),
+            "a log line on stdout: {line}"
+        );
+    }
+}

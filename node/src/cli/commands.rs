@@ -11,6 +11,7 @@ use witmed_policies::policy::NodePolicy;
 use witmed_protocol::query::Query;
 use witmed_protocol::vocab::{Category, Mode};
 
+use super::files::{read_text, MAX_KEY_FILE_BYTES};
 use super::output;
 use super::{
     AuditArgs, BenchCommand, Command, ConsentCommand, ConsortiumCommand, CredentialCommand,
@@ -46,23 +47,6 @@ fn open(dir: &Path) -> Result<Node> {
     Node::open(dir, unix_now()).map_err(|e| Failure::new("node_open_failed", e))
 }
 
-fn read_text(path: &Path, max: usize) -> Result<String> {
-    let meta = fs::metadata(path)
-        .map_err(|e| Failure::new("read_failed", format!("{}: {e}", path.display())))?;
-    if meta.len() as usize > max {
-        return Err(Failure::new(
-            "too_large",
-            format!(
-                "{} is {} bytes, over the limit of {max}",
-                path.display(),
-                meta.len()
-            ),
-        ));
-    }
-    fs::read_to_string(path)
-        .map_err(|e| Failure::new("read_failed", format!("{}: {e}", path.display())))
-}
-
 fn write_new(path: &Path, text: &str) -> Result<()> {
     use std::io::Write;
     let mut file = fs::OpenOptions::new()
@@ -82,7 +66,7 @@ fn load_key(path: &Path, role: Role) -> Result<KeyPair> {
 /// or (still accepted) the holder's key file, of which only the public half is used.
 fn public_key_from_file(path: &Path, role: Role) -> Result<PublicKey> {
     // A key file is a few hundred bytes; anything much larger is not one.
-    let text = read_text(path, 64 * 1024)?;
+    let text = read_text(path, MAX_KEY_FILE_BYTES)?;
     match text.trim().parse::<PublicKey>() {
         Ok(public) => Ok(public),
         Err(_) => Ok(load_key(path, role)?.public()),
@@ -364,7 +348,7 @@ fn reenrol(args: super::ReenrolArgs) -> Result<()> {
 /// The node's id from `node.toml`, without opening the store (which a running node holds).
 fn node_id(dir: &Path) -> Result<PublicKey> {
     let path = node::DataDir(dir.to_path_buf()).config();
-    let text = read_text(&path, 64 * 1024)?;
+    let text = read_text(&path, MAX_KEY_FILE_BYTES)?;
     let config: node::Config = toml::from_str(&text)
         .map_err(|e| Failure::new("bad_config", format!("{}: {}", path.display(), e.message())))?;
     Ok(config.node_key)

@@ -19,8 +19,7 @@ use crate::unix_now;
 type Result<T> = std::result::Result<T, Failure>;
 
 fn read(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path)
-        .map_err(|e| Failure::new("read_failed", format!("{}: {e}", path.display())))
+    super::files::read_text(path, witmed_policies::directory::MAX_DIRECTORY_BYTES)
 }
 
 fn write(path: &Path, text: &str) -> Result<()> {

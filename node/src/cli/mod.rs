@@ -24,6 +24,7 @@ macro_rules! out {
 
 mod commands;
 mod consortium;
+mod files;
 mod labels;
 mod network;
 mod output;

@@ -121,8 +121,8 @@ pub fn researcher_session(
 ) -> Result<(KeyPair, Envelope, Vec<client::Target>)> {
     let researcher =
         KeyPair::load_role(&args.key, Role::Researcher).map_err(|e| Failure::new("bad_key", e))?;
-    let credential_text = std::fs::read_to_string(&args.credential)
-        .map_err(|e| Failure::new("read_failed", format!("{}: {e}", args.credential.display())))?;
+    let credential_text =
+        super::files::read_text(&args.credential, witmed_policies::MAX_SIGNED_BYTES)?;
     let credential = witmed_policies::parse_signed(&credential_text)
         .map_err(|e| Failure::new(e.error_code(), e))?;
     let (dir, _) = load_directory(&args.directory, args.authority.as_deref())?;
@@ -133,8 +133,7 @@ pub fn researcher_session(
 /// `witmed query run`.
 pub fn query_run(args: RunQueryArgs) -> Result<()> {
     let (researcher, credential, targets) = researcher_session(&args.researcher)?;
-    let query_text = std::fs::read_to_string(&args.query)
-        .map_err(|e| Failure::new("read_failed", format!("{}: {e}", args.query.display())))?;
+    let query_text = super::files::read_text(&args.query, witmed_protocol::query::MAX_QUERY_BYTES)?;
     let query = Query::from_toml(&query_text)
         .map_err(|e| Failure::new("bad_query", format!("{}: {e}", args.query.display())))?;
     let request = client::request_for(query.clone(), &credential, unix_now())
