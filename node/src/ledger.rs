@@ -488,7 +488,12 @@ impl std::fmt::Display for Exhausted {
             } => {
                 write!(f, "this query needs {needed} but {left} is left in the current {window_seconds}-second window; ")?;
                 match renews_at {
-                    Some(at) => write!(f, "enough is back at unix time {at}, when the oldest charges leave the window"),
+                    Some(at) => {
+                        let when = chrono::DateTime::from_timestamp(*at, 0)
+                            .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+                            .unwrap_or_default();
+                        write!(f, "enough is back at {when} (unix time {at}), when the oldest charges leave the window")
+                    }
                     None if cap.delta <= 0.0 && needed.delta > 0.0 => f.write_str(
                         "this node's policy allows no delta at all, so it refuses every query with a delta (all encrypted-mode queries); ask in DP mode",
                     ),

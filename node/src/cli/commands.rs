@@ -11,6 +11,7 @@ use witmed_policies::policy::NodePolicy;
 use witmed_protocol::query::Query;
 use witmed_protocol::vocab::{Category, Mode};
 
+use super::files::{read_text, MAX_KEY_FILE_BYTES};
 use super::output;
 use super::{
     AuditArgs, BenchCommand, Command, ConsentCommand, ConsortiumCommand, CredentialCommand,
@@ -27,7 +28,7 @@ pub fn run(command: Command) -> Result<()> {
     match command {
         Command::Node(c) => run_node(c),
         Command::Import(c) => run_import(c),
-        Command::Keygen(a) => keygen(&a.role, &a.out),
+        Command::Keygen(a) => keygen(&a),
         Command::Patient(c) => run_patient(c),
         Command::Consent(c) => run_consent(c),
         Command::Credential(c) => run_credential(c),
@@ -46,23 +47,6 @@ fn open(dir: &Path) -> Result<Node> {
     Node::open(dir, unix_now()).map_err(|e| Failure::new("node_open_failed", e))
 }
 
-fn read_text(path: &Path, max: usize) -> Result<String> {
-    let meta = fs::metadata(path)
-        .map_err(|e| Failure::new("read_failed", format!("{}: {e}", path.display())))?;
-    if meta.len() as usize > max {
-        return Err(Failure::new(
-            "too_large",
-            format!(
-                "{} is {} bytes, over the limit of {max}",
-                path.display(),
-                meta.len()
-            ),
-        ));
-    }
-    fs::read_to_string(path)
-        .map_err(|e| Failure::new("read_failed", format!("{}: {e}", path.display())))
-}
-
 fn write_new(path: &Path, text: &str) -> Result<()> {
     use std::io::Write;
     let mut file = fs::OpenOptions::new()
@@ -76,6 +60,17 @@ fn write_new(path: &Path, text: &str) -> Result<()> {
 
 fn load_key(path: &Path, role: Role) -> Result<KeyPair> {
     KeyPair::load_role(path, role).map_err(|e| Failure::new("bad_key", e))
+}
+
+/// A public key from a file: the one-line hex file `keygen --public-out` writes,
+/// or (still accepted) the holder's key file, of which only the public half is used.
+fn public_key_from_file(path: &Path, role: Role) -> Result<PublicKey> {
+    // A key file is a few hundred bytes; anything much larger is not one.
+    let text = read_text(path, MAX_KEY_FILE_BYTES)?;
+    match text.trim().parse::<PublicKey>() {
+        Ok(public) => Ok(public),
+        Err(_) => Ok(load_key(path, role)?.public()),
+    }
 }
 
 fn parse_public(hex: &str) -> Result<PublicKey> {
@@ -111,7 +106,7 @@ fn run_node(command: NodeCommand) -> Result<()> {
                 let node = open(&dir.data_dir)?;
                 crate::setup::allow_demonstration_data(&node, unix_now())
                     .map_err(|e| Failure::new("init_failed", e))?;
-                println!("DEMONSTRATION NODE: its policy allows simulated consent");
+                outln!("DEMONSTRATION NODE: its policy allows simulated consent");
             }
             output::node_created(&dir.data_dir, &config, hospital_key_out.as_deref());
             Ok(())
@@ -157,6 +152,7 @@ fn run_import(command: ImportCommand) -> Result<()> {
             outcomes,
             import: args,
         } => {
+            require_physionet_records(&set_dir)?;
             let node = open(&dir.data_dir)?;
             let summary = import::import_physionet(
                 &node.store,
@@ -172,6 +168,7 @@ fn run_import(command: ImportCommand) -> Result<()> {
             paths,
             import: args,
         } => {
+            require_fhir_files(&paths)?;
             let node = open(&dir.data_dir)?;
             let summary = import::import_fhir(
                 &node.store,
@@ -198,13 +195,63 @@ fn run_import(command: ImportCommand) -> Result<()> {
     Ok(())
 }
 
-fn keygen(role: &str, out: &Path) -> Result<()> {
-    let role: Role = role.parse().map_err(|e| Failure::new("bad_role", e))?;
+/// A folder with no record files is a wrong path, not an empty import: say so before opening the node.
+fn require_physionet_records(set_dir: &Path) -> Result<()> {
+    let files = import::physionet::list_set_files(set_dir).map_err(|e| {
+        Failure::new(
+            "import_source_unreadable",
+            format!(
+                "cannot read the PhysioNet set folder {}: {e}",
+                set_dir.display()
+            ),
+        )
+    })?;
+    if files.is_empty() {
+        return Err(Failure::new(
+            "import_source_empty",
+            format!(
+                "{} holds no PhysioNet record files: expected a set folder of RecordID.txt files \
+                 (e.g. physionet2012/set-a); for FHIR bundles use `witmed import fhir`",
+                set_dir.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Paths that name no FHIR file (a PhysioNet folder, an empty folder) are a wrong path: say so.
+fn require_fhir_files(paths: &[PathBuf]) -> Result<()> {
+    let files = import::fhir::list_input_files(paths)
+        .map_err(|e| Failure::new("import_source_unreadable", e))?;
+    if files.is_empty() {
+        let named: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        return Err(Failure::new(
+            "import_source_empty",
+            format!(
+                "{} holds no FHIR files: expected .json bundles or resources, or .ndjson \
+                 (e.g. fhir-r4-synthea); for a PhysioNet set use `witmed import physionet`",
+                named.join(", ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn keygen(args: &super::KeygenArgs) -> Result<()> {
+    let role: Role = args.role.parse().map_err(|e| Failure::new("bad_role", e))?;
     let key = KeyPair::generate(role).map_err(|e| Failure::new("keygen_failed", e))?;
-    key.save(out)
+    key.save(&args.out)
         .map_err(|e| Failure::new("keygen_failed", e))?;
-    println!("{role} key written to {}", out.display());
-    println!("public key: {}", key.public());
+    if let Some(public_out) = &args.public_out {
+        write_new(public_out, &format!("{}\n", key.public()))?;
+    }
+    output::keygen(
+        role,
+        &key.public(),
+        &args.out,
+        args.public_out.as_deref(),
+        args.json,
+    );
     Ok(())
 }
 
@@ -214,12 +261,12 @@ fn run_patient(command: PatientCommand) -> Result<()> {
             dir,
             source,
             source_id,
+            json,
         } => {
             let request = admin::Request::Lookup { source, source_id };
             match ask_node(&dir.data_dir, &request)? {
                 admin::Response::Pseudonym { pseudonym, node_id } => {
-                    println!("pseudonym: {pseudonym}");
-                    println!("node id:   {node_id}");
+                    output::pseudonym(&pseudonym, &node_id, json);
                     Ok(())
                 }
                 other => Err(unexpected(other)),
@@ -239,7 +286,7 @@ fn run_patient(command: PatientCommand) -> Result<()> {
             };
             match ask_node(&dir.data_dir, &request)? {
                 admin::Response::Enrolled { .. } => {
-                    println!("patient {p} enrolled with key {public}");
+                    outln!("patient {p} enrolled with key {public}");
                     Ok(())
                 }
                 other => Err(unexpected(other)),
@@ -252,7 +299,7 @@ fn run_patient(command: PatientCommand) -> Result<()> {
 fn patient_public_key(key: Option<String>, key_file: Option<PathBuf>) -> Result<PublicKey> {
     match (key, key_file) {
         (Some(hex), _) => parse_public(&hex),
-        (None, Some(path)) => Ok(load_key(&path, Role::Patient)?.public()),
+        (None, Some(path)) => public_key_from_file(&path, Role::Patient),
         (None, None) => Err(Failure::new(
             "missing_key",
             "give --key HEX or --key-file FILE",
@@ -290,8 +337,8 @@ fn reenrol(args: super::ReenrolArgs) -> Result<()> {
             superseded,
             ..
         } => {
-            println!("patient {p} re-enrolled: key {old_key} replaced by {new_key}");
-            println!("{superseded} consent tokens signed by the old key no longer count; the patient must grant consent again with the new key");
+            outln!("patient {p} re-enrolled: key {old_key} replaced by {new_key}");
+            outln!("{superseded} consent tokens signed by the old key no longer count; the patient must grant consent again with the new key");
             Ok(())
         }
         other => Err(unexpected(other)),
@@ -301,7 +348,7 @@ fn reenrol(args: super::ReenrolArgs) -> Result<()> {
 /// The node's id from `node.toml`, without opening the store (which a running node holds).
 fn node_id(dir: &Path) -> Result<PublicKey> {
     let path = node::DataDir(dir.to_path_buf()).config();
-    let text = read_text(&path, 64 * 1024)?;
+    let text = read_text(&path, MAX_KEY_FILE_BYTES)?;
     let config: node::Config = toml::from_str(&text)
         .map_err(|e| Failure::new("bad_config", format!("{}: {}", path.display(), e.message())))?;
     Ok(config.node_key)
@@ -371,7 +418,7 @@ fn run_consent(command: ConsentCommand) -> Result<()> {
     match command {
         ConsentCommand::Grant(args) => grant(args),
         ConsentCommand::Revoke(args) => revoke(args),
-        ConsentCommand::Submit { dir, files } => submit(&dir.data_dir, &files),
+        ConsentCommand::Submit { dir, files, json } => submit(&dir.data_dir, &files, json),
         ConsentCommand::List { dir, json } => {
             let node = open(&dir.data_dir)?;
             output::consent_list(&node, json);
@@ -386,7 +433,7 @@ fn run_consent(command: ConsentCommand) -> Result<()> {
             let node = open(&dir.data_dir)?;
             let done = consent_ops::simulate(&node, rate, &purposes, seed, unix_now())
                 .map_err(|e| Failure::new(e.code(), e))?;
-            println!(
+            outln!(
                 "SIMULATED consent (demonstration only): {} of {} patients enrolled with fresh keys and tokens for {} ({} chosen were already enrolled and left alone)",
                 done.tokens,
                 done.patients,
@@ -437,12 +484,12 @@ fn grant(args: GrantArgs) -> Result<()> {
     consent::verify_token(&signed, &token.node, &|_| Some(own_key), now)
         .map_err(|e| Failure::new(e.error_code(), e))?;
     write_new(&args.out, &signed.to_text())?;
-    println!(
+    outln!(
         "consent token {} written to {}",
         token.id,
         args.out.display()
     );
-    println!(
+    outln!(
         "give it to the hospital: witmed consent submit --data-dir DIR {}",
         args.out.display()
     );
@@ -471,7 +518,7 @@ fn revoke(args: RevokeArgs) -> Result<()> {
         issued_at: unix_now(),
     };
     write_new(&args.out, &revocation.sign(&key).to_text())?;
-    println!(
+    outln!(
         "revocation of token {} written to {}",
         token.id,
         args.out.display()
@@ -479,36 +526,36 @@ fn revoke(args: RevokeArgs) -> Result<()> {
     Ok(())
 }
 
-fn submit(dir: &Path, files: &[PathBuf]) -> Result<()> {
-    let mut failures = 0;
+fn submit(dir: &Path, files: &[PathBuf], json: bool) -> Result<()> {
     let mut node = NodeAt::new(dir);
+    let mut submitted = output::Submitted::default();
     for path in files {
         let outcome = read_text(path, witmed_policies::MAX_SIGNED_BYTES)
             .and_then(|text| node.ask(&admin::Request::Submit { text }));
+        let file = path.display().to_string();
         match outcome {
-            Ok(admin::Response::Token { id, patient }) => {
-                println!(
-                    "{}: accepted consent token {id} for patient {patient}",
-                    path.display()
-                )
-            }
+            Ok(admin::Response::Token { id, patient }) => submitted.accepted.push(output::Stored {
+                file,
+                kind: "token",
+                token_id: id.to_string(),
+                patient: patient.to_string(),
+            }),
             Ok(admin::Response::Revocation { token_id, patient }) => {
-                println!(
-                    "{}: accepted revocation of token {token_id} (patient {patient})",
-                    path.display()
-                )
+                submitted.accepted.push(output::Stored {
+                    file,
+                    kind: "revocation",
+                    token_id: token_id.to_string(),
+                    patient: patient.to_string(),
+                })
             }
-            Ok(other) => {
-                failures += 1;
-                let e = unexpected(other);
-                eprintln!("{}: refused [{}]: {}", path.display(), e.code, e.message);
-            }
-            Err(e) => {
-                failures += 1;
-                eprintln!("{}: refused [{}]: {}", path.display(), e.code, e.message);
-            }
+            Ok(other) => submitted
+                .refused
+                .push(output::Refused::new(file, unexpected(other))),
+            Err(e) => submitted.refused.push(output::Refused::new(file, e)),
         }
     }
+    output::submitted(&submitted, json);
+    let failures = submitted.refused.len();
     if failures > 0 {
         return Err(Failure::new(
             "submit_refused",
@@ -545,7 +592,7 @@ fn issue(args: IssueArgs) -> Result<()> {
     let authority = load_key(&args.authority_key, Role::Authority)?;
     let researcher = match (&args.researcher, &args.researcher_key) {
         (Some(hex), _) => parse_public(hex)?,
-        (None, Some(path)) => load_key(path, Role::Researcher)?.public(),
+        (None, Some(path)) => public_key_from_file(path, Role::Researcher)?,
         (None, None) => {
             return Err(Failure::new(
                 "missing_key",
@@ -571,13 +618,13 @@ fn issue(args: IssueArgs) -> Result<()> {
     credential::verify_credential(&signed, &[authority.public()], now)
         .map_err(|e| Failure::new(e.error_code(), e))?;
     write_new(&args.out, &signed.to_text())?;
-    println!(
+    outln!(
         "credential for researcher {} (key {}) written to {}",
         credential.researcher_id,
         credential.researcher,
         args.out.display()
     );
-    println!(
+    outln!(
         "issuer (trust this in node policies): {}",
         authority.public()
     );
@@ -588,7 +635,7 @@ fn run_policy(command: PolicyCommand) -> Result<()> {
     match command {
         PolicyCommand::Show { dir } => {
             let node = open(&dir.data_dir)?;
-            print!(
+            out!(
                 "{}",
                 toml::to_string(&node.policy()).expect("policies serialize")
             );
@@ -605,7 +652,7 @@ fn run_policy(command: PolicyCommand) -> Result<()> {
                 .map_err(|e| Failure::new(e.error_code(), e))?;
             let serial = policy.serial;
             write_new(&out, &policy.sign(&key).to_text())?;
-            println!("policy serial {serial} signed into {}", out.display());
+            outln!("policy serial {serial} signed into {}", out.display());
             Ok(())
         }
         PolicyCommand::Install { dir, file } => {
@@ -614,7 +661,7 @@ fn run_policy(command: PolicyCommand) -> Result<()> {
             let policy = node
                 .install_policy(&text, unix_now())
                 .map_err(|e| Failure::new("policy_refused", e))?;
-            println!("policy serial {} installed", policy.serial);
+            outln!("policy serial {} installed", policy.serial);
             Ok(())
         }
     }
@@ -631,7 +678,7 @@ fn query_local(args: LocalQueryArgs) -> Result<()> {
     let node = open(&args.dir.data_dir)?;
     let answer = engine::answer(&node, &query, &researcher.public(), &credential, unix_now())
         .map_err(|e| Failure::new(e.code(), e))?;
-    output::answer(&answer, args.json);
+    output::answer(&query, &answer, args.json);
     Ok(())
 }
 
@@ -652,7 +699,8 @@ fn run_consortium(command: ConsortiumCommand) -> Result<()> {
         ConsortiumCommand::Show {
             directory,
             authority,
-        } => consortium::show(&directory, authority.as_deref()),
+            json,
+        } => consortium::show(&directory, authority.as_deref(), json),
         ConsortiumCommand::Install {
             dir,
             authority,

@@ -19,8 +19,7 @@ use crate::unix_now;
 type Result<T> = std::result::Result<T, Failure>;
 
 fn read(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path)
-        .map_err(|e| Failure::new("read_failed", format!("{}: {e}", path.display())))
+    super::files::read_text(path, witmed_policies::directory::MAX_DIRECTORY_BYTES)
 }
 
 fn write(path: &Path, text: &str) -> Result<()> {
@@ -50,7 +49,7 @@ pub fn create(name: &str, out: &Path) -> Result<()> {
         ));
     }
     write_unsigned(out, &Directory::new(name))?;
-    println!(
+    outln!(
         "empty directory for consortium {name:?} written to {}",
         out.display()
     );
@@ -82,7 +81,7 @@ pub fn add(directory: &Path, data_dir: &Path, addresses: &[String]) -> Result<()
     .map_err(|e| Failure::new(e.error_code(), e))?;
     dir.serial += 1;
     write_unsigned(directory, &dir)?;
-    println!(
+    outln!(
         "added {} ({peer}) to {}; sign it again to publish",
         config.name,
         directory.display()
@@ -100,16 +99,16 @@ pub fn sign(authority_key: &Path, directory: &Path, out: &Path) -> Result<()> {
         .map_err(|e| Failure::new(e.error_code(), e))?;
     let (serial, members) = (dir.serial, dir.members.len());
     write(out, &dir.sign(&authority).to_text())?;
-    println!(
+    outln!(
         "directory serial {serial} with {members} members signed into {}",
         out.display()
     );
-    println!("authority: {}", authority.public());
+    outln!("authority: {}", authority.public());
     Ok(())
 }
 
 /// `consortium show`: a signed or unsigned directory.
-pub fn show(directory: &Path, authority: Option<&str>) -> Result<()> {
+pub fn show(directory: &Path, authority: Option<&str>, json: bool) -> Result<()> {
     let text = read(directory)?;
     let (dir, signer) = match toml::from_str::<Directory>(&text) {
         Ok(dir) => (dir, None),
@@ -118,18 +117,27 @@ pub fn show(directory: &Path, authority: Option<&str>) -> Result<()> {
             (dir, Some(signer))
         }
     };
-    println!(
+    if json {
+        let mut value = serde_json::to_value(&dir).expect("a directory serializes");
+        value["signed_by"] = serde_json::json!(signer.map(|s| s.to_hex()));
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&value).expect("output serializes")
+        );
+        return Ok(());
+    }
+    outln!(
         "consortium {:?}, serial {}, {} members",
         dir.consortium,
         dir.serial,
         dir.members.len()
     );
     match signer {
-        Some(s) => println!("signed by authority {s}"),
-        None => println!("UNSIGNED: sign it with `witmed consortium sign`"),
+        Some(s) => outln!("signed by authority {s}"),
+        None => outln!("UNSIGNED: sign it with `witmed consortium sign`"),
     }
     for m in &dir.members {
-        println!("  {:<20} {} {}", m.name, m.peer_id, m.addresses.join(" "));
+        outln!("  {:<20} {} {}", m.name, m.peer_id, m.addresses.join(" "));
     }
     Ok(())
 }
@@ -173,7 +181,7 @@ pub fn install(data_dir: &Path, authority: Option<&str>, file: &Path) -> Result<
     // directory's serial and digest, so an older copy is refused at open.
     node.install_consortium(authority, &read(file)?, &accepted, unix_now())
         .map_err(|e| Failure::new("install_failed", e))?;
-    println!(
+    outln!(
         "directory serial {} installed ({} members)",
         accepted.serial,
         accepted.members.len()

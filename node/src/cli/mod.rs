@@ -5,10 +5,30 @@
 //! what to do, prefixed with a stable code (`error[code]: ...`), and the
 //! process exits non-zero.
 
+/// `println!` for command output: goes through [`stdout::line`], so a closed pipe never panics.
+macro_rules! outln {
+    () => {
+        $crate::cli::stdout::line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::stdout::line(format_args!($($arg)*))
+    };
+}
+
+/// `print!` for command output, through [`stdout::text`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::stdout::text(format_args!($($arg)*))
+    };
+}
+
 mod commands;
 mod consortium;
+mod files;
+mod labels;
 mod network;
 mod output;
+mod stdout;
 mod study;
 
 use std::path::PathBuf;
@@ -66,8 +86,9 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct DataDirArg {
-    /// The node's data directory.
-    #[arg(long, env = "WITMED_DATA_DIR")]
+    /// The node's own directory (keys, config, store); or set WITMED_NODE_DIR.
+    /// Not WITMED_DATA_DIR, which names the shared data sets.
+    #[arg(long, env = "WITMED_NODE_DIR")]
     pub data_dir: PathBuf,
 }
 
@@ -118,6 +139,7 @@ pub enum NodeCommand {
     Status {
         #[command(flatten)]
         dir: DataDirArg,
+        /// Print the result as one JSON object.
         #[arg(long)]
         json: bool,
     },
@@ -141,6 +163,7 @@ pub enum ImportCommand {
     Fhir {
         #[command(flatten)]
         dir: DataDirArg,
+        /// FHIR files (.json bundles or resources, .ndjson) or folders of them.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
         #[command(flatten)]
@@ -156,6 +179,7 @@ pub struct ImportArgs {
     /// Append a line per durable batch to this file.
     #[arg(long)]
     pub ack_log: Option<PathBuf>,
+    /// Print the import summary as one JSON object (every skipped value listed).
     #[arg(long)]
     pub json: bool,
 }
@@ -168,6 +192,13 @@ pub struct KeygenArgs {
     /// Where to write the key (created 0600; never overwritten).
     #[arg(long)]
     pub out: PathBuf,
+    /// Also write the public key (hex, one line) to this new file, to hand to
+    /// hospital staff or an authority: never hand over the key file itself.
+    #[arg(long)]
+    pub public_out: Option<PathBuf>,
+    /// Print the role, public key and paths as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -179,8 +210,12 @@ pub enum PatientCommand {
         /// physionet2012 or fhir
         #[arg(long)]
         source: String,
+        /// The patient's id in the source system (PhysioNet RecordID, FHIR Patient id).
         #[arg(long)]
         source_id: String,
+        /// Print the pseudonym and node id as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
     /// Bind a patient's public key to their pseudonym.
     Enrol {
@@ -192,6 +227,7 @@ pub enum PatientCommand {
         /// The patient's public key (hex), or a key file with --key-file.
         #[arg(long, conflicts_with = "key_file")]
         key: Option<String>,
+        /// The patient's public key file (from `keygen --public-out`).
         #[arg(long)]
         key_file: Option<PathBuf>,
     },
@@ -209,6 +245,7 @@ pub struct ReenrolArgs {
     /// The patient's new public key (hex), or their new key file with --key-file.
     #[arg(long, conflicts_with = "key_file")]
     pub key: Option<String>,
+    /// The patient's new public key file (from `keygen --public-out`).
     #[arg(long)]
     pub key_file: Option<PathBuf>,
     /// The hospital admin key file (the key that signs the node policy) that approves the change.
@@ -236,13 +273,18 @@ pub enum ConsentCommand {
     Submit {
         #[command(flatten)]
         dir: DataDirArg,
+        /// Signed token or revocation files (from `consent grant` / `consent revoke`).
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Print what was stored and refused as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
     /// Node: list consent tokens.
     List {
         #[command(flatten)]
         dir: DataDirArg,
+        /// Print the result as one JSON object.
         #[arg(long)]
         json: bool,
     },
@@ -250,11 +292,13 @@ pub enum ConsentCommand {
     Simulate {
         #[command(flatten)]
         dir: DataDirArg,
+        /// Share of patients (0 to 1) given simulated consent.
         #[arg(long, default_value_t = 0.8)]
         rate: f64,
         /// DUO purposes, comma separated.
         #[arg(long, default_value = "HMB", value_delimiter = ',')]
         purposes: Vec<String>,
+        /// Seed of the choice of patients, so a demonstration can be repeated.
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
@@ -287,6 +331,7 @@ pub struct GrantArgs {
     /// Valid for this many days from now.
     #[arg(long, default_value_t = 365)]
     pub days: u32,
+    /// Where to write the signed token (a new file), for the node's `consent submit`.
     #[arg(long)]
     pub out: PathBuf,
 }
@@ -299,6 +344,7 @@ pub struct RevokeArgs {
     /// The signed token file to revoke.
     #[arg(long)]
     pub token: PathBuf,
+    /// Where to write the signed revocation (a new file); it counts once submitted.
     #[arg(long)]
     pub out: PathBuf,
 }
@@ -309,11 +355,13 @@ pub enum CredentialCommand {
     Issue(IssueArgs),
     /// Check a credential's signature and validity.
     Verify {
+        /// The credential file to check.
         #[arg(long)]
         credential: PathBuf,
         /// The issuer's public key (hex) you trust.
         #[arg(long)]
         issuer: String,
+        /// Print the result as one JSON object.
         #[arg(long)]
         json: bool,
     },
@@ -321,7 +369,7 @@ pub enum CredentialCommand {
 
 #[derive(Debug, Args)]
 pub struct IssueArgs {
-    /// The authority's key file.
+    /// The authority's key file (its secret key: this runs at the authority).
     #[arg(long)]
     pub authority_key: PathBuf,
     /// The researcher's public key (hex), as they sent it to you ...
@@ -331,7 +379,7 @@ pub struct IssueArgs {
         conflicts_with = "researcher_key"
     )]
     pub researcher: Option<String>,
-    /// ... or their key file.
+    /// ... or their public key file (from `keygen --public-out`).
     #[arg(long)]
     pub researcher_key: Option<PathBuf>,
     /// Your stable identifier for this researcher (e.g. an ORCID or a staff
@@ -339,21 +387,28 @@ pub struct IssueArgs {
     /// their key, because each node's privacy budget follows it.
     #[arg(long)]
     pub researcher_id: String,
+    /// The researcher's name as nodes show it.
     #[arg(long)]
     pub name: String,
+    /// The researcher's institution.
     #[arg(long)]
     pub institution: String,
+    /// The approved project the credential is for.
     #[arg(long)]
     pub project: String,
     /// Approved DUO purposes, comma separated.
     #[arg(long, value_delimiter = ',', required = true)]
     pub purposes: Vec<String>,
+    /// The research is commercial (DUO NCU refuses it).
     #[arg(long)]
     pub commercial: bool,
+    /// The research is not for profit (DUO NPU requires it).
     #[arg(long)]
     pub not_for_profit: bool,
+    /// Valid for this many days from now.
     #[arg(long, default_value_t = 365)]
     pub days: u32,
+    /// Where to write the signed credential (a new file), for the researcher.
     #[arg(long)]
     pub out: PathBuf,
 }
@@ -373,6 +428,7 @@ pub enum PolicyCommand {
         /// Policy in TOML.
         #[arg(long)]
         policy: PathBuf,
+        /// Where to write the signed policy (a new file), for `policy install`.
         #[arg(long)]
         out: PathBuf,
     },
@@ -380,6 +436,7 @@ pub enum PolicyCommand {
     Install {
         #[command(flatten)]
         dir: DataDirArg,
+        /// The signed policy (from `policy sign`).
         file: PathBuf,
     },
 }
@@ -399,6 +456,9 @@ pub enum StudyCommand {
         /// Directory for client.key (mode 0600), public.key and study.toml.
         #[arg(long)]
         out: PathBuf,
+        /// Print the study id, parameters and directory as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
     /// Send the study's public key, signed by the researcher, to every member to cache.
     Publish(PublishStudyArgs),
@@ -431,6 +491,9 @@ pub struct PublishStudyArgs {
     /// Give up on hospitals that have not answered by then.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub timeout: std::time::Duration,
+    /// Print each member's status as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -446,6 +509,7 @@ pub struct RunQueryArgs {
     /// Give up on hospitals that have not answered by then (e.g. 10s, 1500ms).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub timeout: std::time::Duration,
+    /// Print the result as one JSON object.
     #[arg(long)]
     pub json: bool,
 }
@@ -481,6 +545,7 @@ pub struct LocalQueryArgs {
     /// The query, in TOML.
     #[arg(long)]
     pub query: PathBuf,
+    /// Print the result as one JSON object.
     #[arg(long)]
     pub json: bool,
 }
@@ -489,13 +554,16 @@ pub struct LocalQueryArgs {
 pub enum ConsortiumCommand {
     /// Start an empty (unsigned) directory in TOML.
     Create {
+        /// The consortium's name; every later directory keeps it.
         #[arg(long)]
         name: String,
+        /// Where to write the directory TOML (a new file).
         #[arg(long)]
         out: PathBuf,
     },
     /// Add a member hospital from its node's data dir.
     Add {
+        /// The unsigned directory TOML to add the member to.
         #[arg(long)]
         directory: PathBuf,
         #[command(flatten)]
@@ -506,20 +574,27 @@ pub enum ConsortiumCommand {
     },
     /// Sign the directory with the consortium authority's key.
     Sign {
+        /// The consortium authority's key file.
         #[arg(long)]
         authority_key: PathBuf,
+        /// The unsigned directory TOML.
         #[arg(long)]
         directory: PathBuf,
+        /// Where to write the signed directory, for every node and researcher.
         #[arg(long)]
         out: PathBuf,
     },
     /// Show a directory (signed or unsigned).
     Show {
+        /// The directory file, signed or unsigned.
         #[arg(long)]
         directory: PathBuf,
         /// Pin the authority key a signed directory must carry.
         #[arg(long)]
         authority: Option<String>,
+        /// Print the directory (and its signer) as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
     /// Install a signed directory at a node (newer serial only).
     Install {
@@ -528,6 +603,7 @@ pub enum ConsortiumCommand {
         /// The consortium authority's key (hex); pinned at the first install.
         #[arg(long)]
         authority: Option<String>,
+        /// The signed directory (from `consortium sign`).
         file: PathBuf,
     },
 }
@@ -555,6 +631,7 @@ pub struct AuditArgs {
     /// Only entries whose kind starts with this (e.g. `consent.`).
     #[arg(long)]
     pub kind: Option<String>,
+    /// Print the result as one JSON object.
     #[arg(long)]
     pub json: bool,
 }
@@ -578,6 +655,7 @@ pub enum BenchCommand {
         /// Synthetic patients per hospital, comma separated (each with every hospital count).
         #[arg(long, value_delimiter = ',', default_value = "10000")]
         patients: Vec<usize>,
+        /// Queries timed per configuration.
         #[arg(long, default_value_t = 50)]
         repetitions: usize,
         /// Also write the figures as CSV.
@@ -595,6 +673,7 @@ pub enum BenchCommand {
         /// Synthetic patients per hospital.
         #[arg(long, default_value_t = 1000)]
         patients: usize,
+        /// Queries timed per configuration.
         #[arg(long, default_value_t = 20)]
         repetitions: usize,
         /// Also write the end-to-end figures as CSV.
@@ -603,17 +682,22 @@ pub enum BenchCommand {
     },
     /// DP error against epsilon on one node: mean absolute error and interval half-widths.
     DpError {
+        /// Synthetic patients on the node.
         #[arg(long, default_value_t = 10_000)]
         patients: usize,
+        /// Answers per epsilon.
         #[arg(long, default_value_t = 100)]
         repetitions: usize,
+        /// Also write the figures as CSV.
         #[arg(long)]
         csv: Option<PathBuf>,
     },
     /// Local query latency over a synthetic cohort beside a plain loop.
     Query {
+        /// Synthetic patients on the node.
         #[arg(long, default_value_t = 100_000)]
         patients: usize,
+        /// Queries timed.
         #[arg(long, default_value_t = 200)]
         repetitions: usize,
     },
@@ -625,8 +709,11 @@ pub fn main() -> ExitCode {
     // Operators read a running node's log; one-shot commands stay quiet.
     let running = matches!(cli.command, Command::Node(NodeCommand::Run { .. }));
     init_tracing(if running { "info" } else { "warn" });
-    match commands::run(cli.command) {
-        Ok(()) => ExitCode::SUCCESS,
+    let result = commands::run(cli.command);
+    let output_ok = stdout::finish();
+    match result {
+        Ok(()) if output_ok => ExitCode::SUCCESS,
+        Ok(()) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("error[{}]: {}", e.code, e.message);
             ExitCode::from(e.exit)
@@ -640,6 +727,8 @@ fn init_tracing(default: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never in a log file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 

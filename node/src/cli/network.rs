@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use libp2p::Multiaddr;
-use serde_json::json;
+use serde::Serialize;
 use witmed_crypto::{Envelope, KeyPair, PublicKey, Role};
 use witmed_policies::directory::Directory;
 use witmed_protocol::combine;
@@ -72,7 +72,7 @@ pub fn node_run(
     if let Some(how) = misbehave {
         tracing::warn!("FAULT INJECTION: this node will answer wrongly on purpose ({how:?})");
     }
-    println!(
+    outln!(
         "node {name} ({}) running; stop with Ctrl-C or SIGTERM",
         node.id()
     );
@@ -89,7 +89,7 @@ pub fn node_run(
     });
     crate::admin::unbind(dir);
     served.map_err(|e| Failure::new("network_failed", e))?;
-    println!("node {name} stopped");
+    outln!("node {name} stopped");
     Ok(())
 }
 
@@ -121,8 +121,8 @@ pub fn researcher_session(
 ) -> Result<(KeyPair, Envelope, Vec<client::Target>)> {
     let researcher =
         KeyPair::load_role(&args.key, Role::Researcher).map_err(|e| Failure::new("bad_key", e))?;
-    let credential_text = std::fs::read_to_string(&args.credential)
-        .map_err(|e| Failure::new("read_failed", format!("{}: {e}", args.credential.display())))?;
+    let credential_text =
+        super::files::read_text(&args.credential, witmed_policies::MAX_SIGNED_BYTES)?;
     let credential = witmed_policies::parse_signed(&credential_text)
         .map_err(|e| Failure::new(e.error_code(), e))?;
     let (dir, _) = load_directory(&args.directory, args.authority.as_deref())?;
@@ -133,8 +133,7 @@ pub fn researcher_session(
 /// `witmed query run`.
 pub fn query_run(args: RunQueryArgs) -> Result<()> {
     let (researcher, credential, targets) = researcher_session(&args.researcher)?;
-    let query_text = std::fs::read_to_string(&args.query)
-        .map_err(|e| Failure::new("read_failed", format!("{}: {e}", args.query.display())))?;
+    let query_text = super::files::read_text(&args.query, witmed_protocol::query::MAX_QUERY_BYTES)?;
     let query = Query::from_toml(&query_text)
         .map_err(|e| Failure::new("bad_query", format!("{}: {e}", args.query.display())))?;
     let request = client::request_for(query.clone(), &credential, unix_now())
@@ -156,6 +155,7 @@ fn encrypted_query_run(
     targets: &[client::Target],
 ) -> Result<()> {
     let query = &request.query;
+    require_member_aggregator(query, targets)?;
     let study_dir = args.study.as_deref().ok_or_else(|| {
         Failure::new(
             "missing_study",
@@ -177,6 +177,23 @@ fn encrypted_query_run(
     Ok(())
 }
 
+/// The aggregator a query names must be a member: say which names would do.
+fn require_member_aggregator(query: &Query, targets: &[client::Target]) -> Result<()> {
+    let named = query.privacy.aggregator.as_deref().unwrap_or_default();
+    if targets.iter().any(|t| t.name == named) {
+        return Ok(());
+    }
+    let members: Vec<String> = targets.iter().map(|t| format!("{:?}", t.name)).collect();
+    Err(Failure::new(
+        "unknown_aggregator",
+        format!(
+            "the query's aggregator {named:?} is not a member of the directory; \
+             set [privacy] aggregator to one of: {} (names as `consortium show` lists them)",
+            members.join(", ")
+        ),
+    ))
+}
+
 /// Prints a decrypted encrypted-mode total and who is in it.
 pub fn print_encrypted(
     query: &Query,
@@ -185,37 +202,9 @@ pub fn print_encrypted(
     json: bool,
 ) {
     if json {
-        let mut hospitals: Vec<_> = total
-            .included
-            .iter()
-            .map(|i| json!({"name": i.node, "status": "included", "reason": null, "budget_left": i.budget_left}))
-            .collect();
-        hospitals.extend(
-            total
-                .left_out
-                .iter()
-                .map(|l| json!({"name": l.node, "status": l.status, "reason": l.reason})),
-        );
-        let out = json!({
-            "query_id": query.id,
-            "mode": "encrypted",
-            "value": combined.value,
-            "ci95": combined.ci95.map(|(lo, hi)| vec![lo, hi]),
-            "values": combined.values,
-            "ci95s": combined.ci95s.iter().map(|(lo, hi)| vec![*lo, *hi]).collect::<Vec<_>>(),
-            "epsilon_spent": combined.epsilon_spent_max,
-            "delta_spent": total.included.iter().map(|i| i.delta_spent).fold(0.0, f64::max),
-            "share_scale": total.included.first().map(|i| i.share_scale),
-            "hospitals_answered": total.included.len(),
-            "hospitals": hospitals,
-        });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&out).expect("serializes")
-        );
-        return;
+        return print_outcome(&encrypted_outcome(query, total, combined));
     }
-    println!(
+    outln!(
         "query {} ({}, encrypted: epsilon {} for the total, aggregated by {})",
         query.id,
         query.aggregate.kind(),
@@ -223,24 +212,29 @@ pub fn print_encrypted(
         query.privacy.aggregator.as_deref().unwrap_or_default()
     );
     for i in &total.included {
-        println!(
+        outln!(
             "  {:<20} included     budget left {:.3}",
-            i.node, i.budget_left
+            i.node,
+            i.budget_left
         );
     }
     for l in &total.left_out {
-        println!("  {:<20} {:<12} {}", l.node, l.status, l.reason);
+        outln!("  {:<20} {:<12} {}", l.node, l.status, l.reason);
     }
     if let (Some(v), Some((lo, hi))) = (combined.value, combined.ci95) {
-        println!(
+        outln!(
             "encrypted total over {} hospitals: {v:.0}   95% interval [{lo:.1}, {hi:.1}]",
             combined.nodes
         );
     }
-    for (i, (v, (lo, hi))) in combined.values.iter().zip(&combined.ci95s).enumerate() {
-        println!("  [{i}] {v:.0}   95% interval [{lo:.1}, {hi:.1}]");
+    let labels = super::labels::entries(query, combined.values.len());
+    for (label, (v, (lo, hi))) in labels
+        .iter()
+        .zip(combined.values.iter().zip(&combined.ci95s))
+    {
+        outln!("  {label:<16} {v:.0}   95% interval [{lo:.1}, {hi:.1}]");
     }
-    println!(
+    outln!(
         "epsilon spent at each hospital: {:.4} (delta {:e}); no hospital's own share was visible to anyone",
         combined.epsilon_spent_max,
         query.privacy.delta_or_default()
@@ -253,25 +247,7 @@ pub fn print_federated(query: &Query, results: &[HospitalResult], json: bool) ->
     let combined =
         client::combine_answered(query, results).map_err(|e| Failure::new("combine_failed", e))?;
     if json {
-        let hospitals: Vec<_> = results
-            .iter()
-            .map(|r| json!({"name": r.name, "status": r.status.label(), "reason": r.status.reason()}))
-            .collect();
-        let c = combined.as_ref();
-        let out = json!({
-            "query_id": query.id,
-            "value": c.and_then(|c| c.value),
-            "ci95": c.and_then(|c| c.ci95).map(|(lo, hi)| vec![lo, hi]),
-            "values": c.map(|c| c.values.clone()).unwrap_or_default(),
-            "ci95s": c.map(|c| c.ci95s.iter().map(|(lo, hi)| vec![*lo, *hi]).collect::<Vec<_>>()).unwrap_or_default(),
-            "epsilon_spent": c.map(|c| c.epsilon_spent_max),
-            "hospitals_answered": answers.len(),
-            "hospitals": hospitals,
-        });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&out).expect("serializes")
-        );
+        print_outcome(&federated_outcome(query, results, combined.as_ref()));
     } else {
         print_table(query, results, combined.as_ref());
     }
@@ -284,8 +260,168 @@ pub fn print_federated(query: &Query, results: &[HospitalResult], json: bool) ->
     Ok(())
 }
 
+/// What `query run --json` prints, one shape for DP and encrypted mode (documented in README).
+#[derive(Debug, Serialize)]
+struct Outcome {
+    query_id: String,
+    /// `dp` or `encrypted`.
+    mode: &'static str,
+    value: Option<f64>,
+    ci95: Option<[f64; 2]>,
+    values: Vec<f64>,
+    ci95s: Vec<[f64; 2]>,
+    /// The most any one hospital spent of the researcher's budget.
+    epsilon_spent: Option<f64>,
+    /// Encrypted mode only: the delta each hospital spent.
+    delta_spent: Option<f64>,
+    /// Encrypted mode only: the noise scale of each share.
+    share_scale: Option<f64>,
+    /// Hospitals that answered, suppressed ones included (they answered and were charged).
+    hospitals_answered: usize,
+    /// Hospitals that answered but released nothing: their cohort was too small.
+    hospitals_suppressed: usize,
+    hospitals: Vec<HospitalOutcome>,
+}
+
+/// One hospital's part in a query's outcome.
+#[derive(Debug, Serialize)]
+struct HospitalOutcome {
+    name: String,
+    /// `answered`, `suppressed` (DP), `included` (encrypted), or why it is left out:
+    /// `refused`, `unreachable`, `timed out`, `invalid`, `busy`.
+    status: String,
+    reason: Option<String>,
+    /// DP only: this hospital's released value (no hospital's own value exists in encrypted mode).
+    value: Option<f64>,
+    values: Vec<f64>,
+    /// The researcher's budget left at this hospital after the query.
+    budget_left: Option<f64>,
+    /// DP only: when the hospital first answered this query id (ISO 8601 UTC);
+    /// a replayed id returns that first answer, and `budget_left` as it was then.
+    answered_at: Option<String>,
+    suppressed: bool,
+}
+
+impl HospitalOutcome {
+    fn left_out(name: &str, status: &str, reason: Option<String>) -> HospitalOutcome {
+        HospitalOutcome {
+            name: name.to_owned(),
+            status: status.to_owned(),
+            reason,
+            value: None,
+            values: Vec::new(),
+            budget_left: None,
+            answered_at: None,
+            suppressed: false,
+        }
+    }
+}
+
+fn interval(ci: (f64, f64)) -> [f64; 2] {
+    [ci.0, ci.1]
+}
+
+fn print_outcome(outcome: &Outcome) {
+    outln!(
+        "{}",
+        serde_json::to_string_pretty(outcome).expect("output serializes")
+    );
+}
+
+fn federated_outcome(
+    query: &Query,
+    results: &[HospitalResult],
+    combined: Option<&combine::Combined>,
+) -> Outcome {
+    let hospitals: Vec<HospitalOutcome> = results.iter().map(hospital_outcome).collect();
+    Outcome {
+        query_id: query.id.clone(),
+        mode: "dp",
+        value: combined.and_then(|c| c.value),
+        ci95: combined.and_then(|c| c.ci95).map(interval),
+        values: combined.map(|c| c.values.clone()).unwrap_or_default(),
+        ci95s: combined
+            .map(|c| c.ci95s.iter().copied().map(interval).collect())
+            .unwrap_or_default(),
+        epsilon_spent: combined.map(|c| c.epsilon_spent_max),
+        delta_spent: None,
+        share_scale: None,
+        hospitals_answered: client::answered(results).len(),
+        hospitals_suppressed: hospitals.iter().filter(|h| h.suppressed).count(),
+        hospitals,
+    }
+}
+
+fn hospital_outcome(r: &HospitalResult) -> HospitalOutcome {
+    match &r.status {
+        Status::Answered(a) => HospitalOutcome {
+            name: r.name.clone(),
+            status: if a.released.suppressed {
+                "suppressed"
+            } else {
+                "answered"
+            }
+            .to_owned(),
+            reason: a.released.suppressed.then(|| {
+                "the cohort was below the hospital's minimum; nothing was released".to_owned()
+            }),
+            value: a.released.value,
+            values: a.released.values.clone(),
+            budget_left: Some(a.budget_left),
+            answered_at: Some(super::labels::utc(a.answered_at)),
+            suppressed: a.released.suppressed,
+        },
+        other => HospitalOutcome::left_out(
+            &r.name,
+            other.label(),
+            other.reason().map(|reason| reason.to_string()),
+        ),
+    }
+}
+
+fn encrypted_outcome(
+    query: &Query,
+    total: &EncryptedTotal,
+    combined: &combine::Combined,
+) -> Outcome {
+    let mut hospitals: Vec<HospitalOutcome> = total
+        .included
+        .iter()
+        .map(|i| HospitalOutcome {
+            budget_left: Some(i.budget_left),
+            ..HospitalOutcome::left_out(&i.node, "included", None)
+        })
+        .collect();
+    hospitals.extend(
+        total
+            .left_out
+            .iter()
+            .map(|l| HospitalOutcome::left_out(&l.node, &l.status, Some(l.reason.clone()))),
+    );
+    Outcome {
+        query_id: query.id.clone(),
+        mode: "encrypted",
+        value: combined.value,
+        ci95: combined.ci95.map(interval),
+        values: combined.values.clone(),
+        ci95s: combined.ci95s.iter().copied().map(interval).collect(),
+        epsilon_spent: Some(combined.epsilon_spent_max),
+        delta_spent: Some(
+            total
+                .included
+                .iter()
+                .map(|i| i.delta_spent)
+                .fold(0.0, f64::max),
+        ),
+        share_scale: total.included.first().map(|i| i.share_scale),
+        hospitals_answered: total.included.len(),
+        hospitals_suppressed: 0,
+        hospitals,
+    }
+}
+
 fn print_table(query: &Query, results: &[HospitalResult], combined: Option<&combine::Combined>) {
-    println!(
+    outln!(
         "query {} ({}, epsilon {} per hospital)",
         query.id,
         query.aggregate.kind(),
@@ -303,12 +439,14 @@ fn print_table(query: &Query, results: &[HospitalResult], combined: Option<&comb
                 } else {
                     ""
                 };
-                println!(
-                    "  {:<20} answered     {value}{note}   budget left {:.3}",
-                    r.name, a.budget_left
+                outln!(
+                    "  {:<20} answered     {value}{note}   budget left {:.3} (as of {})",
+                    r.name,
+                    a.budget_left,
+                    super::labels::utc(a.answered_at)
                 );
             }
-            other => println!(
+            other => outln!(
                 "  {:<20} {:<12} {}",
                 r.name,
                 other.label(),
@@ -320,13 +458,14 @@ fn print_table(query: &Query, results: &[HospitalResult], combined: Option<&comb
         return;
     };
     if let (Some(v), Some((lo, hi))) = (c.value, c.ci95) {
-        println!(
+        outln!(
             "combined over {} hospitals: {v:.3}   95% interval [{lo:.3}, {hi:.3}]",
             c.nodes
         );
     }
-    for (i, (v, (lo, hi))) in c.values.iter().zip(&c.ci95s).enumerate() {
-        println!("  [{i}] {v:.3}   95% interval [{lo:.3}, {hi:.3}]");
+    let labels = super::labels::entries(query, c.values.len());
+    for (label, (v, (lo, hi))) in labels.iter().zip(c.values.iter().zip(&c.ci95s)) {
+        outln!("  {label:<16} {v:.3}   95% interval [{lo:.3}, {hi:.3}]");
     }
-    println!("epsilon spent at each hospital: {:.4}", c.epsilon_spent_max);
+    outln!("epsilon spent at each hospital: {:.4}", c.epsilon_spent_max);
 }

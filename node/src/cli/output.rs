@@ -45,28 +45,28 @@ impl Status {
 }
 
 fn print_json(value: &impl Serialize) {
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(value).expect("output serializes")
     );
 }
 
 pub fn node_created(dir: &Path, config: &Config, hospital_key_out: Option<&Path>) {
-    println!("node {:?} created in {}", config.name, dir.display());
-    println!("node id:      {}", config.node_key);
+    outln!("node {:?} created in {}", config.name, dir.display());
+    outln!("node id:      {}", config.node_key);
     match hospital_key_out {
-        Some(path) => println!(
+        Some(path) => outln!(
             "hospital key: {} (in {}; the node never needs it to run)",
             config.hospital_key,
             path.display()
         ),
-        None => println!(
+        None => outln!(
             "hospital key: {} (in {}/hospital.key; move it offline)",
             config.hospital_key,
             dir.display()
         ),
     }
-    println!(
+    outln!(
         "next: witmed import physionet --data-dir {} SET_DIR",
         dir.display()
     );
@@ -76,43 +76,174 @@ pub fn status(s: &Status, json: bool) {
     if json {
         return print_json(s);
     }
-    println!("node {} ({})", s.name, s.node_id);
-    println!("policy serial {}", s.policy_serial);
-    println!("patients:      {}", s.patients);
-    println!("observations:  {}", s.observations);
-    println!("conditions:    {}", s.conditions);
-    println!(
+    outln!("node {} ({})", s.name, s.node_id);
+    outln!("policy serial {}", s.policy_serial);
+    outln!("patients:      {}", s.patients);
+    outln!("observations:  {}", s.observations);
+    outln!("conditions:    {}", s.conditions);
+    outln!(
         "consent:       {} enrolled, {} tokens ({} simulated), {} revoked",
-        s.consent.enrolled, s.consent.tokens, s.consent.simulated_tokens, s.consent.revoked
+        s.consent.enrolled,
+        s.consent.tokens,
+        s.consent.simulated_tokens,
+        s.consent.revoked
     );
-    println!("audit entries: {}", s.audit_entries);
+    outln!("audit entries: {}", s.audit_entries);
 }
 
 pub fn import_summary(s: &Summary, json: bool) {
     if json {
         return print_json(s);
     }
-    println!(
+    outln!(
         "imported {} files ({} unchanged, skipped) in {} durable batches",
-        s.files, s.files_unchanged, s.batches
+        s.files,
+        s.files_unchanged,
+        s.batches
     );
-    println!("patients:     {} ({} new)", s.patients, s.patients_new);
-    println!("observations: {}", s.observations);
-    println!("conditions:   {}", s.conditions);
-    println!("skipped:      {} missing values", s.skipped_missing_values);
+    outln!("patients:     {} ({} new)", s.patients, s.patients_new);
+    outln!("observations: {}", s.observations);
+    outln!("conditions:   {}", s.conditions);
+    outln!("skipped:      {} missing values", s.skipped_missing_values);
     for (kind, n) in &s.skipped_resource_types {
-        println!("              {n} {kind} resources (not used)");
+        outln!("              {n} {kind} resources (not used)");
     }
-    for r in &s.skipped {
-        println!("              {}: {}", r.location, r.reason);
+    for line in skipped_by_reason(&s.skipped) {
+        outln!("              {line}");
     }
-    println!(
+    outln!(
         "rejected:     {} entries, {} files",
         s.rejected.len(),
         s.failed_files.len()
     );
     for r in s.failed_files.iter().chain(&s.rejected) {
-        println!("  {}: {}", r.location, r.reason);
+        outln!("  {}: {}", r.location, r.reason);
+    }
+}
+
+/// Examples shown per reason for skipping: enough to find them, not a page of them.
+const SKIPPED_EXAMPLES: usize = 3;
+
+/// One line per reason for skipping a value: its count and a few places it occurred.
+fn skipped_by_reason(skipped: &[crate::import::source::Rejected]) -> Vec<String> {
+    let mut by_reason: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for r in skipped {
+        by_reason.entry(&r.reason).or_default().push(&r.location);
+    }
+    by_reason
+        .into_iter()
+        .map(|(reason, places)| {
+            let examples: Vec<&str> = places.iter().take(SKIPPED_EXAMPLES).copied().collect();
+            let more = if places.len() > SKIPPED_EXAMPLES {
+                ", ..."
+            } else {
+                ""
+            };
+            format!(
+                "{} entries: {reason} (e.g. {}{more})",
+                places.len(),
+                examples.join(", ")
+            )
+        })
+        .collect()
+}
+
+/// `keygen`: where the key went and its public half.
+pub fn keygen(
+    role: witmed_crypto::Role,
+    public: &witmed_crypto::PublicKey,
+    out: &Path,
+    public_out: Option<&Path>,
+    json: bool,
+) {
+    if json {
+        return print_json(&json!({
+            "role": role.to_string(),
+            "public_key": public.to_hex(),
+            "path": out.display().to_string(),
+            "public_path": public_out.map(|p| p.display().to_string()),
+        }));
+    }
+    outln!("{role} key written to {}", out.display());
+    if let Some(p) = public_out {
+        outln!(
+            "public key written to {} (hand this file over, never the key)",
+            p.display()
+        );
+    }
+    outln!("public key: {public}");
+}
+
+/// `patient lookup`: the pseudonym at this node.
+pub fn pseudonym(pseudonym: &impl std::fmt::Display, node_id: &impl std::fmt::Display, json: bool) {
+    if json {
+        return print_json(&json!({
+            "pseudonym": pseudonym.to_string(),
+            "node_id": node_id.to_string(),
+        }));
+    }
+    outln!("pseudonym: {pseudonym}");
+    outln!("node id:   {node_id}");
+}
+
+/// What `consent submit` stored and refused.
+#[derive(Debug, Default, Serialize)]
+pub struct Submitted {
+    pub accepted: Vec<Stored>,
+    pub refused: Vec<Refused>,
+}
+
+/// One stored consent token or revocation.
+#[derive(Debug, Serialize)]
+pub struct Stored {
+    pub file: String,
+    /// `token` or `revocation`.
+    pub kind: &'static str,
+    pub token_id: String,
+    pub patient: String,
+}
+
+/// One refused file, with the error code and message.
+#[derive(Debug, Serialize)]
+pub struct Refused {
+    pub file: String,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Refused {
+    pub fn new(file: String, failure: super::Failure) -> Refused {
+        Refused {
+            file,
+            code: failure.code,
+            message: failure.message,
+        }
+    }
+}
+
+pub fn submitted(s: &Submitted, json: bool) {
+    if json {
+        return print_json(s);
+    }
+    for a in &s.accepted {
+        match a.kind {
+            "token" => outln!(
+                "{}: accepted consent token {} for patient {}",
+                a.file,
+                a.token_id,
+                a.patient
+            ),
+            _ => outln!(
+                "{}: accepted revocation of token {} (patient {})",
+                a.file,
+                a.token_id,
+                a.patient
+            ),
+        }
+    }
+    // Refusals are errors: on stderr, beside the final error line.
+    for r in &s.refused {
+        eprintln!("{}: refused [{}]: {}", r.file, r.code, r.message);
     }
 }
 
@@ -139,17 +270,22 @@ pub fn consent_list(node: &Node, json: bool) {
         return print_json(&json!({ "counts": registry.counts(), "tokens": rows }));
     }
     let c = registry.counts();
-    println!(
+    outln!(
         "{} tokens ({} simulated, {} revoked), {} patients enrolled",
-        c.tokens, c.simulated_tokens, c.revoked, c.enrolled
+        c.tokens,
+        c.simulated_tokens,
+        c.revoked,
+        c.enrolled
     );
     for r in rows.iter().take(50) {
-        println!(
+        outln!(
             "{} patient {} purposes {} until {}{}{}",
             r["id"].as_str().unwrap_or_default(),
             r["patient"].as_str().unwrap_or_default(),
             r["purposes"],
-            r["expires"],
+            r["expires"]
+                .as_i64()
+                .map_or_else(String::new, super::labels::utc),
             if r["simulated"] == true {
                 " SIMULATED"
             } else {
@@ -159,7 +295,7 @@ pub fn consent_list(node: &Node, json: bool) {
         );
     }
     if rows.len() > 50 {
-        println!("... {} more (use --json for all)", rows.len() - 50);
+        outln!("... {} more (use --json for all)", rows.len() - 50);
     }
 }
 
@@ -167,12 +303,17 @@ pub fn credential(c: &Credential, json: bool) {
     if json {
         return print_json(c);
     }
-    println!(
+    outln!(
         "valid credential for researcher {} (key {})",
-        c.researcher_id, c.researcher
+        c.researcher_id,
+        c.researcher
     );
-    println!("  {} ({}), project {:?}", c.name, c.institution, c.project);
-    println!("  purposes {}; expires {}", c.purposes.join(","), c.expires);
+    outln!("  {} ({}), project {:?}", c.name, c.institution, c.project);
+    outln!(
+        "  purposes {}; expires {}",
+        c.purposes.join(","),
+        super::labels::utc(c.expires)
+    );
 }
 
 /// The JSON form of an answer, as `query local --json` prints it.
@@ -196,30 +337,35 @@ pub fn answer_json(a: &Answer) -> serde_json::Value {
     })
 }
 
-pub fn answer(a: &Answer, json: bool) {
+pub fn answer(query: &witmed_protocol::query::Query, a: &Answer, json: bool) {
     if json {
         return print_json(&answer_json(a));
     }
     let r = &a.released;
-    println!("query {} at {}", a.query_id, a.node);
+    outln!("query {} at {}", a.query_id, a.node);
     if r.suppressed {
-        println!("SUPPRESSED: the cohort is smaller than the node's minimum; nothing is released");
+        outln!("SUPPRESSED: the cohort is smaller than the node's minimum; nothing is released");
     }
     if let (Some(v), Some((lo, hi))) = (r.value, r.ci95) {
-        println!("answer:  {v:.3}   95% interval [{lo:.3}, {hi:.3}]");
+        outln!("answer:  {v:.3}   95% interval [{lo:.3}, {hi:.3}]");
     }
-    for (i, (v, (lo, hi))) in r.values.iter().zip(&r.ci95s).enumerate() {
-        println!("  [{i}] {v:.3}   95% interval [{lo:.3}, {hi:.3}]");
+    let labels = super::labels::entries(query, r.values.len());
+    for (label, (v, (lo, hi))) in labels.iter().zip(r.values.iter().zip(&r.ci95s)) {
+        outln!("  {label:<16} {v:.3}   95% interval [{lo:.3}, {hi:.3}]");
     }
     for c in &r.components {
-        println!(
+        outln!(
             "  noise: {} ~ {:?}(scale {:.4})",
-            c.name, c.mechanism, c.noise_scale
+            c.name,
+            c.mechanism,
+            c.noise_scale
         );
     }
-    println!(
-        "epsilon spent: {:.4}   budget left: {:.4}",
-        r.epsilon_spent, a.budget_left
+    outln!(
+        "epsilon spent: {:.4}   budget left: {:.4} (as of the first answer, {})",
+        r.epsilon_spent,
+        a.budget_left,
+        super::labels::utc(a.answered_at)
     );
 }
 
@@ -228,9 +374,9 @@ pub fn audit(entries: &[Entry], json: bool) {
         return print_json(&entries);
     }
     for e in entries {
-        println!(
+        outln!(
             "{} {:<20} {} {}",
-            e.at,
+            super::labels::utc(e.at),
             e.kind,
             &e.actor[..e.actor.len().min(12)],
             e.detail

@@ -13,24 +13,36 @@ type Result<T> = std::result::Result<T, Failure>;
 /// Runs one `study` subcommand.
 pub fn run(command: StudyCommand) -> Result<()> {
     match command {
-        StudyCommand::Keygen { out } => keygen(&out),
+        StudyCommand::Keygen { out, json } => keygen(&out, json),
         StudyCommand::Publish(args) => publish(args),
     }
 }
 
-fn keygen(out: &std::path::Path) -> Result<()> {
+fn keygen(out: &std::path::Path, json: bool) -> Result<()> {
     let info = study::keygen(out, unix_now()).map_err(|e| Failure::new(e.code(), e))?;
-    println!("study {}", info.id);
-    println!("  parameters  {}", info.params);
-    println!(
+    if json {
+        let value = serde_json::json!({
+            "study_id": info.id,
+            "parameters": info.params,
+            "dir": out.display().to_string(),
+        });
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&value).expect("output serializes")
+        );
+        return Ok(());
+    }
+    outln!("study {}", info.id);
+    outln!("  parameters  {}", info.params);
+    outln!(
         "  {}/client.key decrypts totals: keep it here, it is never sent",
         out.display()
     );
-    println!(
+    outln!(
         "  publish the public key with: witmed study publish --study {} ...",
         out.display()
     );
-    println!("  name it in encrypted queries as: study = \"{}\"", info.id);
+    outln!("  name it in encrypted queries as: study = \"{}\"", info.id);
     Ok(())
 }
 
@@ -58,15 +70,19 @@ fn publish(args: PublishStudyArgs) -> Result<()> {
             crate::net::codec::Codec::default(),
         ))
         .map_err(|e| Failure::new("network_failed", e))?;
-    println!("study {} published to {} members", info.id, results.len());
-    let mut missing = 0;
-    for r in &results {
-        let reason = r.status.reason().unwrap_or_default();
-        println!("  {:<20} {:<12} {reason}", r.name, r.status.label());
-        if r.status != Status::StudyInstalled {
-            missing += 1;
+    if args.json {
+        print_published_json(&info.id, &results);
+    } else {
+        outln!("study {} published to {} members", info.id, results.len());
+        for r in &results {
+            let reason = r.status.reason().unwrap_or_default();
+            outln!("  {:<20} {:<12} {reason}", r.name, r.status.label());
         }
     }
+    let missing = results
+        .iter()
+        .filter(|r| r.status != Status::StudyInstalled)
+        .count();
     if missing > 0 {
         return Err(Failure::new(
             "publish_incomplete",
@@ -74,4 +90,24 @@ fn publish(args: PublishStudyArgs) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// `study publish --json`: the study and each member's status.
+fn print_published_json(study_id: &str, results: &[client::HospitalResult]) {
+    let members: Vec<_> = results
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "name": r.name,
+                "status": r.status.label(),
+                "installed": r.status == Status::StudyInstalled,
+                "reason": r.status.reason(),
+            })
+        })
+        .collect();
+    let value = serde_json::json!({"study_id": study_id, "members": members});
+    outln!(
+        "{}",
+        serde_json::to_string_pretty(&value).expect("output serializes")
+    );
 }

@@ -562,6 +562,12 @@ fn import_fhir_file(writer: &mut Writer<'_>, path: &Path) -> Result<(), Error> {
         }
     };
     writer.summary.rejected.append(&mut file.rejected);
+    let marker = marker(writer.store, FHIR, &bytes, b"");
+    if writer.already_imported(&marker)? {
+        // Its skipped values were reported when it was imported; a re-run adds nothing new.
+        writer.summary.files_unchanged += 1;
+        return Ok(());
+    }
     writer.summary.skipped.append(&mut file.skipped);
     for (kind, n) in &file.skipped_types {
         *writer
@@ -569,11 +575,6 @@ fn import_fhir_file(writer: &mut Writer<'_>, path: &Path) -> Result<(), Error> {
             .skipped_resource_types
             .entry(kind.clone())
             .or_default() += n;
-    }
-    let marker = marker(writer.store, FHIR, &bytes, b"");
-    if writer.already_imported(&marker)? {
-        writer.summary.files_unchanged += 1;
-        return Ok(());
     }
     let parsed = Parsed {
         patients: file.patients,
