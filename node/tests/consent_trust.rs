@@ -719,7 +719,9 @@ fn the_admin_channel_refuses_hostile_input_and_keeps_serving() {
     let idle: Vec<UnixStream> = (0..limit + 2)
         .map(|_| {
             let mut s = UnixStream::connect(&socket).unwrap();
-            s.write_all(&[0, 0]).unwrap();
+            // A connection over the limit may already be closed by the node:
+            // the write then fails (EPIPE), and the read below counts it as closed.
+            let _ = s.write_all(&[0, 0]);
             s
         })
         .collect();
