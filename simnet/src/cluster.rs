@@ -100,6 +100,7 @@ pub fn witmed(bin: &Path, args: &[&str]) -> Result<String, Error> {
     let out = Command::new(bin)
         .args(args)
         .env_remove("WITMED_DATA_DIR")
+        .env_remove("WITMED_NODE_DIR")
         .output()?;
     if !out.status.success() {
         return Err(Error::Command {
@@ -243,6 +244,8 @@ impl Cluster {
         }
         let mut child = command
             .env_remove("WITMED_DATA_DIR")
+            .env_remove("WITMED_NODE_DIR")
+            .env_remove("WITMED_NODE_DIR")
             .envs(self.node_env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))

@@ -35,6 +35,7 @@ pub fn fhir_dir() -> PathBuf {
 pub fn witmed() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_witmed"));
     cmd.env_remove("WITMED_DATA_DIR");
+    cmd.env_remove("WITMED_NODE_DIR");
     cmd
 }
 
