@@ -245,7 +245,6 @@ impl Cluster {
         let mut child = command
             .env_remove("WITMED_DATA_DIR")
             .env_remove("WITMED_NODE_DIR")
-            .env_remove("WITMED_NODE_DIR")
             .envs(self.node_env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
