@@ -32,6 +32,8 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
+use witmed_crypto::versioned;
+
 use crate::vocab::{category_of_attribute, category_of_code, Category, Mode, Sex};
 
 /// Query format version written today.
@@ -244,6 +246,8 @@ pub enum Error {
     Invalid(String),
 }
 
+witmed_crypto::single_version!(Query, "query", QUERY_VERSION);
+
 impl Query {
     /// Parses and validates the TOML form.
     pub fn from_toml(text: &str) -> Result<Query, Error> {
@@ -276,7 +280,12 @@ impl Query {
                 max: MAX_QUERY_BYTES,
             });
         }
-        let query: Query = postcard::from_bytes(bytes).map_err(|e| Error::Wire(e.to_string()))?;
+        let query: Query = versioned::decode(bytes).map_err(|e| match e {
+            versioned::Error::Newer { found, .. } | versioned::Error::Obsolete { found, .. } => {
+                Error::UnsupportedVersion(found)
+            }
+            other => Error::Wire(other.to_string()),
+        })?;
         query.validate()?;
         Ok(query)
     }
