@@ -16,10 +16,10 @@
 //! back the very same bytes), so one object has exactly one signed form.
 
 use base64::Engine as _;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::keys::{KeyPair, PublicKey};
+use crate::versioned;
 
 /// Envelope format version written today.
 pub const ENVELOPE_VERSION: u32 = 1;
@@ -47,6 +47,10 @@ pub enum Error {
     /// Signature fine but the payload does not decode as the expected type.
     #[error("signed payload does not decode: {0}")]
     Payload(String),
+    /// The payload is of a format version this witmed does not read (newer,
+    /// or older with no upgrade): not garbage, so not the sender's fault.
+    #[error("{0}")]
+    PayloadVersion(versioned::Error),
     /// The payload decodes but is not in canonical form.
     #[error("signed payload is not in canonical form")]
     NonCanonical,
@@ -93,18 +97,20 @@ impl Envelope {
         }
     }
 
-    /// Verifies the envelope and decodes its payload as `T`.
+    /// Verifies the envelope and decodes its payload as `T`, through its
+    /// version ([`versioned::decode_canonical`]).
     ///
-    /// Returns the value and the signer; the caller decides whether that
-    /// signer is the one it trusts for this kind of object.
-    pub fn open<T: Serialize + DeserializeOwned>(&self, domain: &str) -> Result<T, Error> {
+    /// The caller decides whether the signer is the one it trusts for this
+    /// kind of object.
+    pub fn open<T: versioned::Evolving>(&self, domain: &str) -> Result<T, Error> {
         self.verify(domain)?;
-        let value: T = decode_exact(&self.payload)?;
-        let again = postcard::to_stdvec(&value).map_err(|e| Error::Payload(e.to_string()))?;
-        if again != self.payload {
-            return Err(Error::NonCanonical);
-        }
-        Ok(value)
+        versioned::decode_canonical(&self.payload).map_err(|e| match e {
+            versioned::Error::NonCanonical { .. } => Error::NonCanonical,
+            e @ (versioned::Error::Newer { .. } | versioned::Error::Obsolete { .. }) => {
+                Error::PayloadVersion(e)
+            }
+            other => Error::Payload(other.to_string()),
+        })
     }
 
     /// Checks version, domain and signature without decoding the payload.
@@ -137,10 +143,23 @@ impl Envelope {
         postcard::to_stdvec(self).expect("envelopes always serialize")
     }
 
-    /// Parses the binary form, refusing anything over `max_len` bytes before parsing.
+    /// Parses the binary form, refusing anything over `max_len` bytes before
+    /// parsing.
+    ///
+    /// The envelope itself is the one type not dispatched on its version
+    /// ([`crate::versioned`]): its text form carries any version too, and
+    /// [`Envelope::verify`] refuses an unknown one before anything is
+    /// trusted, so its layout stays frozen and a new envelope version would
+    /// be a new layout read by version in both forms. Its payload is
+    /// dispatched ([`Envelope::open`]).
     pub fn from_bytes(bytes: &[u8], max_len: usize) -> Result<Envelope, Error> {
         check_len(bytes.len(), max_len)?;
-        decode_exact(bytes).map_err(|e| Error::Malformed(e.to_string()))
+        let (envelope, rest) =
+            postcard::take_from_bytes(bytes).map_err(|e| Error::Malformed(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(Error::Malformed(format!("{} trailing bytes", rest.len())));
+        }
+        Ok(envelope)
     }
 
     /// Text form for files (JSON with base64 payload and signature).
@@ -189,15 +208,6 @@ fn check_len(len: usize, max: usize) -> Result<(), Error> {
     Ok(())
 }
 
-fn decode_exact<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
-    let (value, rest) =
-        postcard::take_from_bytes(bytes).map_err(|e| Error::Payload(e.to_string()))?;
-    if !rest.is_empty() {
-        return Err(Error::Payload(format!("{} trailing bytes", rest.len())));
-    }
-    Ok(value)
-}
-
 fn signing_message(version: u32, domain: &str, payload: &[u8]) -> Vec<u8> {
     let mut message = Vec::with_capacity(SIGNING_PREFIX.len() + 16 + domain.len() + payload.len());
     message.extend_from_slice(SIGNING_PREFIX);
@@ -236,6 +246,24 @@ mod tests {
         version: u32,
         name: String,
         n: u64,
+    }
+
+    crate::single_version!(Thing, "test thing", 1);
+
+    /// A payload of a newer version is told apart from garbage, so a server
+    /// can answer "unsupported version" instead of punishing the sender.
+    #[test]
+    fn a_newer_payload_version_is_told_apart_from_garbage() {
+        let key = KeyPair::from_seed(Role::Patient, &[1; 32]);
+        let mut newer = thing();
+        newer.version = 2;
+        let env = Envelope::seal("witmed/test/v1", &newer, &key);
+        let err = env.open::<Thing>("witmed/test/v1").unwrap_err();
+        assert!(matches!(err, Error::PayloadVersion(_)), "{err:?}");
+        assert!(err.to_string().contains("upgrade witmed"), "{err}");
+        let garbage = Envelope::seal("witmed/test/v1", &(1u32, 200u8), &key);
+        let err = garbage.open::<Thing>("witmed/test/v1").unwrap_err();
+        assert!(matches!(err, Error::Payload(_)), "{err:?}");
     }
 
     fn thing() -> Thing {

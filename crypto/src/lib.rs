@@ -34,6 +34,7 @@ pub mod fhe;
 pub mod keys;
 pub mod pseudonym;
 pub mod secagg;
+pub mod versioned;
 
 pub use envelope::Envelope;
 pub use keys::{KeyPair, PublicKey, Role};

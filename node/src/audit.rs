@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{cf, Batch, Error, Store, Versioned, RECORD_VERSION};
+use crate::store::{cf, Batch, Error, Store, RECORD_VERSION};
 
 /// One audit entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -22,11 +22,7 @@ pub struct Entry {
     pub detail: String,
 }
 
-impl Versioned for Entry {
-    fn version(&self) -> u32 {
-        self.version
-    }
-}
+witmed_crypto::single_version!(Entry, "audit entry", RECORD_VERSION);
 
 impl Entry {
     /// A new entry.

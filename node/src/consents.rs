@@ -13,7 +13,7 @@ use witmed_crypto::{Envelope, Pseudonym, PublicKey};
 use witmed_policies::consent::{self, Verified, VerifiedRevocation};
 use witmed_policies::evaluate::{self, Use};
 
-use crate::store::{cf, Batch, Error as StoreError, Store, Versioned, RECORD_VERSION};
+use crate::store::{cf, Batch, Error as StoreError, Store, RECORD_VERSION};
 
 /// A patient's public key bound to their pseudonym by hospital staff.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,16 +34,8 @@ pub struct StoredSigned {
     pub simulated: bool,
 }
 
-impl Versioned for Enrolment {
-    fn version(&self) -> u32 {
-        self.version
-    }
-}
-impl Versioned for StoredSigned {
-    fn version(&self) -> u32 {
-        self.version
-    }
-}
+witmed_crypto::single_version!(Enrolment, "enrolment", RECORD_VERSION);
+witmed_crypto::single_version!(StoredSigned, "stored signed object", RECORD_VERSION);
 
 fn key(prefix: &[u8], rest: &[u8]) -> Vec<u8> {
     let mut k = prefix.to_vec();

@@ -340,19 +340,22 @@ pub fn prepare(
 }
 
 /// Version of [`Prepared`].
-const PREPARED_VERSION: u32 = 1;
+pub const PREPARED_VERSION: u32 = 1;
 
-/// What a member keeps of an encrypted query between the two rounds (as the query's stored answer, sealed at rest).
+/// What a member keeps of an encrypted query between the two rounds (as the
+/// query's stored answer, sealed at rest). Public for its golden fixture.
 #[derive(Serialize, Deserialize)]
-struct Prepared {
-    version: u32,
+pub struct Prepared {
+    pub version: u32,
     /// The encrypted, unmasked share: never sent.
-    contribution: Contribution,
+    pub contribution: Contribution,
     /// The ephemeral X25519 secret of this query's masks.
-    ephemeral_secret: [u8; 32],
+    pub ephemeral_secret: [u8; 32],
     /// The signed Ready sent in round 1 (a re-asked id gets it again).
-    ready: Envelope,
+    pub ready: Envelope,
 }
+
+witmed_crypto::single_version!(Prepared, "prepared share", PREPARED_VERSION);
 
 impl Prepared {
     fn to_bytes(&self) -> Vec<u8> {
@@ -360,16 +363,9 @@ impl Prepared {
     }
 
     fn from_bytes(bytes: &[u8]) -> Result<Prepared, String> {
-        let p: Prepared = postcard::from_bytes(bytes).map_err(|e| {
+        witmed_crypto::versioned::decode(bytes).map_err(|e| {
             format!("{e}: this id holds no encrypted share (was it asked in another mode?)")
-        })?;
-        if p.version != PREPARED_VERSION {
-            return Err(format!(
-                "prepared share version {} is not {PREPARED_VERSION}",
-                p.version
-            ));
-        }
-        Ok(p)
+        })
     }
 }
 
@@ -384,11 +380,7 @@ pub struct StoredSeal {
     pub at: i64,
 }
 
-impl store::Versioned for StoredSeal {
-    fn version(&self) -> u32 {
-        self.version
-    }
-}
+witmed_crypto::single_version!(StoredSeal, "stored seal", RECORD_VERSION);
 
 fn seal_key(node: &Node, researcher: &PublicKey, query_id: &str) -> Vec<u8> {
     node.ledger

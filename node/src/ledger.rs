@@ -36,7 +36,7 @@ use witmed_crypto::PublicKey;
 use witmed_policies::credential::VerifiedCredential;
 use witmed_policies::policy::Budget;
 
-use crate::store::{self, cf, Batch, Store, Versioned, RECORD_VERSION};
+use crate::store::{self, cf, Batch, Store, RECORD_VERSION};
 
 const CHARGE_PREFIX: &[u8] = b"c2/";
 const ANSWER_PREFIX: &[u8] = b"a2/";
@@ -159,21 +159,9 @@ pub struct Head {
     pub chain: [u8; 32],
 }
 
-impl Versioned for Charge {
-    fn version(&self) -> u32 {
-        self.version
-    }
-}
-impl Versioned for StoredAnswer {
-    fn version(&self) -> u32 {
-        self.version
-    }
-}
-impl Versioned for Head {
-    fn version(&self) -> u32 {
-        self.version
-    }
-}
+witmed_crypto::single_version!(Charge, "budget charge", RECORD_VERSION);
+witmed_crypto::single_version!(StoredAnswer, "stored answer", RECORD_VERSION);
+witmed_crypto::single_version!(Head, "ledger head", RECORD_VERSION);
 
 /// Whose budget: the keyed digest of (issuer, researcher id), with a label for messages.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -50,7 +50,7 @@ use witmed_policies::policy::{self, NodePolicy};
 use crate::audit;
 use crate::consents::Registry;
 use crate::index::Index;
-use crate::store::{self, Store, Versioned, RECORD_VERSION};
+use crate::store::{self, Store, RECORD_VERSION};
 
 /// Version of `node.toml`.
 pub const CONFIG_VERSION: u32 = 1;
@@ -179,11 +179,7 @@ pub struct ConsortiumSeal {
     pub directory: Option<InstalledFile>,
 }
 
-impl Versioned for TrustSeal {
-    fn version(&self) -> u32 {
-        self.version
-    }
-}
+witmed_crypto::single_version!(TrustSeal, "trust seal", RECORD_VERSION);
 
 impl InstalledFile {
     fn of(serial: u64, text: &str) -> Self {

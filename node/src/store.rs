@@ -47,7 +47,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use witmed_crypto::at_rest::{MasterKey, RecordCipher};
 use witmed_crypto::code_digest::{CodeDigest, CodeDigester, CODE_DIGEST_LEN};
-use witmed_crypto::Pseudonym;
+use witmed_crypto::versioned::{self, Evolving};
+use witmed_crypto::{single_version, Pseudonym};
 use witmed_protocol::vocab::Sex;
 
 /// On-disk layout version of the store; checked at open.
@@ -170,26 +171,15 @@ pub struct ConditionRecord {
     pub onset: Option<i64>,
 }
 
-/// A versioned record type: `version()` is checked on every read.
-pub trait Versioned: Serialize + DeserializeOwned {
-    fn version(&self) -> u32;
-}
+/// A record type the store seals: decoded on every read through its version
+/// ([`Evolving`]), so an older layout is upgraded and a newer one refused.
+pub trait Versioned: Evolving + DeserializeOwned {}
 
-impl Versioned for PatientRecord {
-    fn version(&self) -> u32 {
-        self.version
-    }
-}
-impl Versioned for ObservationRecord {
-    fn version(&self) -> u32 {
-        self.version
-    }
-}
-impl Versioned for ConditionRecord {
-    fn version(&self) -> u32 {
-        self.version
-    }
-}
+impl<R: Evolving + DeserializeOwned> Versioned for R {}
+
+single_version!(PatientRecord, "patient record", RECORD_VERSION);
+single_version!(ObservationRecord, "observation record", RECORD_VERSION);
+single_version!(ConditionRecord, "condition record", RECORD_VERSION);
 
 /// Key of an observation: `code` is the keyed digest of its code ([`CodeDigester::observation`]).
 pub fn observation_key(
@@ -447,14 +437,9 @@ impl Store {
             .cipher(family)
             .open(key, sealed)
             .map_err(|e| corrupt(e.to_string()))?;
-        let record: R = postcard::from_bytes(&plain).map_err(|e| corrupt(e.to_string()))?;
-        if record.version() > RECORD_VERSION {
-            return Err(corrupt(format!(
-                "record version {} is newer than this witmed's {RECORD_VERSION}",
-                record.version()
-            )));
-        }
-        Ok(record)
+        // The version is read first, then that version's layout, then the
+        // upgrade to today's type (witmed_crypto::versioned).
+        versioned::decode::<R>(&plain).map_err(|e| corrupt(e.to_string()))
     }
 
     /// A new empty batch.

@@ -111,10 +111,6 @@ pub const MAX_REASON_BYTES: usize = 200;
 impl Versioned for Reenrolment {
     const OBJECT: Object = Object::Reenrolment;
     const DOMAIN: &'static str = REENROLMENT_DOMAIN;
-    const VERSION: u32 = REENROLMENT_VERSION;
-    fn version(&self) -> u32 {
-        self.version
-    }
 }
 
 impl Reenrolment {
@@ -199,20 +195,16 @@ fn invalid_reenrolment(reason: String) -> Error {
 impl Versioned for Token {
     const OBJECT: Object = Object::ConsentToken;
     const DOMAIN: &'static str = TOKEN_DOMAIN;
-    const VERSION: u32 = TOKEN_VERSION;
-    fn version(&self) -> u32 {
-        self.version
-    }
 }
 
 impl Versioned for Revocation {
     const OBJECT: Object = Object::Revocation;
     const DOMAIN: &'static str = REVOCATION_DOMAIN;
-    const VERSION: u32 = REVOCATION_VERSION;
-    fn version(&self) -> u32 {
-        self.version
-    }
 }
+
+witmed_crypto::single_version!(Token, "consent token", TOKEN_VERSION);
+witmed_crypto::single_version!(Revocation, "consent revocation", REVOCATION_VERSION);
+witmed_crypto::single_version!(Reenrolment, "patient re-enrolment", REENROLMENT_VERSION);
 
 /// The token id for 16 random bytes (the caller draws them: this crate does no IO).
 pub fn token_id(random: [u8; 16]) -> String {

@@ -19,6 +19,7 @@ use witmed_crypto::{Envelope, KeyPair, PublicKey};
 use crate::duo::Terms;
 use crate::error::{Error, Object};
 use crate::signed::{self, Versioned};
+use witmed_crypto::versioned::{self, Evolving, Layout};
 
 /// Credential format version written today. Version 2 added `researcher_id`.
 pub const CREDENTIAL_VERSION: u32 = 2;
@@ -60,9 +61,21 @@ pub struct Credential {
 impl Versioned for Credential {
     const OBJECT: Object = Object::Credential;
     const DOMAIN: &'static str = CREDENTIAL_DOMAIN;
-    const VERSION: u32 = CREDENTIAL_VERSION;
-    fn version(&self) -> u32 {
-        self.version
+}
+
+/// Why a version 1 credential is refused rather than upgraded (see [`explain_version_1`]).
+const CREDENTIAL_V1_OBSOLETE: &str =
+    "it carries no researcher_id, and budgets follow the researcher_id";
+
+impl Evolving for Credential {
+    const WHAT: &'static str = "researcher credential";
+    const CURRENT: u32 = CREDENTIAL_VERSION;
+    fn from_version(version: u32, layout: Layout<'_>) -> Result<Self, versioned::Error> {
+        match version {
+            CREDENTIAL_VERSION => layout.read::<Credential>(),
+            1 => Err(versioned::obsolete::<Self>(1, CREDENTIAL_V1_OBSOLETE)),
+            found => Err(versioned::unknown::<Self>(found)),
+        }
     }
 }
 

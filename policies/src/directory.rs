@@ -301,25 +301,14 @@ fn open(envelope: &Envelope) -> Result<Directory, Error> {
         }
         .into());
     }
-    let unsupported = |found| Error::UnsupportedVersion {
-        what: Object::ConsortiumDirectory,
-        found,
-        supported: DIRECTORY_VERSION,
-    };
-    match envelope.open::<Directory>(DIRECTORY_DOMAIN) {
-        Ok(directory) if directory.version == DIRECTORY_VERSION => Ok(directory),
-        Ok(directory) => Err(unsupported(directory.version)),
-        // A newer format may not decode as this one; say "newer version"
-        // rather than "garbage" when its leading version field shows it.
-        Err(e @ (envelope::Error::Payload(_) | envelope::Error::NonCanonical)) => {
-            match postcard::take_from_bytes::<u32>(&envelope.payload) {
-                Ok((found, _)) if found != DIRECTORY_VERSION => Err(unsupported(found)),
-                _ => Err(e.into()),
-            }
-        }
-        Err(e) => Err(e.into()),
-    }
+    crate::signed::open_payload::<Directory>(
+        envelope,
+        DIRECTORY_DOMAIN,
+        Object::ConsortiumDirectory,
+    )
 }
+
+witmed_crypto::single_version!(Directory, "consortium directory", DIRECTORY_VERSION);
 
 /// How messages name a member: by name, or by position when it has none.
 fn label(index: usize, member: &Member) -> String {

@@ -190,5 +190,6 @@ fn envelope_code(error: &envelope::Error) -> &'static str {
         envelope::Error::BadSignature { .. } => "bad_signature",
         envelope::Error::Payload(_) => "undecodable_payload",
         envelope::Error::NonCanonical => "non_canonical",
+        envelope::Error::PayloadVersion(_) => "unsupported_version",
     }
 }

@@ -10,6 +10,7 @@
 use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
+use witmed_crypto::versioned::{self, Evolving, Layout};
 use witmed_crypto::{Envelope, KeyPair, PublicKey};
 use witmed_protocol::vocab::{Category, Mode};
 
@@ -18,7 +19,8 @@ use crate::error::{Error, Object};
 use crate::signed::{self, Versioned};
 
 /// Node policy format version written today. Version 2 added the budget's
-/// lifetime cap; a version 1 policy is refused with advice to sign a new one.
+/// lifetime cap and `allow_demonstration_data`; a version 1 policy is read
+/// and upgraded ([`NodePolicyV1`]) with neither.
 pub const POLICY_VERSION: u32 = 2;
 /// Envelope domain of node policies.
 pub const POLICY_DOMAIN: &str = "witmed/node-policy/v1";
@@ -103,9 +105,66 @@ pub struct NodePolicy {
 impl Versioned for NodePolicy {
     const OBJECT: Object = Object::NodePolicy;
     const DOMAIN: &'static str = POLICY_DOMAIN;
-    const VERSION: u32 = POLICY_VERSION;
-    fn version(&self) -> u32 {
-        self.version
+}
+
+/// Version 1 of [`Budget`], frozen as it was signed: no lifetime cap.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BudgetV1 {
+    pub epsilon: f64,
+    pub delta: f64,
+    pub window_seconds: i64,
+}
+
+/// Version 1 of [`NodePolicy`], frozen as it was signed: no lifetime cap and
+/// no `allow_demonstration_data`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodePolicyV1 {
+    pub version: u32,
+    pub node: PublicKey,
+    pub serial: u64,
+    pub trusted_issuers: Vec<PublicKey>,
+    pub query_kinds: BTreeSet<String>,
+    pub modes: BTreeSet<Mode>,
+    pub budget: BudgetV1,
+    pub min_cohort: u64,
+    pub categories: BTreeSet<Category>,
+    pub issued_at: i64,
+}
+
+/// The upgrade keeps what the administrator signed: version 1 had no
+/// lifetime cap and no simulated consent, so the upgrade has neither.
+impl From<NodePolicyV1> for NodePolicy {
+    fn from(old: NodePolicyV1) -> NodePolicy {
+        NodePolicy {
+            version: POLICY_VERSION,
+            node: old.node,
+            serial: old.serial,
+            trusted_issuers: old.trusted_issuers,
+            query_kinds: old.query_kinds,
+            modes: old.modes,
+            budget: Budget {
+                epsilon: old.budget.epsilon,
+                delta: old.budget.delta,
+                window_seconds: old.budget.window_seconds,
+                lifetime: None,
+            },
+            min_cohort: old.min_cohort,
+            categories: old.categories,
+            issued_at: old.issued_at,
+            allow_demonstration_data: false,
+        }
+    }
+}
+
+impl Evolving for NodePolicy {
+    const WHAT: &'static str = "node policy";
+    const CURRENT: u32 = POLICY_VERSION;
+    fn from_version(version: u32, layout: Layout<'_>) -> Result<Self, versioned::Error> {
+        match version {
+            POLICY_VERSION => layout.read::<NodePolicy>(),
+            1 => layout.read::<NodePolicyV1>().map(NodePolicy::from),
+            found => Err(versioned::unknown::<Self>(found)),
+        }
     }
 }
 

@@ -1,8 +1,7 @@
 //! Reading signed objects: the size bound, parsing, and opening a versioned payload.
 
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 use witmed_crypto::envelope;
+use witmed_crypto::versioned::{self, Evolving};
 use witmed_crypto::Envelope;
 
 use crate::error::{Error, Object};
@@ -24,12 +23,10 @@ pub fn parse_signed_bytes(bytes: &[u8]) -> Result<Envelope, Error> {
     Ok(Envelope::from_bytes(bytes, MAX_SIGNED_BYTES)?)
 }
 
-/// A signed payload type: its domain, its current version and where it keeps its version.
-pub(crate) trait Versioned: Serialize + DeserializeOwned {
+/// A signed payload type: its domain and what it is. Its bytes are read through [`Evolving`]: version first.
+pub(crate) trait Versioned: Evolving {
     const OBJECT: Object;
     const DOMAIN: &'static str;
-    const VERSION: u32;
-    fn version(&self) -> u32;
 }
 
 /// Checks size, domain and signature, decodes the payload and checks its version.
@@ -45,25 +42,27 @@ pub(crate) fn open<T: Versioned>(envelope: &Envelope) -> Result<T, Error> {
         }
         .into());
     }
-    match envelope.open::<T>(T::DOMAIN) {
-        Ok(value) if value.version() == T::VERSION => Ok(value),
-        Ok(value) => Err(unsupported::<T>(value.version())),
-        // A newer format may not decode as this one; say "newer version"
-        // rather than "garbage" when its leading version field shows it.
-        Err(e @ (envelope::Error::Payload(_) | envelope::Error::NonCanonical)) => {
-            match postcard::take_from_bytes::<u32>(&envelope.payload) {
-                Ok((found, _)) if found != T::VERSION => Err(unsupported::<T>(found)),
-                _ => Err(e.into()),
-            }
-        }
-        Err(e) => Err(e.into()),
-    }
+    open_payload::<T>(envelope, T::DOMAIN, T::OBJECT)
 }
 
-fn unsupported<T: Versioned>(found: u32) -> Error {
-    Error::UnsupportedVersion {
-        what: T::OBJECT,
-        found,
-        supported: T::VERSION,
-    }
+/// Checks domain and signature, then decodes the payload through its
+/// version: an upgrade for an older version that has one, and
+/// [`Error::UnsupportedVersion`] for a newer one or one with none.
+pub(crate) fn open_payload<T: Evolving>(
+    envelope: &Envelope,
+    domain: &str,
+    object: Object,
+) -> Result<T, Error> {
+    envelope.verify(domain)?;
+    versioned::decode_canonical::<T>(&envelope.payload).map_err(|e| match e {
+        versioned::Error::NonCanonical { .. } => envelope::Error::NonCanonical.into(),
+        versioned::Error::Malformed { detail, .. } => envelope::Error::Payload(detail).into(),
+        versioned::Error::Newer { found, .. } | versioned::Error::Obsolete { found, .. } => {
+            Error::UnsupportedVersion {
+                what: object,
+                found,
+                supported: T::CURRENT,
+            }
+        }
+    })
 }

@@ -71,21 +71,16 @@ pub struct Answer {
     pub answered_at: i64,
 }
 
+witmed_crypto::single_version!(Answer, "answer", ANSWER_VERSION);
+
 impl Answer {
     /// Compact stored/wire form.
     pub fn to_bytes(&self) -> Vec<u8> {
-        postcard::to_stdvec(self).expect("answers serialize")
+        witmed_crypto::versioned::encode(self)
     }
 
     /// Parses the stored/wire form, checking the version.
     pub fn from_bytes(bytes: &[u8]) -> Result<Answer, String> {
-        let answer: Answer = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
-        if answer.version != ANSWER_VERSION {
-            return Err(format!(
-                "answer version {} is not {ANSWER_VERSION}",
-                answer.version
-            ));
-        }
-        Ok(answer)
+        witmed_crypto::versioned::decode(bytes).map_err(|e| e.to_string())
     }
 }

@@ -22,7 +22,8 @@
 //! size limits after the envelope's signature has been checked.
 
 use serde::{Deserialize, Serialize};
-use witmed_crypto::{Envelope, KeyPair, PublicKey};
+use witmed_crypto::versioned::{self, Evolving, Layout};
+use witmed_crypto::{single_version, Envelope, KeyPair, PublicKey};
 
 /// Envelope domain of a researcher's signed study announcement.
 pub const STUDY_DOMAIN: &str = "witmed/study/v1";
@@ -82,6 +83,29 @@ pub struct Contribution {
     pub answered_at: i64,
 }
 
+single_version!(StudyAnnouncement, "study announcement", ENCRYPTED_VERSION);
+single_version!(Contribution, "encrypted contribution", ENCRYPTED_VERSION);
+single_version!(Ready, "ready message", SECAGG_VERSION);
+single_version!(SealRequest, "seal request", SECAGG_VERSION);
+single_version!(Receipt, "seal receipt", SECAGG_VERSION);
+
+/// Why a version 1 total is refused rather than upgraded.
+pub const TOTAL_V1_OBSOLETE: &str = "version 1 carried one summed ciphertext, which cannot be \
+    checked against the members' signed receipts; ask the aggregator again with a witmed that \
+    speaks version 2";
+
+impl Evolving for EncryptedTotal {
+    const WHAT: &'static str = "encrypted total";
+    const CURRENT: u32 = SECAGG_VERSION;
+    fn from_version(version: u32, layout: Layout<'_>) -> Result<Self, versioned::Error> {
+        match version {
+            SECAGG_VERSION => layout.read::<EncryptedTotal>(),
+            1 => Err(versioned::obsolete::<Self>(1, TOTAL_V1_OBSOLETE)),
+            found => Err(versioned::unknown::<Self>(found)),
+        }
+    }
+}
+
 impl Contribution {
     /// Compact stored form.
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -90,14 +114,7 @@ impl Contribution {
 
     /// Parses the stored form, checking the version.
     pub fn from_bytes(bytes: &[u8]) -> Result<Contribution, String> {
-        let c: Contribution = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
-        if c.version != ENCRYPTED_VERSION {
-            return Err(format!(
-                "contribution version {} is not {ENCRYPTED_VERSION}",
-                c.version
-            ));
-        }
-        Ok(c)
+        versioned::decode(bytes).map_err(|e| e.to_string())
     }
 }
 
@@ -243,14 +260,7 @@ impl EncryptedTotal {
 
     /// Parses the stored form, checking the version.
     pub fn from_bytes(bytes: &[u8]) -> Result<EncryptedTotal, String> {
-        let t: EncryptedTotal = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
-        if t.version != SECAGG_VERSION {
-            return Err(format!(
-                "total version {} is not {SECAGG_VERSION}",
-                t.version
-            ));
-        }
-        Ok(t)
+        versioned::decode(bytes).map_err(|e| e.to_string())
     }
 }
 

@@ -32,6 +32,8 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
+use witmed_crypto::versioned;
+
 use crate::vocab::{
     category_of_attribute, category_of_code, known_attribute_names, Category, Mode, Sex,
 };
@@ -246,6 +248,8 @@ pub enum Error {
     Invalid(String),
 }
 
+witmed_crypto::single_version!(Query, "query", QUERY_VERSION);
+
 impl Query {
     /// Parses and validates the TOML form.
     pub fn from_toml(text: &str) -> Result<Query, Error> {
@@ -278,7 +282,12 @@ impl Query {
                 max: MAX_QUERY_BYTES,
             });
         }
-        let query: Query = postcard::from_bytes(bytes).map_err(|e| Error::Wire(e.to_string()))?;
+        let query: Query = versioned::decode(bytes).map_err(|e| match e {
+            versioned::Error::Newer { found, .. } | versioned::Error::Obsolete { found, .. } => {
+                Error::UnsupportedVersion(found)
+            }
+            other => Error::Wire(other.to_string()),
+        })?;
         query.validate()?;
         Ok(query)
     }

@@ -13,7 +13,7 @@
 //! released answer or a refusal with a stable code and a reason.
 
 use serde::{Deserialize, Serialize};
-use witmed_crypto::{Envelope, KeyPair, PublicKey};
+use witmed_crypto::{single_version, Envelope, KeyPair, PublicKey};
 
 use crate::answer::Answer;
 use crate::encrypted::{EncryptedTotal, SealedShare};
@@ -90,3 +90,6 @@ impl NodeResponse {
         Envelope::seal(RESPONSE_DOMAIN, self, node)
     }
 }
+
+single_version!(QueryRequest, "query request", WIRE_VERSION);
+single_version!(NodeResponse, "node response", WIRE_VERSION);

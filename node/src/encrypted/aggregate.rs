@@ -29,7 +29,7 @@ use witmed_protocol::query::Query;
 use crate::audit;
 use crate::net::client::Status;
 use crate::node::Node;
-use crate::store::{self, cf, Versioned, RECORD_VERSION};
+use crate::store::{self, cf, RECORD_VERSION};
 
 /// What the aggregator keeps of one encrypted query.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,11 +43,7 @@ pub struct StoredAggregation {
     pub at: i64,
 }
 
-impl Versioned for StoredAggregation {
-    fn version(&self) -> u32 {
-        self.version
-    }
-}
+witmed_crypto::single_version!(StoredAggregation, "stored aggregation", RECORD_VERSION);
 
 fn aggregation_key(node: &Node, researcher: &PublicKey, query_id: &str) -> Vec<u8> {
     node.ledger

@@ -24,7 +24,7 @@ use witmed_protocol::encrypted::{StudyAnnouncement, ENCRYPTED_VERSION, STUDY_DOM
 
 use crate::audit;
 use crate::node::Node;
-use crate::store::{self, cf, Versioned, RECORD_VERSION};
+use crate::store::{self, cf, RECORD_VERSION};
 
 /// Why a study could not be made, read, installed or used.
 #[derive(Debug, thiserror::Error)]
@@ -175,11 +175,7 @@ pub struct StoredStudy {
     pub installed_at: i64,
 }
 
-impl Versioned for StoredStudy {
-    fn version(&self) -> u32 {
-        self.version
-    }
-}
+witmed_crypto::single_version!(StoredStudy, "stored study", RECORD_VERSION);
 
 /// Studies are kept per researcher: a public key is public, so another
 /// researcher publishing the same one must not take it over or block it.

@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use libp2p::PeerId;
-use witmed_crypto::{Envelope, PublicKey};
+use witmed_crypto::{envelope, Envelope, PublicKey};
 use witmed_policies::directory::Directory;
 use witmed_protocol::encrypted::{
     roster_hash, verify_roster, SealRequest, SEAL_DOMAIN, SECAGG_VERSION,
@@ -145,6 +145,10 @@ pub(super) fn seal(
     }
     let request: SealRequest = match envelope.open(SEAL_DOMAIN) {
         Ok(r) => r,
+        // A newer member is not misbehaving: tell it, without a penalty.
+        Err(e @ envelope::Error::PayloadVersion(_)) => {
+            return refuse("", [0; 32], "unsupported_version", e.to_string(), false)
+        }
         Err(e) => return refuse("", [0; 32], "bad_request", e.to_string(), true),
     };
     if request.version != SECAGG_VERSION {

@@ -50,7 +50,7 @@ use libp2p::request_response::{self, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
 use libp2p::{connection_limits, noise, tcp, yamux, Multiaddr, PeerId, Swarm};
 use tokio::sync::{mpsc, Semaphore};
-use witmed_crypto::{Envelope, PublicKey};
+use witmed_crypto::{envelope, Envelope, PublicKey};
 use witmed_protocol::query::Query;
 use witmed_protocol::wire::{NodeResponse, Outcome, QueryRequest, QUERY_DOMAIN, WIRE_VERSION};
 
@@ -631,11 +631,16 @@ pub fn authenticate(
         }
         return Ok(Checked::Seal);
     }
-    let request: QueryRequest = envelope.open(QUERY_DOMAIN).map_err(|e| {
-        refuse(
+    let request: QueryRequest = envelope.open(QUERY_DOMAIN).map_err(|e| match e {
+        // A newer client is not misbehaving: tell it, without a penalty.
+        envelope::Error::PayloadVersion(_) => refuse(
+            refused(node, "", [0; 32], "unsupported_version", e.to_string()),
+            false,
+        ),
+        e => refuse(
             refused(node, "", [0; 32], "bad_request", e.to_string()),
             true,
-        )
+        ),
     })?;
     let query_id = request.query.id.clone();
     let digest = request.query.digest();
