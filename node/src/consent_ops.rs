@@ -3,8 +3,6 @@
 //! Each operation verifies first, writes durably with its audit entry, and
 //! only then changes the in-memory registry that queries read.
 
-use std::sync::RwLockWriteGuard;
-
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use witmed_crypto::{Envelope, KeyPair, Pseudonym, PublicKey, Role};
@@ -13,7 +11,6 @@ use witmed_policies::consent::{self, Token, Verified};
 use crate::audit;
 use crate::consents::{
     put_enrolment, put_signed, reenrolment_key, revocation_key, supersede_token, token_key,
-    Registry,
 };
 use crate::node::Node;
 use crate::store::{self, cf};
@@ -40,10 +37,6 @@ pub enum Error {
     DuplicateReenrolment(String),
     #[error("this node's policy does not allow demonstration data (allow_demonstration_data = false); simulated consent is only for demonstration nodes: sign and install a policy with allow_demonstration_data = true, never on a node with real patients")]
     DemonstrationDataNotAllowed,
-    #[error(
-        "the consent registry is unusable after an earlier internal failure; restart the node"
-    )]
-    Poisoned,
     #[error("the OS random source failed; retry, and check the system's entropy source")]
     Random,
     #[error("{0}")]
@@ -62,7 +55,6 @@ impl Error {
             Error::UnknownToken(_) => "unknown_token",
             Error::DuplicateReenrolment(_) => "duplicate_reenrolment",
             Error::DemonstrationDataNotAllowed => "demonstration_data_not_allowed",
-            Error::Poisoned => "internal",
             Error::Random => "random_failed",
             Error::Invalid(_) => "invalid",
         }
@@ -82,11 +74,6 @@ pub enum Submitted {
     },
 }
 
-fn registry(node: &Node) -> Result<RwLockWriteGuard<'_, Registry>, Error> {
-    // A panic elsewhere cannot wedge consent changes (see `crate::locks`).
-    Ok(crate::locks::write(&node.consents))
-}
-
 /// Binds `key` to patient `p` (hospital staff, at registration).
 ///
 /// A simulated enrolment is replaced (its tokens stop counting); a real one
@@ -95,7 +82,7 @@ pub fn enrol(node: &Node, p: Pseudonym, key: PublicKey, now: i64) -> Result<(), 
     if !node.store.contains(cf::PATIENTS, &p.0)? {
         return Err(Error::UnknownPatient(p));
     }
-    let mut registry = registry(node)?;
+    let mut registry = crate::locks::write(&node.consents);
     let replaced = match registry.enrolment(&p) {
         Some(e) if e.key == key && !e.simulated => return Ok(()),
         Some(e) if !e.simulated => return Err(Error::AlreadyEnrolled(p)),
@@ -140,7 +127,7 @@ pub struct Reenrolled {
 /// enrolled key is replaced and the old key's tokens stop counting.
 pub fn reenrol(node: &Node, text: &str, now: i64) -> Result<Reenrolled, Error> {
     let envelope = witmed_policies::parse_signed(text)?;
-    let mut registry = registry(node)?;
+    let mut registry = crate::locks::write(&node.consents);
     let lookup = |q: &Pseudonym| registry.enrolled_key(q);
     let verified = consent::verify_reenrolment(
         &envelope,
@@ -201,7 +188,7 @@ fn submit_token(
     text: &str,
     now: i64,
 ) -> Result<Submitted, Error> {
-    let mut registry = registry(node)?;
+    let mut registry = crate::locks::write(&node.consents);
     let verified = registry.verify_token_text(text, &node.id(), now, false)?;
     let token = verified.token().clone();
     if registry.has_token(&token.id) {
@@ -235,7 +222,7 @@ fn submit_revocation(
     text: &str,
     now: i64,
 ) -> Result<Submitted, Error> {
-    let mut registry = registry(node)?;
+    let mut registry = crate::locks::write(&node.consents);
     let verified = registry.verify_revocation_envelope(envelope, &node.id())?;
     let revocation = verified.revocation().clone();
     // One patient must not revoke another's token: the revocation must name
@@ -314,7 +301,7 @@ pub fn simulate(
         patients: pseudonyms.len(),
         ..Simulated::default()
     };
-    let mut registry = registry(node)?;
+    let mut registry = crate::locks::write(&node.consents);
     let mut batch = node.store.batch();
     let mut made: Vec<(Pseudonym, PublicKey, Verified)> = Vec::new();
     for p in pseudonyms {

@@ -162,9 +162,7 @@ fn budget_left(
 /// The ledger lock; a poisoned lock only means another query panicked
 /// between check and commit, which wrote nothing, so the ledger is intact.
 fn lock_ledger(node: &Node) -> std::sync::MutexGuard<'_, ()> {
-    node.ledger_lock
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    crate::locks::lock(&node.ledger_lock)
 }
 
 /// Answers `query` from `researcher`, who presents `credential`.
@@ -221,17 +219,12 @@ pub fn answer(
         },
         plan.epsilon()
     );
-    let charge = NewCharge {
-        query_id: &query.id,
-        loss,
-        at: now,
-    };
     commit(
         node,
         &account,
         researcher,
         query,
-        charge,
+        (loss, now),
         answer.to_bytes(),
         detail,
     )?;
@@ -321,17 +314,12 @@ pub fn prepare(
         plan.share_scale,
         plan.local_rho,
     );
-    let charge = NewCharge {
-        query_id: &query.id,
-        loss,
-        at: now,
-    };
     commit(
         node,
         &account,
         researcher,
         query,
-        charge,
+        (loss, now),
         prepared.to_bytes(),
         detail,
     )?;
@@ -524,10 +512,15 @@ fn commit(
     account: &Account,
     researcher: &PublicKey,
     query: &Query,
-    charge: NewCharge<'_>,
+    (loss, now): (Loss, i64),
     answer: Vec<u8>,
     detail: String,
 ) -> Result<(), Error> {
+    let charge = NewCharge {
+        query_id: &query.id,
+        loss,
+        at: now,
+    };
     let mut batch = node.store.batch();
     let stored = StoredAnswer {
         version: RECORD_VERSION,

@@ -556,10 +556,7 @@ impl Node {
         let path = self.dir.policy();
         let candidate = parse_policy(&path, text, &self.config)?;
         // Held through the install, so two installs cannot interleave.
-        let mut installed = self
-            .policy
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut installed = crate::locks::write(&self.policy);
         if candidate.serial <= installed.serial {
             return Err(Error::Policy {
                 path,

@@ -72,27 +72,13 @@ fn world(patients: usize, demo: bool) -> World {
         .collect();
     let bob = tmp.path().join("bob.key");
     run_ok(&["keygen", "--role", "researcher", "--out", s(&bob)]);
-    run_ok(&[
-        "credential",
-        "issue",
-        "--authority-key",
-        s(&authority_key),
-        "--researcher-key",
-        s(&bob),
-        "--researcher-id",
+    issue_credential(
+        &authority_key,
+        &bob,
         "bob",
-        "--name",
-        "Bob",
-        "--institution",
-        "University",
-        "--project",
-        "p1",
-        "--purposes",
         "HMB",
-        "--not-for-profit",
-        "--out",
-        s(&tmp.path().join("bob.credential")),
-    ]);
+        &tmp.path().join("bob.credential"),
+    );
     World { tmp, node, records }
 }
 
@@ -172,18 +158,7 @@ fn local_count_once(w: &World, id: &str) -> f64 {
 }
 
 fn simulate(w: &World, seed: &str) -> String {
-    run_ok(&[
-        "consent",
-        "simulate",
-        "--data-dir",
-        w.dir(),
-        "--rate",
-        "1.0",
-        "--purposes",
-        "HMB",
-        "--seed",
-        seed,
-    ])
+    simulate_consent(&w.node, seed)
 }
 
 /// The pseudonym and node id of record `i`.

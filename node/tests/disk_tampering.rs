@@ -105,18 +105,7 @@ fn world(patients: usize) -> World {
         "--outcomes",
         s(&outcomes_a()),
     ]);
-    run_ok(&[
-        "consent",
-        "simulate",
-        "--data-dir",
-        s(&w.node),
-        "--rate",
-        "1.0",
-        "--purposes",
-        "HMB",
-        "--seed",
-        "3",
-    ]);
+    simulate_consent(&w.node, "3");
     run_ok(&[
         "keygen",
         "--role",
@@ -124,27 +113,13 @@ fn world(patients: usize) -> World {
         "--out",
         s(&w.path("bob.key")),
     ]);
-    run_ok(&[
-        "credential",
-        "issue",
-        "--authority-key",
-        s(&w.path("authority.key")),
-        "--researcher-key",
-        s(&w.path("bob.key")),
-        "--researcher-id",
+    issue_credential(
+        &w.path("authority.key"),
+        &w.path("bob.key"),
         "bob",
-        "--name",
-        "Bob",
-        "--institution",
-        "University",
-        "--project",
-        "p1",
-        "--purposes",
         "HMB",
-        "--not-for-profit",
-        "--out",
-        s(&w.path("bob.credential")),
-    ]);
+        &w.path("bob.credential"),
+    );
     std::fs::write(w.path("count.toml"), count_toml()).unwrap();
     w
 }
@@ -658,6 +633,13 @@ fn a_data_dir_open_to_others_is_refused() {
     assert_node_stops(&w, &["open to group or others", "chmod -R go-rwx"]);
     std::fs::set_permissions(&w.node, std::fs::Permissions::from_mode(0o700)).unwrap();
     run_ok(&["node", "status", "--data-dir", s(&w.node)]);
+    // A file an operator copied in open to others, inside the private
+    // directory, was never reachable by them: it is made private again.
+    let policy = w.node.join("policy.signed");
+    std::fs::set_permissions(&policy, std::fs::Permissions::from_mode(0o644)).unwrap();
+    run_ok(&["node", "status", "--data-dir", s(&w.node)]);
+    let mode = std::fs::metadata(&policy).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "policy.signed left at {mode:o}");
 }
 
 #[test]

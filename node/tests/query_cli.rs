@@ -64,18 +64,7 @@ fn world() -> World {
         "--outcomes",
         s(&outcomes_a()),
     ]);
-    run_ok(&[
-        "consent",
-        "simulate",
-        "--data-dir",
-        s(&w.node),
-        "--rate",
-        "1.0",
-        "--purposes",
-        "HMB",
-        "--seed",
-        "3",
-    ]);
+    simulate_consent(&w.node, "3");
     run_ok(&[
         "keygen",
         "--role",
@@ -88,27 +77,13 @@ fn world() -> World {
 }
 
 fn issue(w: &World, authority: &str, researcher: &str, purposes: &str, out: &str) {
-    run_ok(&[
-        "credential",
-        "issue",
-        "--authority-key",
-        s(&w.path(authority)),
-        "--researcher-key",
-        s(&w.path(researcher)),
-        "--researcher-id",
+    issue_credential(
+        &w.path(authority),
+        &w.path(researcher),
         researcher,
-        "--name",
-        "Bob",
-        "--institution",
-        "University",
-        "--project",
-        "p1",
-        "--purposes",
         purposes,
-        "--not-for-profit",
-        "--out",
-        s(&w.path(out)),
-    ]);
+        &w.path(out),
+    );
 }
 
 /// An HMB count at epsilon 1 with id "count-1".

@@ -78,6 +78,54 @@ pub fn init_node(dir: &Path, name: &str) {
     ]);
 }
 
+/// `witmed consent simulate` on a demonstration node: every patient consents to HMB.
+pub fn simulate_consent(node: &Path, seed: &str) -> String {
+    run_ok(&[
+        "consent",
+        "simulate",
+        "--data-dir",
+        node.to_str().unwrap(),
+        "--rate",
+        "1.0",
+        "--purposes",
+        "HMB",
+        "--seed",
+        seed,
+    ])
+}
+
+/// `witmed credential issue` as an authority runs it: Bob of University,
+/// project p1, certified as `researcher_id` for `purposes`.
+pub fn issue_credential(
+    authority_key: &Path,
+    researcher_key: &Path,
+    researcher_id: &str,
+    purposes: &str,
+    out: &Path,
+) {
+    run_ok(&[
+        "credential",
+        "issue",
+        "--authority-key",
+        authority_key.to_str().unwrap(),
+        "--researcher-key",
+        researcher_key.to_str().unwrap(),
+        "--researcher-id",
+        researcher_id,
+        "--name",
+        "Bob",
+        "--institution",
+        "University",
+        "--project",
+        "p1",
+        "--purposes",
+        purposes,
+        "--not-for-profit",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+}
+
 /// What a PhysioNet set holds, counted straight from the files by the
 /// documented rule (independent of the importer's parser).
 #[derive(Debug, Default, PartialEq, Eq)]
