@@ -194,9 +194,15 @@ pub fn reveal(
     let as_f64: Vec<f64> = decrypted.iter().map(|v| *v as f64).collect();
     let epsilon_spent_max = receipts.iter().map(|r| r.epsilon_spent).fold(0.0, f64::max);
     let histogram = matches!(query.aggregate, Aggregate::Histogram { .. });
+    // Total: the shape was checked against the query, but a decoded total
+    // without a first value is refused rather than indexed.
+    let first = match as_f64.first() {
+        Some(v) => *v,
+        None => return inconsistent("decrypts to no value"),
+    };
     Ok(Combined {
-        value: (!histogram).then(|| as_f64[0]),
-        ci95: (!histogram).then(|| interval(as_f64[0])),
+        value: (!histogram).then_some(first),
+        ci95: (!histogram).then(|| interval(first)),
         ci95s: if histogram {
             as_f64.iter().map(|v| interval(*v)).collect()
         } else {
