@@ -6,11 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 export WITMED_DATA_DIR="${WITMED_DATA_DIR:-$(cd .. && pwd)/shared/data}"
-cargo build --locked -p witmed --bin witmed
-W="$CARGO_TARGET_DIR/debug/witmed"
+cargo build --locked -p witmed-lab --bin witmed-lab
+W="$CARGO_TARGET_DIR/debug/witmed-lab"
 mkdir -p docs
 { echo "$(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; $(uname -srm)"; grep -m1 'model name' /proc/cpuinfo || true; } > docs/bench-machine.txt
-run() { local out=$1; shift; { echo "\$ witmed $*"; "$W" "$@"; } 2>/dev/null | tee "docs/$out"; }
+run() { local out=$1; shift; { echo "\$ witmed-lab $*"; "$W" "$@"; } 2>/dev/null | tee "docs/$out"; }
 run bench-import.txt bench import --set-dir "$WITMED_DATA_DIR/physionet2012/set-a"
 run bench-query.txt bench query --patients 100000 --repetitions 200
 run bench-dp-error.txt bench dp-error --patients 10000 --repetitions 100 --csv docs/bench-dp-error.csv

@@ -21,7 +21,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/witmed-target}"
 # The feature only lets the node's own tests switch noise off; building with
 # it reuses the test build instead of compiling the node crate a second time.
 # The fuzzer never computes noise.
-cargo build --quiet -p witmed-fuzz --features witmed/insecure-noise-off
+cargo build --quiet -p witmed-fuzz --features witmed-node/insecure-noise-off
 bin="$CARGO_TARGET_DIR/debug/witmed-fuzz"
 
 if [ "$target" = list ]; then

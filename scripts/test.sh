@@ -11,5 +11,5 @@ export WITMED_DATA_DIR="${WITMED_DATA_DIR:-$(cd .. && pwd)/shared/data}"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The feature lets the exact-equality tests of encrypted mode switch noise off
-# (see node/tests/encrypted.rs); the release the README builds never has it.
-cargo nextest run --workspace --locked --no-fail-fast --features witmed/insecure-noise-off
+# (see lab/tests/encrypted.rs); the release the README builds never has it.
+cargo nextest run --workspace --locked --no-fail-fast --features witmed-node/insecure-noise-off

@@ -116,7 +116,7 @@ pub fn directory() -> Directory {
         ("General", &keys().hospital),
     ];
     for (name, key) in members {
-        let peer_id = witmed::net::peer_id_of(&key.public())
+        let peer_id = witmed_net::peer_id_of(&key.public())
             .map(|p| p.to_string())
             .unwrap_or_default();
         // A seed that does not validate would only weaken the fuzzing, never hide a crash.

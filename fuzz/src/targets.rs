@@ -26,10 +26,10 @@ use arbitrary::Unstructured;
 use libp2p::request_response::Codec as _;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use witmed::import::{fhir, physionet};
-use witmed::net::codec::{self, Codec};
 use witmed_crypto::fhe::{Ciphertext, ClientKey, CompactPublicKey};
 use witmed_crypto::{Envelope, KeyPair, PublicKey};
+use witmed_import::{fhir, physionet};
+use witmed_net::codec::{self, Codec};
 use witmed_policies::consent::{self, Revocation, Token};
 use witmed_policies::credential::{self, Credential, CREDENTIAL_DOMAIN};
 use witmed_policies::directory::{self, Directory};
@@ -935,7 +935,7 @@ const POLICY: Signed<NodePolicy> = Signed {
     signer: || &keys().hospital,
     // As node.rs reads policy.signed: the text form under its own, larger bound.
     parse_text: |text| {
-        Envelope::from_text(text, witmed::node::MAX_POLICY_BYTES).map_err(|e| e.to_string())
+        Envelope::from_text(text, witmed_node::node::MAX_POLICY_BYTES).map_err(|e| e.to_string())
     },
     verify: |e| {
         policy::load_policy(e, &keys().hospital.public(), &keys().node.public())
@@ -1312,14 +1312,14 @@ fn key_file_run(data: &[u8]) -> Verdict {
 }
 
 fn local_files_seeds() -> Vec<Vec<u8>> {
-    let config = witmed::node::Config {
+    let config = witmed_node::node::Config {
         version: 1,
         name: "St Elsewhere".into(),
         node_key: keys().node.public(),
         hospital_key: keys().hospital.public(),
         created_at: NOW,
     };
-    let info = witmed::encrypted::study::StudyInfo {
+    let info = witmed_node::encrypted::study::StudyInfo {
         version: 1,
         id: hex::encode(seeds::study().1.study_id()),
         params: witmed_crypto::fhe::params::ID.into(),
@@ -1356,8 +1356,8 @@ fn local_files_run(data: &[u8]) -> Verdict {
         Err(verdict) => return verdict,
     };
     match mode {
-        0 => toml_round_trips::<witmed::node::Config>("node config", text),
-        1 => toml_round_trips::<witmed::encrypted::study::StudyInfo>("study info", text),
+        0 => toml_round_trips::<witmed_node::node::Config>("node config", text),
+        1 => toml_round_trips::<witmed_node::encrypted::study::StudyInfo>("study info", text),
         2 => match text.parse::<PublicKey>() {
             Ok(key) if key.to_hex().parse::<PublicKey>().ok() != Some(key) => {
                 Err("public key changed in a hex round trip".into())

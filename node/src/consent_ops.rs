@@ -1,12 +1,10 @@
-//! Consent operations on an open node: enrolment, re-enrolment, submission of signed tokens and revocations, simulation.
+//! Consent operations on an open node: enrolment, re-enrolment, submission of signed tokens and revocations, storing demonstration consent.
 //!
 //! Each operation verifies first, writes durably with its audit entry, and
 //! only then changes the in-memory registry that queries read.
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha20Rng;
 use witmed_crypto::{Envelope, KeyPair, Pseudonym, PublicKey, Role};
-use witmed_policies::consent::{self, Token, Verified};
+use witmed_policies::consent::{self, Verified};
 
 use crate::audit;
 use crate::consents::{
@@ -14,7 +12,6 @@ use crate::consents::{
 };
 use crate::node::Node;
 use crate::store::{self, cf};
-use witmed_protocol::vocab::{Category, Mode};
 
 /// Errors from consent operations.
 #[derive(Debug, thiserror::Error)]
@@ -271,32 +268,26 @@ pub struct Simulated {
     pub already: usize,
 }
 
-/// Enrols fresh keys and signs tokens for a seeded share of patients.
+/// Stores simulated consent for the patients `chosen` picks, each made by `consent_for`.
 ///
 /// For demonstration nodes only: refused unless the node policy allows
 /// demonstration data. Every enrolment and token is marked simulated in the
-/// store and counts only while the policy allows it. Each key is drawn from
-/// the OS and dropped once its token is signed, so nobody (not the operator,
-/// not someone who knows the seed) can sign for a simulated patient again.
-/// The seed only chooses which patients. Patients already enrolled are
-/// skipped, and everything is written in one synced batch or not at all.
-pub fn simulate(
+/// store and counts only while the policy allows it. Making the keys and
+/// tokens is witmed-lab's (`consent simulate`), never the hospital binary's;
+/// this only stores them. `chosen` is asked for every patient in store order,
+/// so a seeded choice depends on the seed alone; patients already enrolled
+/// are skipped, and everything is written in one synced batch or not at all.
+pub fn store_simulated(
     node: &Node,
-    rate: f64,
-    purposes: &[String],
-    seed: u64,
+    mut chosen: impl FnMut() -> bool,
+    mut consent_for: impl FnMut(Pseudonym) -> Result<(PublicKey, Verified, String), Error>,
+    describe: impl FnOnce(usize, usize) -> String,
     now: i64,
 ) -> Result<Simulated, Error> {
     if !node.policy().allow_demonstration_data {
         return Err(Error::DemonstrationDataNotAllowed);
     }
-    if !(0.0..=1.0).contains(&rate) {
-        return Err(Error::Invalid(format!(
-            "--rate must be within 0 and 1, got {rate}"
-        )));
-    }
     let pseudonyms = all_patients(node)?;
-    let mut rng = ChaCha20Rng::seed_from_u64(seed);
     let mut out = Simulated {
         patients: pseudonyms.len(),
         ..Simulated::default()
@@ -305,25 +296,19 @@ pub fn simulate(
     let mut batch = node.store.batch();
     let mut made: Vec<(Pseudonym, PublicKey, Verified)> = Vec::new();
     for p in pseudonyms {
-        // Drawn for every patient, so the choice depends on the seed alone.
-        if !rng.gen_bool(rate) {
+        if !chosen() {
             continue;
         }
         if registry.enrolment(&p).is_some() {
             out.already += 1;
             continue;
         }
-        let (key, verified, text) = simulated_consent(node.id(), p, purposes, now)?;
+        let (key, verified, text) = consent_for(p)?;
         put_enrolment(&mut batch, &p, key, now, true)?;
         put_signed(&mut batch, &token_key(&verified.id), &text, true)?;
         made.push((p, key, verified));
     }
-    let detail = format!(
-        "SIMULATED consent: {} patients enrolled with fresh keys and tokens for purposes {} (seed {seed}, rate {rate}, {} already enrolled left alone)",
-        made.len(),
-        purposes.join(","),
-        out.already
-    );
+    let detail = describe(made.len(), out.already);
     audit::append(
         &mut batch,
         &node.store,
@@ -339,26 +324,17 @@ pub fn simulate(
     Ok(out)
 }
 
-/// A fresh simulated patient key, and a token signed and verified with it.
-/// The private key is dropped here.
-fn simulated_consent(
-    node: PublicKey,
-    p: Pseudonym,
-    purposes: &[String],
-    now: i64,
-) -> Result<(PublicKey, Verified, String), Error> {
-    let key = KeyPair::generate(Role::Patient).map_err(|_| Error::Random)?;
-    let public = key.public();
-    let token = simulated_token(node, p, purposes, random_token_id()?, now);
-    let envelope = token.sign(&key);
-    let verified = consent::verify_token(&envelope, &node, &|q| (*q == p).then_some(public), now)?;
-    Ok((public, verified, envelope.to_text()))
-}
-
-fn random_token_id() -> Result<String, Error> {
-    let mut bytes = [0u8; 16];
-    witmed_crypto::fill_random(&mut bytes).map_err(|_| Error::Random)?;
-    Ok(consent::token_id(bytes))
+/// Installs a new policy (next serial) that allows demonstration data, so
+/// witmed-lab's `consent simulate` may run and its simulated consent counts.
+/// For the demo, simnet, benchmarks and tests: never on a node with real patients.
+pub fn allow_demonstration_data(node: &Node, now: i64) -> Result<(), crate::node::Error> {
+    let hospital = KeyPair::load_role(&node.dir.hospital_key(), Role::Hospital)?;
+    let mut policy = node.policy();
+    policy.serial += 1;
+    policy.allow_demonstration_data = true;
+    policy.issued_at = now;
+    node.install_policy(&policy.sign(&hospital).to_text(), now)?;
+    Ok(())
 }
 
 fn all_patients(node: &Node) -> Result<Vec<Pseudonym>, Error> {
@@ -370,25 +346,4 @@ fn all_patients(node: &Node) -> Result<Vec<Pseudonym>, Error> {
         Ok(())
     })?;
     Ok(out)
-}
-
-fn simulated_token(
-    node: PublicKey,
-    patient: Pseudonym,
-    purposes: &[String],
-    id: String,
-    now: i64,
-) -> Token {
-    Token {
-        version: consent::TOKEN_VERSION,
-        id,
-        node,
-        patient,
-        purposes: purposes.to_vec(),
-        categories: Category::ALL.into_iter().collect(),
-        modes: [Mode::Dp, Mode::Encrypted].into_iter().collect(),
-        not_before: now.saturating_sub(86_400),
-        expires: now.saturating_add(365 * 86_400),
-        simulated: true,
-    }
 }

@@ -466,6 +466,10 @@ impl Node {
     pub fn key(&self) -> &KeyPair {
         &self.node_key
     }
+    /// The consent registry as queries see it now (read-only; changes go through `consent_ops`).
+    pub fn consent_registry(&self) -> std::sync::RwLockReadGuard<'_, Registry> {
+        crate::locks::read(&self.consents)
+    }
 
     /// The node's identity (public key).
     pub fn id(&self) -> PublicKey {

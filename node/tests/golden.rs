@@ -11,7 +11,7 @@
 //! version constant), never a regenerated fixture alone.
 //!
 //! After adding a version on purpose, write its fixture with
-//! `WITMED_REGENERATE_GOLDEN=1 cargo test -p witmed --features witmed/insecure-noise-off --test golden`
+//! `WITMED_REGENERATE_GOLDEN=1 cargo test -p witmed-node --test golden`
 //! and review the diff: only the new version's fixture may change (older
 //! versions' fixtures are made from frozen layouts, so they come out the same).
 
@@ -20,16 +20,16 @@ use std::fmt::Debug;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-use witmed::audit::Entry;
-use witmed::consents::{Enrolment, StoredSigned};
-use witmed::encrypted::aggregate::StoredAggregation;
-use witmed::encrypted::study::StoredStudy;
-use witmed::engine::{Prepared, StoredSeal, PREPARED_VERSION};
-use witmed::ledger::{Charge, Head, StoredAnswer};
-use witmed::node::{ConsortiumSeal, InstalledFile, TrustSeal};
-use witmed::store::{ConditionRecord, ObservationRecord, PatientRecord, RECORD_VERSION};
 use witmed_crypto::versioned::{self, Evolving};
 use witmed_crypto::{Envelope, KeyPair, Pseudonym, PublicKey, Role};
+use witmed_node::audit::Entry;
+use witmed_node::consents::{Enrolment, StoredSigned};
+use witmed_node::encrypted::aggregate::StoredAggregation;
+use witmed_node::encrypted::study::StoredStudy;
+use witmed_node::engine::{Prepared, StoredSeal, PREPARED_VERSION};
+use witmed_node::ledger::{Charge, Head, StoredAnswer};
+use witmed_node::node::{ConsortiumSeal, InstalledFile, TrustSeal};
+use witmed_node::store::{ConditionRecord, ObservationRecord, PatientRecord, RECORD_VERSION};
 use witmed_policies::consent::{
     Reenrolment, Revocation, Token, REENROLMENT_DOMAIN, REVOCATION_DOMAIN, TOKEN_DOMAIN,
 };

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use witmed::dp::Plan;
+use witmed_node::dp::Plan;
 use witmed_protocol::query::Query;
 
 fn count_plan(epsilon: f64) -> Plan {

@@ -13,6 +13,7 @@ pub mod examples;
 pub mod interval;
 pub mod limbs;
 pub mod query;
+pub mod status;
 pub mod vocab;
 pub mod wire;
 

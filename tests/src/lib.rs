@@ -1,8 +1,9 @@
 //! Helpers for the workspace-wide tests in `tests/tests/`: where the workspace is, which files it holds.
 //!
-//! End-to-end tests of one node and of federations live in `node/tests/`,
-//! beside the `witmed` binary they drive; this crate holds checks that span
-//! the whole workspace.
+//! End-to-end tests of one node and of federations live in `lab/tests/`,
+//! beside the `witmed-lab` binary they drive (witmed's command line plus
+//! simulated consent and faults); this crate holds checks that span the
+//! whole workspace.
 
 use std::path::{Path, PathBuf};
 
@@ -19,12 +20,16 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The directory of every crate in the workspace.
+pub const CRATE_DIRS: [&str; 11] = [
+    "crypto", "protocol", "policies", "import", "node", "net", "cli", "simnet", "lab", "tests",
+    "fuzz",
+];
+
 /// Every `.rs` file under the workspace's crates, sorted.
 pub fn rust_sources() -> Vec<PathBuf> {
     let mut out = Vec::new();
-    for krate in [
-        "crypto", "protocol", "policies", "node", "simnet", "tests", "fuzz",
-    ] {
+    for krate in CRATE_DIRS {
         collect(&workspace_root().join(krate), &mut out);
     }
     out.sort();

@@ -62,7 +62,7 @@ fn cargo_test_at_the_root_covers_every_crate() {
     let root = manifest("Cargo.toml");
     let workspace = table(&root, &["workspace"]);
     let members = strings(workspace.get("members"));
-    assert!(members.len() >= 7, "{members:?}");
+    assert_eq!(members.len(), witmed_e2e::CRATE_DIRS.len(), "{members:?}");
     assert_eq!(strings(workspace.get("default-members")), members);
 }
 
@@ -80,20 +80,20 @@ fn scripts_build_only_the_dev_profile() {
     }
 }
 
-/// The test-only feature reaches test builds through this crate's
-/// dev-dependency, and never the hospital build of `witmed`.
+/// The test-only feature (on the node core) reaches test builds through this
+/// crate's dev-dependency, and never the hospital build of `witmed`.
 #[test]
 fn only_test_builds_switch_noise_off() {
     let e2e = manifest("tests/Cargo.toml");
-    let witmed = table(&e2e, &["dev-dependencies", "witmed"]);
+    let core = table(&e2e, &["dev-dependencies", "witmed-node"]);
     assert_eq!(
-        strings(witmed.get("features")),
+        strings(core.get("features")),
         vec!["insecure-noise-off".to_string()]
     );
     let node = manifest("node/Cargo.toml");
     assert!(
         strings(table(&node, &["features"]).get("default")).is_empty(),
-        "witmed has no default features"
+        "witmed-node has no default features"
     );
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
@@ -107,7 +107,7 @@ fn only_test_builds_switch_noise_off() {
             "-e",
             "normal,features",
         ])
-        .args(["-i", "witmed", "--prefix", "none"])
+        .args(["-i", "witmed-node", "--prefix", "none"])
         .output()
         .expect("cargo tree runs");
     let tree = String::from_utf8_lossy(&out.stdout);
@@ -116,7 +116,7 @@ fn only_test_builds_switch_noise_off() {
         "cargo tree failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(tree.contains("witmed v"), "{tree}");
+    assert!(tree.contains("witmed-node v"), "{tree}");
     assert!(
         !tree.contains("insecure-noise-off"),
         "the hospital build of witmed has the test-only feature:\n{tree}"

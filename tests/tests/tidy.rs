@@ -26,41 +26,6 @@ fn every_source_file_starts_with_a_module_doc_line() {
     );
 }
 
-/// Dependencies point one way: crypto <- protocol <- policies <- node; simnet never links node.
-#[test]
-fn crate_dependencies_point_one_way() {
-    let manifest = |krate: &str| {
-        std::fs::read_to_string(workspace_root().join(krate).join("Cargo.toml")).unwrap()
-    };
-    let deps = |krate: &str| -> Vec<String> {
-        let text = manifest(krate);
-        // Only the [dependencies] table: not the package name, not dev-dependencies.
-        let after = text.split("[dependencies]").nth(1).unwrap_or_default();
-        let normal = after.split("\n[").next().unwrap_or_default().to_string();
-        [
-            "witmed-crypto",
-            "witmed-protocol",
-            "witmed-policies",
-            "witmed-simnet",
-            "witmed.workspace",
-            "witmed =",
-        ]
-        .iter()
-        .filter(|d| normal.contains(*d))
-        .map(|d| d.to_string())
-        .collect()
-    };
-    assert!(
-        deps("crypto").is_empty(),
-        "crypto depends on nothing of ours"
-    );
-    assert_eq!(deps("protocol"), vec!["witmed-crypto"]);
-    assert_eq!(deps("policies"), vec!["witmed-crypto", "witmed-protocol"]);
-    assert!(!deps("simnet")
-        .iter()
-        .any(|d| d.starts_with("witmed.") || d == "witmed =" || d == "witmed-policies"));
-}
-
 /// Pure crates do no IO: no sockets, no RocksDB, no clock.
 #[test]
 fn protocol_and_policies_do_no_io() {

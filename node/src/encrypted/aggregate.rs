@@ -27,9 +27,9 @@ use witmed_protocol::encrypted::{
 use witmed_protocol::query::Query;
 
 use crate::audit;
-use crate::net::client::Status;
 use crate::node::Node;
 use crate::store::{self, cf, RECORD_VERSION};
+use witmed_protocol::status::Status;
 
 /// What the aggregator keeps of one encrypted query.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

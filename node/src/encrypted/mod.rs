@@ -31,13 +31,16 @@
 //! only if every other roster member reveals its masks.
 
 pub mod aggregate;
-pub mod reveal;
 pub mod shares;
 pub mod study;
 
 /// Environment variable that turns noise shares off, honoured only in builds
 /// with the `insecure-noise-off` feature (the test suite's exact-equality checks).
 pub const NOISE_OFF_ENV: &str = "WITMED_INSECURE_NOISE_OFF";
+
+/// Whether this build can switch noise shares off (the test-only
+/// `insecure-noise-off` feature); tests that need it fail by name without it.
+pub const NOISE_OFF_AVAILABLE: bool = cfg!(feature = "insecure-noise-off");
 
 /// Whether shares get noise: always, unless a test build asks otherwise.
 pub fn noise_enabled() -> bool {

@@ -1,5 +1,0 @@
-//! The `witmed` command: run a hospital node, import data, manage consent, ask queries.
-
-fn main() -> std::process::ExitCode {
-    witmed::cli::main()
-}
