@@ -11,14 +11,6 @@ use std::process::{Command, Output, Stdio};
 
 use common::*;
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 /// A node named "General" in a fresh temporary directory.
 fn fresh_node() -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
@@ -233,11 +225,6 @@ fn witmed_node_dir_names_the_node() {
 }
 
 /// Runs `witmed args` (which include `--json`) and parses stdout.
-fn json_of(args: &[&str]) -> serde_json::Value {
-    let out = run_ok(args);
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
-}
-
 fn is_hex_key(value: &serde_json::Value) -> bool {
     value
         .as_str()
@@ -525,75 +512,6 @@ fn every_option_of_every_command_has_help_text() {
         "options without help:\n{}",
         missing.join("\n")
     );
-}
-
-/// The fenced `sh` blocks of a README section, as commands: continuation
-/// lines joined, comments and blank lines dropped.
-fn readme_commands(section_title: &str, next_title: &str) -> Vec<String> {
-    let readme = include_str!("../../README.md");
-    let start = readme.find(section_title).expect("README section");
-    let end = start
-        + readme[start..]
-            .find(next_title)
-            .expect("next README section");
-    let mut commands = Vec::new();
-    let mut in_sh = false;
-    let mut pending = String::new();
-    for line in readme[start..end].lines() {
-        match line.trim() {
-            "```sh" => in_sh = true,
-            "```" => in_sh = false,
-            _ if !in_sh => {}
-            l if l.starts_with('#') || l.is_empty() => {}
-            l => {
-                let (joined, more) = match l.strip_suffix('\\') {
-                    Some(head) => (head, true),
-                    None => (l, false),
-                };
-                pending.push_str(joined);
-                pending.push(' ');
-                if !more {
-                    commands.push(std::mem::take(&mut pending).trim().to_owned());
-                }
-            }
-        }
-    }
-    commands
-}
-
-/// The first TOML block of a README section, e.g. the query file example.
-fn readme_toml(section_title: &str) -> String {
-    let readme = include_str!("../../README.md");
-    let start = readme.find(section_title).expect("README section");
-    let body = &readme[start..];
-    let open = body.find("```toml\n").expect("a toml block") + "```toml\n".len();
-    let close = open + body[open..].find("```").unwrap();
-    body[open..close].to_owned()
-}
-
-/// Runs one README line through `sh -c` in `cwd`, with `witmed` on PATH.
-fn sh_line(line: &str, cwd: &Path) -> Output {
-    let bin_dir = Path::new(env!("CARGO_BIN_EXE_witmed")).parent().unwrap();
-    let path = format!(
-        "{}:{}",
-        bin_dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    Command::new("sh")
-        .arg("-c")
-        .arg(line)
-        .current_dir(cwd)
-        .env("PATH", path)
-        .env("WITMED_DATA_DIR", data_dir())
-        .env_remove("WITMED_NODE_DIR")
-        .output()
-        .unwrap()
-}
-
-fn value_after<'a>(out: &'a str, label: &str) -> Option<&'a str> {
-    out.lines()
-        .find_map(|l| l.strip_prefix(label))
-        .map(str::trim)
 }
 
 #[test]

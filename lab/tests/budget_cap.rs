@@ -619,17 +619,10 @@ fn set_window_delta(data_dir: &Path, delta: f64) {
 /// The attack as it came in: an encrypted query over libp2p to real `witmed node run` processes.
 #[test]
 fn over_the_wire_a_member_whose_policy_has_delta_zero_refuses_its_encrypted_share() {
-    use witmed_simnet::cluster::{self, Cluster, Options};
+    use witmed_simnet::cluster::{self, Cluster};
     let tmp = tempfile::tempdir().unwrap();
     let records: Vec<PathBuf> = physionet_files(&set_a()).into_iter().take(60).collect();
-    let options = Options {
-        bin: PathBuf::from(env!("CARGO_BIN_EXE_witmed-lab")),
-        root: tmp.path().join("cluster"),
-        consent_rate: 1.0,
-        outcomes: None,
-        proxied: false,
-        node_env: vec![],
-    };
+    let options = cluster_options(&tmp.path().join("cluster"));
     let mut cluster = Cluster::build(&options, &cluster::split(&records, 2)).unwrap();
     set_window_delta(&cluster.members[1].data_dir, 0.0);
     cluster.start_all().unwrap();

@@ -28,17 +28,6 @@ impl Setup {
     }
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn field<'a>(out: &'a str, label: &str) -> &'a str {
-    out.lines()
-        .find_map(|l| l.strip_prefix(label))
-        .unwrap_or_else(|| panic!("no {label:?} in {out}"))
-        .trim()
-}
-
 /// A node with 5 patients; alice's key enrolled for the first one.
 fn setup() -> Setup {
     let tmp = tempfile::tempdir().unwrap();

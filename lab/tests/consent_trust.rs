@@ -16,17 +16,6 @@ use witmed_crypto::{KeyPair, Pseudonym, Role};
 use witmed_policies::consent::{Reenrolment, Revocation, REENROLMENT_VERSION, REVOCATION_VERSION};
 use witmed_simnet::cluster::{self, Cluster, Options};
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn field<'a>(out: &'a str, label: &str) -> &'a str {
-    out.lines()
-        .find_map(|l| l.strip_prefix(label))
-        .unwrap_or_else(|| panic!("no {label:?} in {out}"))
-        .trim()
-}
-
 struct World {
     tmp: tempfile::TempDir,
     node: PathBuf,
@@ -542,12 +531,8 @@ fn simulate_after_a_real_enrolment_succeeds_and_leaves_no_bad_token() {
 fn running_hospital(root: &Path, files: usize) -> (Cluster, World) {
     let records: Vec<PathBuf> = physionet_files(&set_a()).into_iter().take(files).collect();
     let options = Options {
-        bin: PathBuf::from(env!("CARGO_BIN_EXE_witmed-lab")),
-        root: root.join("cluster"),
         consent_rate: 0.0,
-        outcomes: None,
-        proxied: false,
-        node_env: vec![],
+        ..cluster_options(&root.join("cluster"))
     };
     let mut c = Cluster::build(&options, &cluster::split(&records, 1)).unwrap();
     let w = World {

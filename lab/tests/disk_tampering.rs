@@ -16,32 +16,15 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
+/// The shared research node (common::ResearchNode), with a count query.
+type World = ResearchNode;
+
+/// `query local` of bob's count query at the node.
+trait QueryLocal {
+    fn query_local(&self) -> Vec<String>;
 }
 
-fn public_key(out: &str) -> String {
-    out.lines()
-        .find_map(|l| l.strip_prefix("public key: "))
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
-/// A node with a few set-a patients, all consenting, trusting one authority,
-/// and a researcher with a credential and a count query.
-struct World {
-    tmp: tempfile::TempDir,
-    node: PathBuf,
-    authority: String,
-    set: PathBuf,
-}
-
-impl World {
-    fn path(&self, name: &str) -> PathBuf {
-        self.tmp.path().join(name)
-    }
-
+impl QueryLocal for World {
     fn query_local(&self) -> Vec<String> {
         [
             "query",
@@ -67,59 +50,7 @@ fn count_toml() -> String {
 }
 
 fn world(patients: usize) -> World {
-    let tmp = tempfile::tempdir().unwrap();
-    let node = tmp.path().join("node");
-    let authority_key = tmp.path().join("authority.key");
-    let authority = public_key(&run_ok(&[
-        "keygen",
-        "--role",
-        "authority",
-        "--out",
-        s(&authority_key),
-    ]));
-    let set = small_set(tmp.path(), patients);
-    let w = World {
-        tmp,
-        node,
-        authority,
-        set,
-    };
-    run_ok(&[
-        "node",
-        "init",
-        "--data-dir",
-        s(&w.node),
-        "--name",
-        "General",
-        "--trust-issuer",
-        &w.authority,
-        // The fixture simulates consent: the init policy (serial 2) allows it.
-        "--allow-demonstration-data",
-    ]);
-    run_ok(&[
-        "import",
-        "physionet",
-        "--data-dir",
-        s(&w.node),
-        s(&w.set),
-        "--outcomes",
-        s(&outcomes_a()),
-    ]);
-    simulate_consent(&w.node, "3");
-    run_ok(&[
-        "keygen",
-        "--role",
-        "researcher",
-        "--out",
-        s(&w.path("bob.key")),
-    ]);
-    issue_credential(
-        &w.path("authority.key"),
-        &w.path("bob.key"),
-        "bob",
-        "HMB",
-        &w.path("bob.credential"),
-    );
+    let w = ResearchNode::new(patients);
     std::fs::write(w.path("count.toml"), count_toml()).unwrap();
     w
 }

@@ -25,12 +25,8 @@ fn cluster(
     }
     let slices = specs.iter().map(|s| s.records.clone()).collect();
     let options = Options {
-        bin: PathBuf::from(env!("CARGO_BIN_EXE_witmed-lab")),
-        root: root.to_path_buf(),
-        consent_rate: 1.0,
-        outcomes: None,
         proxied: true,
-        node_env: vec![],
+        ..cluster_options(root)
     };
     let mut c = Cluster::build(&options, &specs).unwrap();
     c.start_all().unwrap();

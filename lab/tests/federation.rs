@@ -15,12 +15,8 @@ const TIMEOUT: &str = "8s";
 fn cluster(root: &Path, n: usize, files: usize) -> (Cluster, Vec<PathBuf>) {
     let records: Vec<PathBuf> = physionet_files(&set_a()).into_iter().take(files).collect();
     let options = Options {
-        bin: PathBuf::from(env!("CARGO_BIN_EXE_witmed-lab")),
-        root: root.to_path_buf(),
-        consent_rate: 1.0,
         outcomes: Some(outcomes_a()),
-        proxied: false,
-        node_env: vec![],
+        ..cluster_options(root)
     };
     let mut c = Cluster::build(&options, &cluster::split(&records, n)).unwrap();
     c.start_all().unwrap();

@@ -16,7 +16,7 @@ use witmed_net::client::{self, Status, Target};
 use witmed_net::codec::Codec;
 use witmed_protocol::query::Query;
 use witmed_protocol::wire::{QueryRequest, WIRE_VERSION};
-use witmed_simnet::cluster::{self, Cluster, Options};
+use witmed_simnet::cluster::{self, Cluster};
 
 const TIMEOUT: Duration = Duration::from_secs(8);
 
@@ -31,14 +31,7 @@ struct World {
 fn world() -> World {
     let tmp = tempfile::tempdir().unwrap();
     let records: Vec<PathBuf> = physionet_files(&set_a()).into_iter().take(60).collect();
-    let options = Options {
-        bin: PathBuf::from(env!("CARGO_BIN_EXE_witmed-lab")),
-        root: tmp.path().to_path_buf(),
-        consent_rate: 1.0,
-        outcomes: None,
-        proxied: false,
-        node_env: vec![],
-    };
+    let options = cluster_options(tmp.path());
     let mut cluster = Cluster::build(&options, &cluster::split(&records, 2)).unwrap();
     cluster.start_all().unwrap();
     let authority = cluster.consortium_authority.parse().unwrap();

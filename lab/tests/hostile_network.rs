@@ -34,7 +34,7 @@ use witmed_net::client::{self, Status, Target};
 use witmed_net::codec::{self, Codec};
 use witmed_protocol::query::Query;
 use witmed_protocol::wire::{QueryRequest, WIRE_VERSION};
-use witmed_simnet::cluster::{self, Cluster, Options};
+use witmed_simnet::cluster::{self, Cluster};
 
 /// How long an honest query may take on a busy machine.
 const HONEST_TIMEOUT: Duration = Duration::from_secs(90);
@@ -63,14 +63,7 @@ fn world() -> World {
 fn world_of(n: usize) -> World {
     let tmp = tempfile::tempdir().unwrap();
     let records: Vec<PathBuf> = physionet_files(&set_a()).into_iter().take(40).collect();
-    let options = Options {
-        bin: PathBuf::from(env!("CARGO_BIN_EXE_witmed-lab")),
-        root: tmp.path().to_path_buf(),
-        consent_rate: 1.0,
-        outcomes: None,
-        proxied: false,
-        node_env: vec![],
-    };
+    let options = cluster_options(tmp.path());
     let mut cluster = Cluster::build(&options, &cluster::split(&records, n)).unwrap();
     cluster.start_all().unwrap();
     let authority = cluster.consortium_authority.parse().unwrap();

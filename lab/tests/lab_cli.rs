@@ -4,10 +4,6 @@ mod common;
 
 use common::*;
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 #[test]
 fn the_lab_binary_has_every_witmed_command_and_its_own() {
     let help = run_ok(&["--help"]);

@@ -2,78 +2,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::*;
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+/// A node with 60 set-a patients, all consenting (simulated), trusting one authority; bob credentialed.
+type World = ResearchNode;
 
-fn public_key(out: &str) -> String {
-    out.lines()
-        .find_map(|l| l.strip_prefix("public key: "))
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
-struct World {
-    tmp: tempfile::TempDir,
-    node: PathBuf,
-}
-
-impl World {
-    fn path(&self, name: &str) -> PathBuf {
-        self.tmp.path().join(name)
-    }
-}
-
-/// A node with 60 set-a patients, all consenting (simulated), trusting one authority.
 fn world() -> World {
-    let tmp = tempfile::tempdir().unwrap();
-    let w = World {
-        node: tmp.path().join("node"),
-        tmp,
-    };
-    let authority = public_key(&run_ok(&[
-        "keygen",
-        "--role",
-        "authority",
-        "--out",
-        s(&w.path("authority.key")),
-    ]));
-    run_ok(&[
-        "node",
-        "init",
-        "--data-dir",
-        s(&w.node),
-        "--name",
-        "General",
-        "--trust-issuer",
-        &authority,
-        "--allow-demonstration-data",
-    ]);
-    let set = small_set(w.tmp.path(), 60);
-    run_ok(&[
-        "import",
-        "physionet",
-        "--data-dir",
-        s(&w.node),
-        s(&set),
-        "--outcomes",
-        s(&outcomes_a()),
-    ]);
-    simulate_consent(&w.node, "3");
-    run_ok(&[
-        "keygen",
-        "--role",
-        "researcher",
-        "--out",
-        s(&w.path("bob.key")),
-    ]);
-    issue(&w, "authority.key", "bob.key", "HMB", "bob.credential");
-    w
+    ResearchNode::new(60)
 }
 
 fn issue(w: &World, authority: &str, researcher: &str, purposes: &str, out: &str) {

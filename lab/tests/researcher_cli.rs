@@ -11,19 +11,6 @@ use std::process::Output;
 
 use common::*;
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn json_of(args: &[&str]) -> serde_json::Value {
-    let out = run_ok(args);
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
-}
-
 mod federation {
     //! `query run` and `study` against real `witmed node run` processes on 127.0.0.1.
 
@@ -39,12 +26,8 @@ mod federation {
             misbehave: None,
         };
         let options = Options {
-            bin: PathBuf::from(env!("CARGO_BIN_EXE_witmed-lab")),
-            root: root.to_path_buf(),
-            consent_rate: 1.0,
             outcomes: Some(outcomes_a()),
-            proxied: false,
-            node_env: vec![],
+            ..cluster_options(root)
         };
         let mut c =
             Cluster::build(&options, &[spec("Large", 0..60), spec("Tiny", 60..61)]).unwrap();

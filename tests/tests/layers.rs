@@ -427,3 +427,47 @@ fn the_cycle_check_finds_loops() {
         ])
     );
 }
+
+/// The backticked words of ARCHITECTURE.md's section on `dir/`.
+fn named_in_code_map(architecture: &str, dir: &str) -> BTreeSet<String> {
+    let heading = format!("### `{dir}/`");
+    let Some(section) = architecture.split(&heading).nth(1) else {
+        return BTreeSet::new();
+    };
+    let section = section.split("\n### ").next().unwrap_or_default();
+    section
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// ARCHITECTURE.md's code map names every module of every crate in that
+/// crate's section, so the map and the code stay one to one.
+#[test]
+fn the_code_map_names_every_module() {
+    let architecture = std::fs::read_to_string(workspace_root().join("ARCHITECTURE.md")).unwrap();
+    let mut missing = Vec::new();
+    for dir in CRATE_DIRS {
+        let named = named_in_code_map(&architecture, dir);
+        assert!(
+            !named.is_empty(),
+            "ARCHITECTURE.md has no section for {dir}/"
+        );
+        let src = workspace_root().join(dir).join("src");
+        for file in sources_of(dir) {
+            let Some(module) = module_of(&src, &file).last().cloned() else {
+                continue; // lib.rs, main.rs: the crate itself
+            };
+            if !named.contains(&module) {
+                missing.push(format!("{dir}/: `{module}` ({})", file.display()));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "modules missing from ARCHITECTURE.md's code map:\n{}",
+        missing.join("\n")
+    );
+}

@@ -48,6 +48,48 @@ pub fn witmed() -> Command {
     cmd
 }
 
+/// A path as the `&str` a command line takes.
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A command's output bytes as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The value after `label` on the first output line that starts with it.
+pub fn field<'a>(out: &'a str, label: &str) -> &'a str {
+    out.lines()
+        .find_map(|l| l.strip_prefix(label))
+        .unwrap_or_else(|| panic!("no {label:?} in {out}"))
+        .trim()
+}
+
+/// The public key `keygen` printed.
+pub fn public_key(out: &str) -> String {
+    field(out, "public key: ").to_string()
+}
+
+/// Runs `witmed args` (which ask for `--json`) and parses stdout.
+pub fn json_of(args: &[&str]) -> serde_json::Value {
+    let out = run_ok(args);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+/// How the tests build a cluster unless they say otherwise: the binary
+/// under test, everyone consenting, no outcomes, no proxies.
+pub fn cluster_options(root: &Path) -> witmed_simnet::cluster::Options {
+    witmed_simnet::cluster::Options {
+        bin: PathBuf::from(binary()),
+        root: root.to_path_buf(),
+        consent_rate: 1.0,
+        outcomes: None,
+        proxied: false,
+        node_env: vec![],
+    }
+}
+
 /// Runs `witmed args`, asserting success; returns stdout.
 pub fn run_ok(args: &[&str]) -> String {
     let out = witmed().args(args).output().expect("witmed runs");
@@ -133,6 +175,163 @@ pub fn issue_credential(
         "--out",
         out.to_str().unwrap(),
     ]);
+}
+
+/// A node with some set-a patients and their outcomes, every one consenting
+/// to HMB (simulated), trusting one authority (`authority.key`), and
+/// researcher bob (`bob.key`) with an HMB credential (`bob.credential`),
+/// all in one temporary directory.
+pub struct ResearchNode {
+    pub tmp: tempfile::TempDir,
+    pub node: PathBuf,
+    /// The authority's public key (hex).
+    pub authority: String,
+    /// The patients' record files.
+    pub set: PathBuf,
+}
+
+impl ResearchNode {
+    /// Sets it up with `patients` patients, through the command line.
+    pub fn new(patients: usize) -> ResearchNode {
+        let tmp = tempfile::tempdir().unwrap();
+        let authority_key = tmp.path().join("authority.key");
+        let authority = public_key(&run_ok(&[
+            "keygen",
+            "--role",
+            "authority",
+            "--out",
+            s(&authority_key),
+        ]));
+        let w = ResearchNode {
+            node: tmp.path().join("node"),
+            set: small_set(tmp.path(), patients),
+            tmp,
+            authority,
+        };
+        run_ok(&[
+            "node",
+            "init",
+            "--data-dir",
+            s(&w.node),
+            "--name",
+            "General",
+            "--trust-issuer",
+            &w.authority,
+            // Consent is simulated: the init policy (serial 2) allows it.
+            "--allow-demonstration-data",
+        ]);
+        run_ok(&[
+            "import",
+            "physionet",
+            "--data-dir",
+            s(&w.node),
+            s(&w.set),
+            "--outcomes",
+            s(&outcomes_a()),
+        ]);
+        simulate_consent(&w.node, "3");
+        run_ok(&[
+            "keygen",
+            "--role",
+            "researcher",
+            "--out",
+            s(&w.path("bob.key")),
+        ]);
+        issue_credential(
+            &authority_key,
+            &w.path("bob.key"),
+            "bob",
+            "HMB",
+            &w.path("bob.credential"),
+        );
+        w
+    }
+
+    /// A file in its temporary directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+}
+
+/// The fenced `sh` blocks of a README section, as commands: continuation
+/// lines joined, comments and blank lines dropped.
+pub fn readme_commands(section_title: &str, next_title: &str) -> Vec<String> {
+    let readme = include_str!("../../../README.md");
+    let start = readme.find(section_title).expect("README section");
+    let end = start
+        + readme[start..]
+            .find(next_title)
+            .expect("next README section");
+    let mut commands = Vec::new();
+    let mut in_sh = false;
+    let mut pending = String::new();
+    for line in readme[start..end].lines() {
+        match line.trim() {
+            "```sh" => in_sh = true,
+            "```" => in_sh = false,
+            _ if !in_sh => {}
+            l if l.starts_with('#') || l.is_empty() => {}
+            l => {
+                let (joined, more) = match l.strip_suffix('\\') {
+                    Some(head) => (head, true),
+                    None => (l, false),
+                };
+                pending.push_str(joined);
+                pending.push(' ');
+                if !more {
+                    commands.push(std::mem::take(&mut pending).trim().to_owned());
+                }
+            }
+        }
+    }
+    commands
+}
+
+/// The first TOML block of a README section, e.g. the query file example.
+pub fn readme_toml(section_title: &str) -> String {
+    let readme = include_str!("../../../README.md");
+    let start = readme.find(section_title).expect("README section");
+    let body = &readme[start..];
+    let open = body.find("```toml\n").expect("a toml block") + "```toml\n".len();
+    let close = open + body[open..].find("```").unwrap();
+    body[open..close].to_owned()
+}
+
+/// Runs one README line through `sh -c` in `cwd`, with `witmed` on PATH.
+pub fn sh_line(line: &str, cwd: &Path) -> Output {
+    let path = format!(
+        "{}:{}",
+        witmed_on_path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    Command::new("sh")
+        .arg("-c")
+        .arg(line)
+        .current_dir(cwd)
+        .env("PATH", path)
+        .env("WITMED_DATA_DIR", data_dir())
+        .env_remove("WITMED_NODE_DIR")
+        .output()
+        .unwrap()
+}
+
+/// A directory holding `witmed`: the binary under test under that name (a
+/// link to `witmed-lab` in the lab's tests), so README lines run as written.
+pub fn witmed_on_path() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("witmed-on-path-{}", std::process::id()));
+    let link = dir.join("witmed");
+    if !link.exists() {
+        std::fs::create_dir_all(&dir).unwrap();
+        // Another test of this process may have made it meanwhile.
+        let _ = std::os::unix::fs::symlink(binary(), &link);
+    }
+    dir
+}
+
+pub fn value_after<'a>(out: &'a str, label: &str) -> Option<&'a str> {
+    out.lines()
+        .find_map(|l| l.strip_prefix(label))
+        .map(str::trim)
 }
 
 /// What a PhysioNet set holds, counted straight from the files by the
