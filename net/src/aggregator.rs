@@ -343,15 +343,7 @@ fn seal_round(
 ) -> Result<SealRound, Box<NodeResponse>> {
     let query = &request.query;
     let (id, digest) = (query.id.as_str(), query.digest());
-    let credential = witmed_policies::parse_signed_bytes(&request.credential).map_err(|e| {
-        Box::new(refused(
-            node,
-            id,
-            digest,
-            e.error_code(),
-            format!("credential: {e}"),
-        ))
-    })?;
+    let credential = checked_credential(node, request)?;
     let researcher = envelope.signer;
     let entries = verify_roster(roster, &digest, &researcher, &members_of(directory))
         .map_err(|reason| Box::new(refused(node, id, digest, "bad_roster", reason)))?;

@@ -165,7 +165,7 @@ impl Plan {
         released.epsilon_spent = self.epsilon;
         // A minimum of 0 means no suppression, even for a (noisy) negative count.
         if min_cohort > 0 && noisy_cohort_size(&released) < min_cohort as f64 {
-            return Ok(suppressed(self.epsilon));
+            return Ok(Released::suppressed(self.epsilon));
         }
         Ok(released)
     }
@@ -430,18 +430,6 @@ fn noisy_cohort_size(released: &Released) -> f64 {
             .filter(|c| c.name.starts_with("bin["))
             .map(|c| c.value)
             .sum(),
-    }
-}
-
-fn suppressed(epsilon: f64) -> Released {
-    Released {
-        value: None,
-        values: vec![],
-        ci95: None,
-        ci95s: vec![],
-        components: vec![],
-        epsilon_spent: epsilon,
-        suppressed: true,
     }
 }
 

@@ -55,6 +55,22 @@ pub struct Released {
     pub suppressed: bool,
 }
 
+impl Released {
+    /// A suppressed release: the cohort fell below the node's minimum, so
+    /// nothing but that fact and the `epsilon` charged for learning it.
+    pub fn suppressed(epsilon: f64) -> Released {
+        Released {
+            value: None,
+            values: vec![],
+            ci95: None,
+            ci95s: vec![],
+            components: vec![],
+            epsilon_spent: epsilon,
+            suppressed: true,
+        }
+    }
+}
+
 /// A node's answer to one query.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Answer {

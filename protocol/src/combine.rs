@@ -350,15 +350,7 @@ mod tests {
     }
 
     fn suppressed() -> Released {
-        Released {
-            value: None,
-            values: vec![],
-            ci95: None,
-            ci95s: vec![],
-            components: vec![],
-            epsilon_spent: 1.5,
-            suppressed: true,
-        }
+        Released::suppressed(1.5)
     }
 
     fn parts<'a>(answers: &'a [(&'a str, Released)]) -> Vec<Part<'a>> {
