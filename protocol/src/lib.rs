@@ -12,6 +12,7 @@ pub mod encrypted;
 pub mod examples;
 pub mod interval;
 pub mod limbs;
+pub mod patient_request;
 pub mod query;
 pub mod status;
 pub mod vocab;

@@ -13,7 +13,7 @@ use witmed_e2e::{workspace_root, CRATE_DIRS};
 /// formats (it drives binaries by their command line), and the lab (demo,
 /// benchmarks, faults, simulated consent) sits on top of everything, so
 /// nothing a hospital installs can reach it.
-const ALLOWED: [(&str, &[&str]); 11] = [
+const ALLOWED: [(&str, &[&str]); 12] = [
     ("crypto", &[]),
     ("protocol", &["witmed-crypto"]),
     ("policies", &["witmed-crypto", "witmed-protocol"]),
@@ -37,8 +37,18 @@ const ALLOWED: [(&str, &[&str]); 11] = [
         ],
     ),
     (
+        "api",
+        &[
+            "witmed-crypto",
+            "witmed-node",
+            "witmed-policies",
+            "witmed-protocol",
+        ],
+    ),
+    (
         "cli",
         &[
+            "witmed-api",
             "witmed-crypto",
             "witmed-import",
             "witmed-net",
@@ -52,6 +62,7 @@ const ALLOWED: [(&str, &[&str]); 11] = [
         "lab",
         &[
             "witmed",
+            "witmed-api",
             "witmed-crypto",
             "witmed-import",
             "witmed-net",
@@ -76,7 +87,7 @@ const ALLOWED: [(&str, &[&str]); 11] = [
 ];
 
 /// External crates that do IO a layer must not do: storage, networking, an async runtime.
-const FORBIDDEN_EXTERNAL: [(&str, &[&str]); 5] = [
+const FORBIDDEN_EXTERNAL: [(&str, &[&str]); 6] = [
     ("crypto", &["rocksdb", "libp2p", "tokio"]),
     ("protocol", &["rocksdb", "libp2p", "tokio"]),
     ("policies", &["rocksdb", "libp2p", "tokio"]),
@@ -84,6 +95,8 @@ const FORBIDDEN_EXTERNAL: [(&str, &[&str]); 5] = [
     ("import", &["rocksdb", "libp2p", "tokio"]),
     // The core keeps its store and local admin socket; the network is net's.
     ("node", &["libp2p"]),
+    // HTTP for staff and patients; peers talk over libp2p only.
+    ("api", &["libp2p", "rocksdb"]),
 ];
 
 fn manifest(dir: &str) -> toml::Table {
@@ -159,7 +172,7 @@ fn the_hospital_binary_contains_no_test_tooling() {
             "the hospital binary depends on {tooling}:\n{tree}"
         );
     }
-    for dir in ["import", "node", "net", "cli"] {
+    for dir in ["import", "node", "net", "api", "cli"] {
         for path in sources_of(dir) {
             let text = std::fs::read_to_string(&path).unwrap();
             for marker in [

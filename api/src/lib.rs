@@ -1,0 +1,30 @@
+//! The node's HTTP API: hospital staff and patients act on a running node over HTTP, beside its libp2p side.
+//!
+//! * [`routes`]: every route, and serving them on a listener.
+//! * [`server`]: what every request shares: state, limits, authentication.
+//! * [`health`]: whether the node answers.
+//! * [`auth`]: staff bearer tokens from the data dir; patients' requests
+//!   signed by the key the node enrolled for them (no password is stored).
+//! * [`staff`]: look a patient up, enrol a key, list consents.
+//! * [`patient`]: a patient's own record, vital signs, conditions and
+//!   consents; grant and revoke.
+//! * [`limits`]: request rates per address and per key, bounded.
+//! * [`error`]: one JSON error shape with stable codes.
+//! * [`openapi`]: the OpenAPI document the server serves and the repo keeps.
+//!
+//! Every request path is total: bodies are bounded, JSON is parsed strictly
+//! (unknown fields refused), and nothing is stored before the request is
+//! authenticated.
+
+pub mod auth;
+pub mod error;
+pub mod health;
+pub mod limits;
+pub mod openapi;
+pub mod patient;
+pub mod routes;
+pub mod server;
+pub mod staff;
+
+pub use routes::{router, serve, ROUTES};
+pub use server::{Config, State};

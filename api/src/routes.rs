@@ -1,0 +1,61 @@
+//! The router: every route, and serving it on a listener next to the node's libp2p side.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::http::Uri;
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::error::ApiError;
+use crate::server::State;
+use crate::{health, openapi, patient, staff};
+
+/// Every route the server serves, as `(method, path)`; the OpenAPI document lists exactly these.
+pub const ROUTES: [(&str, &str); 9] = [
+    ("GET", "/api/v1/health"),
+    ("GET", "/api/v1/openapi.json"),
+    ("GET", "/api/v1/staff/patients"),
+    ("POST", "/api/v1/staff/enrolments"),
+    ("GET", "/api/v1/staff/consents"),
+    ("GET", "/api/v1/patient/me"),
+    ("GET", "/api/v1/patient/observations"),
+    ("GET", "/api/v1/patient/consents"),
+    ("POST", "/api/v1/patient/consents"),
+];
+
+/// The API's router.
+pub fn router(state: Arc<State>) -> Router {
+    Router::new()
+        .route("/api/v1/health", get(health::health))
+        .route("/api/v1/openapi.json", get(openapi::serve))
+        .route("/api/v1/staff/patients", get(staff::lookup))
+        .route("/api/v1/staff/enrolments", post(staff::enrol))
+        .route("/api/v1/staff/consents", get(staff::consents))
+        .route("/api/v1/patient/me", get(patient::me))
+        .route("/api/v1/patient/observations", get(patient::observations))
+        .route(
+            "/api/v1/patient/consents",
+            get(patient::consents).post(patient::submit),
+        )
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` completes.
+pub async fn serve(
+    state: Arc<State>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::NotFound(uri.path().chars().take(200).collect())
+}
