@@ -1,0 +1,223 @@
+//! Knowledge-discovery numerics (issue 16): survival, contingency tables and regression as sums of bounded per-patient vectors. No IO.
+//!
+//! Every analysis follows one shape, so the engine wires them alike:
+//!
+//! 1. **Spec.** A plain, validated description of what is asked
+//!    ([`survival::Spec`], [`table::Spec`], [`regression::LinearSpec`],
+//!    [`regression::LogisticSpec`]). Validation refuses bad specs before
+//!    anything is charged.
+//! 2. **Hospital side.** Each patient becomes one bounded vector
+//!    (`contribution`); the hospital adds its patients' vectors and asks
+//!    OpenDP for noise on the sum, calibrated to the spec's [`Sensitivity`]
+//!    (the largest L1 and L2 norm of one patient's vector, so adding or
+//!    removing one patient moves the sum by at most that much).
+//! 3. **Researcher side.** The client adds the hospitals' noisy sums
+//!    component by component and turns them into results (`from_sums`),
+//!    given the noise each component carries ([`Noise`]). This is
+//!    post-processing only: it costs no privacy.
+//!
+//! Intervals are at the one level [`crate::interval::ALPHA`] and account for
+//! both the sampling variability (the textbook variance) and the added noise.
+//! [`exact`] holds the non-private textbook computations the tests compare
+//! against.
+
+pub mod exact;
+mod linalg;
+pub mod noise;
+pub mod regression;
+pub mod stats;
+pub mod survival;
+pub mod table;
+
+pub use noise::{Noise, NoiseKind};
+
+use serde::{Deserialize, Serialize};
+
+/// Most time bins a survival analysis may ask for.
+pub const MAX_TIME_BINS: usize = 64;
+/// Most groups a survival analysis may compare.
+pub const MAX_GROUPS: usize = 8;
+/// Most cells a contingency table may have (the product of its levels).
+pub const MAX_CELLS: usize = 64;
+/// Most variables a contingency table may cross.
+pub const MAX_TABLE_VARIABLES: usize = 3;
+/// Most covariates a regression may have (besides the intercept).
+pub const MAX_COVARIATES: usize = 8;
+/// Most Newton rounds a logistic regression may take.
+pub const MAX_NEWTON_ROUNDS: u32 = 6;
+/// Most hospitals whose noises one combined component may carry.
+pub const MAX_CONTRIBUTORS: u32 = 1024;
+/// Monte Carlo draws behind a noise-aware p-value: enough that a p-value
+/// near 0.05 is known to about ±0.007, few enough to stay well under a second.
+pub const SIMULATION_DRAWS: usize = 1000;
+
+/// The bound of one patient's vector: the sensitivity of the sum to adding or
+/// removing one patient, under which OpenDP calibrates the noise.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Sensitivity {
+    /// Largest L1 norm of one patient's vector (for Laplace noise).
+    pub l1: f64,
+    /// Largest L2 norm of one patient's vector (for Gaussian noise).
+    pub l2: f64,
+}
+
+/// A variable's bounds: values are clamped into `[lower, upper]` before they are added.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bounds {
+    pub lower: f64,
+    pub upper: f64,
+}
+
+impl Bounds {
+    /// Checks that both bounds are finite and `lower < upper`.
+    pub fn validate(&self, variable: &str) -> Result<(), Error> {
+        if !self.lower.is_finite() || !self.upper.is_finite() || self.lower >= self.upper {
+            return Err(Error::BadBounds {
+                variable: variable.to_string(),
+                lower: self.lower,
+                upper: self.upper,
+            });
+        }
+        Ok(())
+    }
+
+    /// Maps `value` (clamped into the bounds) onto `[-1, 1]`. NaN maps to 0
+    /// (the midpoint), so a missing value moves no sum.
+    pub fn scale(&self, value: f64) -> f64 {
+        if value.is_nan() {
+            return 0.0;
+        }
+        let clamped = value.clamp(self.lower, self.upper);
+        ((clamped - self.midpoint()) / self.half_width()).clamp(-1.0, 1.0)
+    }
+
+    /// Middle of the range.
+    pub fn midpoint(&self) -> f64 {
+        self.lower / 2.0 + self.upper / 2.0
+    }
+
+    /// Half the range's width.
+    pub fn half_width(&self) -> f64 {
+        self.upper / 2.0 - self.lower / 2.0
+    }
+}
+
+/// Everything the analyses refuse. Each message says what to do;
+/// [`Error::error_code`] gives a stable name for scripts, logs and metrics.
+/// A refused spec charges nothing: validation runs before any noise.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Error {
+    /// A variable name the spec uses is empty or repeated.
+    #[error("variable {0:?} is unknown or repeated in this analysis; name each variable once, with a name from the attribute table or a declared observation feature")]
+    UnknownVariable(String),
+    /// Time bins missing, not finite or not strictly increasing.
+    #[error("time bin edges are invalid: {0}; give at least two finite edges in strictly increasing order, e.g. [0, 1, 2, 4, 8]")]
+    BadBins(String),
+    /// More bins, groups, cells or covariates than the named limit allows.
+    #[error("{what} asks for {found}, more than the {max} allowed (the noise on so many components would drown the signal); ask for fewer")]
+    TooLarge {
+        what: &'static str,
+        found: usize,
+        max: usize,
+    },
+    /// Too few groups, levels or rounds to compute the statistic.
+    #[error("{what} needs at least {min}, got {found}; add more")]
+    TooSmall {
+        what: &'static str,
+        found: usize,
+        min: usize,
+    },
+    /// A variable that is added up without bounds to clamp it.
+    #[error("variable {0:?} has no bounds; give [bounds] lower and upper so one patient's contribution is bounded")]
+    MissingBounds(String),
+    /// Bounds that are not finite or not increasing.
+    #[error(
+        "bounds of {variable:?} are [{lower}, {upper}]; give finite bounds with lower < upper"
+    )]
+    BadBounds {
+        variable: String,
+        lower: f64,
+        upper: f64,
+    },
+    /// One patient's value that cannot be placed (outside the spec's levels, or NaN where a value is required).
+    #[error("a patient's {what} is {value}, outside what the spec allows; the engine should skip such a patient or fix its data mapping")]
+    BadPatient { what: &'static str, value: String },
+    /// Noisy sums or noise descriptions of the wrong length.
+    #[error("{what} has {found} components, the spec needs {expected}; pass the sums and noises computed for this exact spec")]
+    WrongLength {
+        what: &'static str,
+        found: usize,
+        expected: usize,
+    },
+    /// A noise description that is not a finite, non-negative scale.
+    #[error("noise of component {index} is invalid ({reason}); pass each component's noise scale as released with it")]
+    BadNoise { index: usize, reason: String },
+    /// The noisy sums are not usable: a matrix that is not positive definite,
+    /// no degrees of freedom left, or values that are not finite.
+    #[error("{0}; with more patients, a larger epsilon or fewer covariates the noisy statistics would be usable")]
+    Unusable(String),
+}
+
+impl Error {
+    /// A stable snake_case name for scripts, logs and metrics; never changes for a variant.
+    pub fn error_code(&self) -> &'static str {
+        match self {
+            Error::UnknownVariable(_) => "unknown_variable",
+            Error::BadBins(_) => "bad_bins",
+            Error::TooLarge { .. } => "too_large",
+            Error::TooSmall { .. } => "too_small",
+            Error::MissingBounds(_) => "missing_bounds",
+            Error::BadBounds { .. } => "bad_bounds",
+            Error::BadPatient { .. } => "bad_patient",
+            Error::WrongLength { .. } => "wrong_length",
+            Error::BadNoise { .. } => "bad_noise",
+            Error::Unusable(_) => "unusable",
+        }
+    }
+}
+
+/// A 95% interval.
+pub type Interval = (f64, f64);
+
+/// Refuses when `found > max`.
+fn at_most(what: &'static str, found: usize, max: usize) -> Result<(), Error> {
+    if found > max {
+        return Err(Error::TooLarge { what, found, max });
+    }
+    Ok(())
+}
+
+/// Refuses when `found < min`.
+fn at_least(what: &'static str, found: usize, min: usize) -> Result<(), Error> {
+    if found < min {
+        return Err(Error::TooSmall { what, found, min });
+    }
+    Ok(())
+}
+
+/// Refuses sums of the wrong length or with a value that is not finite.
+fn check_sums(sums: &[f64], expected: usize) -> Result<(), Error> {
+    if sums.len() != expected {
+        return Err(Error::WrongLength {
+            what: "noisy sums",
+            found: sums.len(),
+            expected,
+        });
+    }
+    if sums.iter().any(|v| !v.is_finite()) {
+        return Err(Error::Unusable("a noisy sum is not a finite number".into()));
+    }
+    Ok(())
+}
+
+/// Checks that names are non-empty and distinct.
+fn check_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<(), Error> {
+    let mut seen = std::collections::BTreeSet::new();
+    for name in names {
+        if name.trim().is_empty() || !seen.insert(name) {
+            return Err(Error::UnknownVariable(name.to_string()));
+        }
+    }
+    Ok(())
+}
