@@ -102,7 +102,10 @@ impl Spec {
 
     /// Number of cells (the length of one patient's vector).
     pub fn len(&self) -> usize {
-        self.variables.iter().map(|v| v.levels).product()
+        self.variables
+            .iter()
+            .try_fold(1usize, |a, v| a.checked_mul(v.levels))
+            .unwrap_or(usize::MAX)
     }
 
     /// Always false for a valid spec.
