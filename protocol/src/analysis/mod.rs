@@ -51,6 +51,10 @@ pub const MAX_CONTRIBUTORS: u32 = 1024;
 /// near 0.05 is known to about ±0.007, few enough to stay well under a second.
 pub const SIMULATION_DRAWS: usize = 1000;
 
+/// Largest noisy sum accepted: beyond any number of patients times any
+/// bounded value, and small enough that adding a few hundred cannot overflow.
+pub const MAX_SUM: f64 = 1e15;
+
 /// The bound of one patient's vector: the sensitivity of the sum to adding or
 /// removing one patient, under which OpenDP calibrates the noise.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -85,7 +89,8 @@ impl Bounds {
     /// Maps `value` (clamped into the bounds) onto `[-1, 1]`. NaN maps to 0
     /// (the midpoint), so a missing value moves no sum.
     pub fn scale(&self, value: f64) -> f64 {
-        if value.is_nan() {
+        // Unvalidated bounds (NaN, or lower >= upper) would make clamp panic.
+        if value.is_nan() || self.validate("").is_err() {
             return 0.0;
         }
         let clamped = value.clamp(self.lower, self.upper);
@@ -157,6 +162,9 @@ pub enum Error {
     /// no degrees of freedom left, or values that are not finite.
     #[error("{0}; with more patients, a larger epsilon or fewer covariates the noisy statistics would be usable")]
     Unusable(String),
+    /// A logistic round's current coefficients that no previous step can have returned.
+    #[error("{0}; start with LogisticSpec::start() and pass each round the coefficients the previous round's step returned")]
+    BadCoefficients(String),
 }
 
 impl Error {
@@ -173,6 +181,7 @@ impl Error {
             Error::WrongLength { .. } => "wrong_length",
             Error::BadNoise { .. } => "bad_noise",
             Error::Unusable(_) => "unusable",
+            Error::BadCoefficients(_) => "bad_coefficients",
         }
     }
 }
@@ -205,8 +214,10 @@ fn check_sums(sums: &[f64], expected: usize) -> Result<(), Error> {
             expected,
         });
     }
-    if sums.iter().any(|v| !v.is_finite()) {
-        return Err(Error::Unusable("a noisy sum is not a finite number".into()));
+    if sums.iter().any(|v| !(v.is_finite() && v.abs() <= MAX_SUM)) {
+        return Err(Error::Unusable(format!(
+            "a noisy sum is not a finite number within ±{MAX_SUM:e}, so it cannot come from patients"
+        )));
     }
     Ok(())
 }

@@ -87,7 +87,8 @@ impl Noise {
     }
 }
 
-/// Checks every component's noise: a finite, non-negative scale and 1 to
+/// Checks every component's noise: a finite, non-negative scale (at most
+/// [`super::MAX_SUM`], so variances stay finite) and 1 to
 /// [`MAX_CONTRIBUTORS`] contributors, one per sum.
 pub fn check(noises: &[Noise], expected: usize) -> Result<(), Error> {
     if noises.len() != expected {
@@ -98,7 +99,7 @@ pub fn check(noises: &[Noise], expected: usize) -> Result<(), Error> {
         });
     }
     for (index, noise) in noises.iter().enumerate() {
-        if !noise.scale.is_finite() || noise.scale < 0.0 {
+        if !(noise.scale.is_finite() && (0.0..=super::MAX_SUM).contains(&noise.scale)) {
             return Err(Error::BadNoise {
                 index,
                 reason: format!("scale {}", noise.scale),

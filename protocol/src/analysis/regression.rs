@@ -331,10 +331,14 @@ impl LogisticSpec {
                 expected: self.parameters(),
             });
         }
-        if scaled.iter().any(|b| !b.is_finite()) {
-            return Err(Error::Unusable(
-                "a current coefficient is not finite".into(),
-            ));
+        // The client never steps past the cap, so anything else is not its output.
+        if let Some(bad) = scaled
+            .iter()
+            .find(|b| !(b.is_finite() && b.abs() <= MAX_SCALED_COEFFICIENT))
+        {
+            return Err(Error::BadCoefficients(format!(
+                "coefficient {bad} is not a finite number within ±{MAX_SCALED_COEFFICIENT}"
+            )));
         }
         Ok(())
     }
