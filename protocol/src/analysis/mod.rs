@@ -189,6 +189,70 @@ impl Error {
 /// A 95% interval.
 pub type Interval = (f64, f64);
 
+/// Most fixed-point steps per unit for encrypted mode's integer slots: 2^12
+/// keeps one patient's largest entry (at most 1 in size) at 4096 and a
+/// hundred thousand patients' total far inside the limb encoding's range.
+pub const MAX_RESOLUTION: u32 = 1 << 12;
+
+/// Encrypted mode adds integers: one patient's vector as integers in steps
+/// of 1 / `resolution`, rounded to nearest. Every entry of the analyses'
+/// vectors is at most 1 in size, so each integer is at most `resolution`
+/// in size and the sensitivity is the real one times `resolution` (plus
+/// the rounding, at most 1/2 per entry: see [`Sensitivity::of_fixed_point`]).
+/// The client divides the decrypted totals by `resolution`; each patient's
+/// rounding moves a total by at most 1 / (2 resolution).
+pub fn to_fixed_point(vector: &[f64], resolution: u32) -> Result<Vec<i64>, Error> {
+    if resolution == 0 || resolution > MAX_RESOLUTION {
+        return Err(Error::TooLarge {
+            what: "fixed-point resolution (steps per unit, at least 1)",
+            found: resolution as usize,
+            max: MAX_RESOLUTION as usize,
+        });
+    }
+    vector
+        .iter()
+        .map(|v| {
+            if !(v.is_finite() && v.abs() <= 1.0) {
+                return Err(Error::BadPatient {
+                    what: "vector entry",
+                    value: v.to_string(),
+                });
+            }
+            // |v * resolution| <= 4096, exactly representable and in range.
+            Ok((v * f64::from(resolution)).round() as i64)
+        })
+        .collect()
+}
+
+impl Sensitivity {
+    /// The sensitivity of [`to_fixed_point`]'s integers for a vector of
+    /// `len` entries: each entry is at most `resolution` in size after
+    /// rounding (the real entry is at most 1), so L1 <= min(l1 * resolution
+    /// + len / 2, len * resolution) and likewise for L2.
+    pub fn of_fixed_point(&self, len: usize, resolution: u32) -> Sensitivity {
+        let r = f64::from(resolution);
+        let n = len as f64;
+        Sensitivity {
+            l1: (self.l1 * r + n / 2.0).min(n * r),
+            l2: (self.l2 * r + n.sqrt() / 2.0).min(n.sqrt() * r),
+        }
+    }
+}
+
+/// The level of `value` among bins with the given increasing edges (bin i
+/// is `[edges[i], edges[i + 1])`, the last bin also takes its upper edge),
+/// for age bands and binned observation features of a table. `None` for NaN
+/// or a value outside the edges: such a patient is skipped, or the query's
+/// edges should cover the feature's bounds.
+pub fn level_of(edges: &[f64], value: f64) -> Option<usize> {
+    let (first, last) = (*edges.first()?, *edges.last()?);
+    if value.is_nan() || value < first || value > last || edges.len() < 2 {
+        return None;
+    }
+    let at_or_below = edges.iter().filter(|e| **e <= value).count();
+    Some(at_or_below.saturating_sub(1).min(edges.len() - 2))
+}
+
 /// Refuses when `found > max`.
 fn at_most(what: &'static str, found: usize, max: usize) -> Result<(), Error> {
     if found > max {
@@ -231,4 +295,54 @@ fn check_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<(), Error
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spec_read_from_toml_without_bounds_is_refused() {
+        let text = r#"
+            [outcome]
+            name = "length_of_stay"
+            bounds = { lower = 0.0, upper = 60.0 }
+            [[covariates]]
+            name = "age"
+        "#;
+        let spec: regression::LinearSpec = toml::from_str(text).unwrap();
+        let error = spec.validate().unwrap_err();
+        assert_eq!(error.error_code(), "missing_bounds");
+        assert!(error.to_string().contains("\"age\""), "{error}");
+    }
+
+    #[test]
+    fn fixed_point_rounds_within_the_stated_sensitivity() {
+        let vector = [1.0, -0.3337, 0.0, 0.99999];
+        let fixed = to_fixed_point(&vector, 1024).unwrap();
+        assert_eq!(fixed, vec![1024, -342, 0, 1024]);
+        let l1: i64 = fixed.iter().map(|v| v.abs()).sum();
+        let bound = Sensitivity {
+            l1: 2.33379,
+            l2: 1.5,
+        }
+        .of_fixed_point(4, 1024);
+        assert!(l1 as f64 <= bound.l1);
+        assert!(to_fixed_point(&[1.5], 1024).is_err());
+        assert!(to_fixed_point(&[f64::NAN], 1024).is_err());
+        assert!(to_fixed_point(&[0.5], 0).is_err());
+    }
+
+    #[test]
+    fn levels_of_binned_values() {
+        let age_bands = [18.0, 45.0, 65.0, 80.0, 120.0];
+        assert_eq!(level_of(&age_bands, 18.0), Some(0));
+        assert_eq!(level_of(&age_bands, 64.9), Some(1));
+        assert_eq!(level_of(&age_bands, 65.0), Some(2));
+        assert_eq!(level_of(&age_bands, 120.0), Some(3));
+        assert_eq!(level_of(&age_bands, 121.0), None);
+        assert_eq!(level_of(&age_bands, f64::NAN), None);
+        assert_eq!(level_of(&[], 1.0), None);
+        assert_eq!(level_of(&[1.0], 1.0), None);
+    }
 }

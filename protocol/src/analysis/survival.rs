@@ -465,13 +465,15 @@ fn log_rank(blocks: &[Block], bins: usize, noises: &[Noise], seed: u64) -> Optio
 }
 
 /// Columns dU/d(raw component), by central differences (U is piecewise
-/// smooth in the raw counts; a step of 1e-3 counts is far inside any piece
-/// for the counts an analysis runs on).
+/// smooth in the raw counts; a step of 1e-3 counts, larger for counts
+/// beyond one, is far inside any piece for the counts an analysis runs on).
 fn log_rank_jacobian(raws: &[Vec<f64>], bins: usize, u: &[f64]) -> Vec<Vec<f64>> {
-    const STEP: f64 = 1e-3;
     let mut columns = Vec::new();
     for g in 0..raws.len() {
         for i in 0..raws.get(g).map_or(0, Vec::len) {
+            // Relative for huge counts, where 1e-3 would vanish in rounding.
+            let value = raws.get(g).and_then(|r| r.get(i)).copied().unwrap_or(0.0);
+            let step = 1e-3 * value.abs().max(1.0).powf(0.5);
             let shifted = |delta: f64| {
                 let mut copy = raws.to_vec();
                 if let Some(x) = copy.get_mut(g).and_then(|r| r.get_mut(i)) {
@@ -479,11 +481,11 @@ fn log_rank_jacobian(raws: &[Vec<f64>], bins: usize, u: &[f64]) -> Vec<Vec<f64>>
                 }
                 log_rank_u_v(&copy, bins).0
             };
-            let (up, down) = (shifted(STEP), shifted(-STEP));
+            let (up, down) = (shifted(step), shifted(-step));
             columns.push(
                 (0..u.len())
                     .map(|k| {
-                        (up.get(k).unwrap_or(&0.0) - down.get(k).unwrap_or(&0.0)) / (2.0 * STEP)
+                        (up.get(k).unwrap_or(&0.0) - down.get(k).unwrap_or(&0.0)) / (2.0 * step)
                     })
                     .collect(),
             );
