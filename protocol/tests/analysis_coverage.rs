@@ -49,26 +49,38 @@ fn survival_spec(groups: usize) -> survival::Spec {
 fn kaplan_meier_bands_cover_the_true_survival() {
     let spec = survival_spec(1);
     let hazard = 0.1;
-    // Three hospitals, each Laplace noise of scale 2 (epsilon 0.5, sensitivity 1).
+    // Three hospitals, each Laplace noise of scale 4 (epsilon 0.25,
+    // sensitivity 1), next to 300 patients: the noise matters.
     let noise = Noise {
         contributors: 3,
-        ..Noise::laplace(2.0)
+        ..Noise::laplace(4.0)
     };
     let noises = vec![noise; spec.len()];
     let mut covered = [0u32; 10];
+    let mut ignoring = 0;
     for run in 0..RUNS {
         let mut r = rng(run);
-        let patients: Vec<survival::Patient> = (0..800)
+        let patients: Vec<survival::Patient> = (0..300)
             .map(|_| discrete_survival(&mut r, hazard, 0))
             .collect();
         let sums = total(
             patients.iter().map(|p| spec.contribution(p).unwrap()),
             spec.len(),
         );
-        let result = spec
-            .from_sums(&noisy(&sums, &noises, &mut r), &noises, run)
-            .unwrap();
+        let released = noisy(&sums, &noises, &mut r);
+        let result = spec.from_sums(&released, &noises, run).unwrap();
         let curve = &result.curves[0];
+        // The same sums with Greenwood's band alone, for comparison only.
+        let silent = vec![Noise::NONE; spec.len()];
+        let blind = spec.from_sums(&released, &silent, run).unwrap();
+        ignoring += (0..10)
+            .filter(|&bin| {
+                covers(
+                    blind.curves[0].band[bin],
+                    (1.0 - hazard).powi(bin as i32 + 1),
+                )
+            })
+            .count();
         for (bin, count) in covered.iter_mut().enumerate() {
             let truth = (1.0 - hazard).powi(bin as i32 + 1);
             if covers(curve.band[bin], truth) {
@@ -79,7 +91,10 @@ fn kaplan_meier_bands_cover_the_true_survival() {
         }
     }
     let overall = covered.iter().sum::<u32>() as f64 / (10 * RUNS) as f64;
-    eprintln!("Kaplan-Meier band coverage per bin {covered:?}, overall {overall:.3}");
+    eprintln!(
+        "Kaplan-Meier band coverage per bin {covered:?}, overall {overall:.3}; Greenwood alone {:.3}",
+        ignoring as f64 / (10 * RUNS) as f64
+    );
     assert!(overall >= 0.93, "{overall}");
     for count in covered {
         assert!(count as f64 / RUNS as f64 >= 0.90, "{covered:?}");
@@ -91,6 +106,7 @@ fn log_rank_p_value_is_calibrated_under_the_null_and_has_power() {
     let spec = survival_spec(2);
     let noises = vec![Noise::laplace(3.0); spec.len()];
     let mut rejections = 0;
+    let mut naive_rejections = 0;
     let mut detected = 0;
     for run in 0..RUNS {
         let mut r = rng(1000 + run);
@@ -101,11 +117,16 @@ fn log_rank_p_value_is_calibrated_under_the_null_and_has_power() {
             same.iter().map(|p| spec.contribution(p).unwrap()),
             spec.len(),
         );
-        let result = spec
-            .from_sums(&noisy(&sums, &noises, &mut r), &noises, run)
-            .unwrap();
+        let released = noisy(&sums, &noises, &mut r);
+        let result = spec.from_sums(&released, &noises, run).unwrap();
         if result.log_rank.unwrap().p_value < 0.05 {
             rejections += 1;
+        }
+        // The same sums with a p-value that ignores the noise, for comparison only.
+        let silent = vec![Noise::NONE; spec.len()];
+        let naive = spec.from_sums(&released, &silent, run).unwrap();
+        if naive.log_rank.unwrap().p_value < 0.05 {
+            naive_rejections += 1;
         }
         let differ: Vec<survival::Patient> = (0..600)
             .map(|i| discrete_survival(&mut r, if i % 2 == 0 { 0.08 } else { 0.16 }, i % 2))
@@ -123,7 +144,8 @@ fn log_rank_p_value_is_calibrated_under_the_null_and_has_power() {
     }
     let rate = rejections as f64 / RUNS as f64;
     eprintln!(
-        "log-rank: null rejections {rate:.3}, power {:.3}",
+        "log-rank: null rejections {rate:.3} (ignoring the noise {:.3}), power {:.3}",
+        naive_rejections as f64 / RUNS as f64,
         detected as f64 / RUNS as f64
     );
     assert!(rate <= MAX_REJECTIONS, "{rate}");

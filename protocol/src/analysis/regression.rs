@@ -64,7 +64,9 @@ pub struct LogisticSpec {
     pub covariates: Vec<Variable>,
     /// Outcome name (e.g. `in_hospital_death`).
     pub outcome: String,
-    /// Newton rounds, 1 to [`MAX_NEWTON_ROUNDS`]; 3 is a good default.
+    /// Newton rounds, 1 to [`MAX_NEWTON_ROUNDS`]. 2 or 3: one round from
+    /// zero is not enough for the one-step estimator's interval to hold,
+    /// and every extra round divides each round's epsilon further.
     pub rounds: u32,
 }
 
