@@ -16,6 +16,22 @@
 //!    given the noise each component carries ([`Noise`]). This is
 //!    post-processing only: it costs no privacy.
 //!
+//! | analysis | one patient's vector | L1; L2 | DP mode (OpenDP) |
+//! | --- | --- | --- | --- |
+//! | survival | one-hot over (group, event in bin i / censored in bin i / beyond) | 1; 1 | discrete Laplace on integer counts |
+//! | table | one-hot over the cells | 1; 1 | discrete Laplace on integer counts |
+//! | linear | upper triangle of z z', z = [1, x, y] scaled to [-1, 1] | m; sqrt m | Laplace on floats |
+//! | logistic, per round | score x (y - p), information p (1 - p) x x' | p + t/4; sqrt(p + t/16) | Laplace on floats, epsilon / rounds |
+//!
+//! With k covariates: p = k + 1 parameters, m = (p + 1)(p + 2) / 2 entries,
+//! t = p (p + 1) / 2. Each hospital sums its patients' vectors and adds noise
+//! calibrated to the sensitivity, once for the whole vector.
+//!
+//! In encrypted mode the integer vectors (survival, table) are added as
+//! they are; the real ones go through [`to_fixed_point`], with the
+//! sensitivity of [`Sensitivity::of_fixed_point`], and the client divides the
+//! decrypted totals by the resolution (and the noise scale with them).
+//!
 //! Intervals are at the one level [`crate::interval::ALPHA`] and account for
 //! both the sampling variability (the textbook variance) and the added noise.
 //! [`exact`] holds the non-private textbook computations the tests compare

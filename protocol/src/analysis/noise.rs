@@ -16,10 +16,14 @@ use super::{Error, MAX_CONTRIBUTORS};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum NoiseKind {
-    /// Laplace (or OpenDP's discrete Laplace, whose variance is within a few
-    /// percent of the continuous one at the scales used): `scale` is b, variance 2b².
+    /// Laplace, or OpenDP's discrete Laplace: `scale` is b, variance taken
+    /// as 2b². The discrete one's variance 2q/(1-q)², q = e^(-1/b), is never
+    /// larger (2 sinh(1/2b) >= 1/b) and within 2% from b = 2 on, so
+    /// intervals stay valid, slightly conservative at small scales.
     Laplace,
-    /// Gaussian (or discrete Gaussian): `scale` is sigma.
+    /// Gaussian, or the discrete Gaussian of encrypted mode: `scale` is
+    /// sigma. The discrete Gaussian's variance is at most sigma²
+    /// (Canonne, Kamath & Steinke 2020), so the same holds.
     Gaussian,
 }
 
