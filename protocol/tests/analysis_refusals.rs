@@ -236,6 +236,47 @@ fn singular_designs_and_too_few_patients_are_refused() {
     );
 }
 
+/// The largest specs the limits allow, with noise (so every simulation
+/// runs), finish well within a second in release and a few in debug.
+#[test]
+fn the_largest_specs_finish_quickly() {
+    let started = std::time::Instant::now();
+    let spec = survival::Spec {
+        bin_edges: edges(MAX_TIME_BINS + 1),
+        groups: witmed_protocol::analysis::MAX_GROUPS,
+    };
+    let sums: Vec<f64> = (0..spec.len()).map(|i| 50.0 + (i % 7) as f64).collect();
+    let noises = vec![Noise::laplace(2.0); spec.len()];
+    let result = spec.from_sums(&sums, &noises, 1).unwrap();
+    assert!(result.log_rank.is_some());
+    let table = table::Spec {
+        variables: [("a", 4), ("b", 4), ("c", 4)]
+            .iter()
+            .map(|(name, levels)| table::Variable {
+                name: name.to_string(),
+                levels: *levels,
+            })
+            .collect(),
+    };
+    assert_eq!(table.len(), MAX_CELLS);
+    let sums: Vec<f64> = (0..MAX_CELLS).map(|i| 30.0 + (i % 5) as f64).collect();
+    let noises = vec![
+        Noise {
+            contributors: 100,
+            ..Noise::laplace(2.0)
+        };
+        MAX_CELLS
+    ];
+    assert!(table
+        .from_sums(&sums, &noises, 1)
+        .unwrap()
+        .chi_square
+        .is_some());
+    let elapsed = started.elapsed();
+    assert!(elapsed.as_secs_f64() < 20.0, "{elapsed:?}");
+    eprintln!("largest survival and table analyses: {elapsed:?}");
+}
+
 fn any_f64() -> impl Strategy<Value = f64> {
     prop_oneof![
         prop::num::f64::ANY,
