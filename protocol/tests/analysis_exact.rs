@@ -191,6 +191,16 @@ fn ols_matches_simple_regression_formulas() {
     );
     // A constant covariate is collinear with the intercept.
     assert!(ols(&vec![vec![1.0]; 6], &y).is_none());
+    let ragged = vec![
+        vec![1.0],
+        vec![2.0, 3.0],
+        vec![],
+        vec![4.0],
+        vec![5.0],
+        vec![6.0],
+    ];
+    assert!(ols(&ragged, &y).is_none());
+    assert!(logistic_irls(&ragged, &[true; 6]).is_none());
 }
 
 #[test]

@@ -413,3 +413,32 @@ proptest! {
         let _ = logistic.from_sums(&logistic.start(), &sums[..9], &[noise; 9]);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn exact_references_are_total(
+        subjects in prop::collection::vec((any_f64(), any::<bool>(), 0usize..12), 0..20),
+        groups in 0usize..12,
+        rows in prop::collection::vec(prop::collection::vec(any_f64(), 0..3), 0..12),
+        y in prop::collection::vec(any_f64(), 0..12),
+        cells in prop::collection::vec(any_f64(), 0..9),
+        levels in prop::collection::vec(0usize..4, 0..3),
+    ) {
+        use witmed_protocol::analysis::exact;
+        let subjects: Vec<exact::Subject> = subjects
+            .into_iter()
+            .map(|(time, event, group)| exact::Subject { time, event, group })
+            .collect();
+        let _ = exact::kaplan_meier(&subjects);
+        let _ = exact::log_rank(&subjects, groups);
+        let _ = exact::chi_square_independence(&levels, &cells);
+        let _ = exact::ols(&rows, &y);
+        let outcomes: Vec<bool> = y.iter().map(|v| *v > 0.0).collect();
+        let _ = exact::logistic_irls(&rows, &outcomes);
+        if let [a, b, c, d, ..] = cells[..] {
+            let _ = exact::odds_ratio_woolf(a, b, c, d);
+        }
+    }
+}

@@ -79,9 +79,12 @@ pub struct ChiSquare {
 /// group g, n and d in all, U_g = sum (d_g - n_g d / n) and
 /// V_gh = sum d (n - d) / (n - 1) * (n_g / n) (1[g = h] - n_h / n);
 /// the statistic is U' V^-1 U over the first groups - 1 groups, chi-square
-/// with groups - 1 degrees of freedom. `None` when V is singular.
+/// with groups - 1 degrees of freedom. `None` when V is singular, or with
+/// fewer than 2 or more than [`super::MAX_GROUPS`] groups.
 pub fn log_rank(subjects: &[Subject], groups: usize) -> Option<ChiSquare> {
-    let free = groups.checked_sub(1).filter(|f| *f > 0)?;
+    let free = groups
+        .checked_sub(1)
+        .filter(|f| *f > 0 && groups <= super::MAX_GROUPS)?;
     let mut times: Vec<f64> = subjects
         .iter()
         .filter(|s| s.event && !s.time.is_nan())
@@ -214,10 +217,10 @@ pub struct Fit {
 
 /// Ordinary least squares with an intercept: b = (X'X)^-1 X'y, standard
 /// errors sqrt(diag(s^2 (X'X)^-1)) with s^2 = RSS / (n - p). `None` when
-/// X'X is singular or n <= p.
+/// X'X is singular, n <= p, or the rows differ in length.
 pub fn ols(rows: &[Vec<f64>], y: &[f64]) -> Option<Fit> {
     let p = rows.first()?.len() + 1;
-    if rows.len() != y.len() || rows.len() <= p {
+    if rows.len() != y.len() || rows.len() <= p || rows.iter().any(|r| r.len() + 1 != p) {
         return None;
     }
     let design: Vec<Vec<f64>> = rows.iter().map(|r| with_intercept(r)).collect();
@@ -254,7 +257,7 @@ pub fn ols(rows: &[Vec<f64>], y: &[f64]) -> Option<Fit> {
 /// or the fit does not converge (separation).
 pub fn logistic_irls(rows: &[Vec<f64>], y: &[bool]) -> Option<Fit> {
     let p = rows.first()?.len() + 1;
-    if rows.len() != y.len() {
+    if rows.len() != y.len() || rows.iter().any(|r| r.len() + 1 != p) {
         return None;
     }
     let design: Vec<Vec<f64>> = rows.iter().map(|r| with_intercept(r)).collect();
