@@ -6,6 +6,7 @@
 //! nodes exchange them as compact postcard bytes inside signed
 //! [`witmed_crypto::Envelope`]s.
 
+pub mod analysis;
 pub mod answer;
 pub mod combine;
 pub mod encrypted;
