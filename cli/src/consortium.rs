@@ -11,7 +11,6 @@ use witmed_crypto::{PublicKey, Role};
 use witmed_policies::directory::{self, Directory, Member};
 
 use clap::Subcommand;
-use witmed_net::client;
 use witmed_net::peer_id_of;
 use witmed_node::node;
 use witmed_node::unix_now;
@@ -200,7 +199,8 @@ pub fn show(directory: &Path, authority: Option<&str>, json: bool) -> Result<()>
     let (dir, signer) = match toml::from_str::<Directory>(&text) {
         Ok(dir) => (dir, None),
         Err(_) => {
-            let (dir, signer) = load_directory(directory, authority)?;
+            let authority = authority.map(keys::parse_public).transpose()?;
+            let (dir, signer) = verify_signed(&text, authority)?;
             (dir, Some(signer))
         }
     };
@@ -229,16 +229,7 @@ pub fn show(directory: &Path, authority: Option<&str>, json: bool) -> Result<()>
 /// `consortium install` at a node.
 pub fn install(data_dir: &Path, authority: Option<&str>, file: &Path) -> Result<()> {
     let node = local_node::open(data_dir)?;
-    let pinned_path = data_dir.join("consortium.authority");
-    let pinned: Option<PublicKey> = match std::fs::read_to_string(&pinned_path) {
-        Ok(hex) => Some(
-            hex.trim()
-                .parse()
-                .map_err(|e| Failure::new(Code::BadPublicKey, e))?,
-        ),
-        Err(_) => None,
-    };
-    let authority: PublicKey = match (pinned, authority) {
+    let authority: PublicKey = match (pinned_authority(data_dir)?, authority) {
         (Some(p), Some(a)) if p.to_hex() != a.trim() => {
             return Err(Failure::new(
                 Code::AuthorityMismatch,
@@ -257,13 +248,15 @@ pub fn install(data_dir: &Path, authority: Option<&str>, file: &Path) -> Result<
             ))
         }
     };
-    let (candidate, _) = load_directory(file, Some(&authority.to_hex()))?;
+    // Read once: the text installed is the text verified.
+    let text = read(file)?;
+    let (candidate, _) = verify_signed(&text, Some(authority))?;
     let current = installed(data_dir, &authority)?;
     let accepted = directory::accept_update(current.as_ref(), candidate)
         .map_err(|e| Failure::from_layer(e.error_code(), e))?;
     // Files and seal together: the node pins the authority and seals the
     // directory's serial and digest, so an older copy is refused at open.
-    node.install_consortium(authority, &read(file)?, &accepted, unix_now())
+    node.install_consortium(authority, &text, &accepted, unix_now())
         .map_err(|e| Failure::new(Code::InstallFailed, e))?;
     outln!(
         "directory serial {} installed ({} members)",
@@ -275,33 +268,44 @@ pub fn install(data_dir: &Path, authority: Option<&str>, file: &Path) -> Result<
 
 /// The directory installed at a node, if any, verified against the pinned authority.
 pub fn installed_at(data_dir: &Path) -> Result<Option<Directory>> {
-    let pinned_path = data_dir.join("consortium.authority");
-    let Ok(hex) = std::fs::read_to_string(&pinned_path) else {
+    match pinned_authority(data_dir)? {
+        Some(authority) => installed(data_dir, &authority),
+        None => Ok(None),
+    }
+}
+
+/// The consortium authority a node pinned at its first install, if it has one.
+fn pinned_authority(data_dir: &Path) -> Result<Option<PublicKey>> {
+    let path = data_dir.join("consortium.authority");
+    if !path.exists() {
         return Ok(None);
-    };
-    let authority: PublicKey = hex
-        .trim()
-        .parse()
-        .map_err(|e| Failure::new(Code::BadPublicKey, e))?;
-    installed(data_dir, &authority)
+    }
+    let hex = crate::files::read_text(&path, crate::files::MAX_KEY_FILE_BYTES)?;
+    keys::parse_public(hex.trim()).map(Some)
 }
 
 /// The directory installed at a node, if any.
-pub fn installed(data_dir: &Path, authority: &PublicKey) -> Result<Option<Directory>> {
+fn installed(data_dir: &Path, authority: &PublicKey) -> Result<Option<Directory>> {
     let path = data_dir.join("consortium.signed");
     if !path.exists() {
         return Ok(None);
     }
-    Ok(Some(load_directory(&path, Some(&authority.to_hex()))?.0))
+    Ok(Some(verify_signed(&read(&path)?, Some(*authority))?.0))
 }
 
 /// Reads and verifies a signed consortium directory (`authority` as hex pins its signer).
 pub fn load_directory(path: &Path, authority: Option<&str>) -> Result<(Directory, PublicKey)> {
-    let authority = authority
-        .map(|hex| {
-            hex.parse::<PublicKey>()
-                .map_err(|e| Failure::new(Code::BadPublicKey, e))
-        })
-        .transpose()?;
-    client::load_directory(path, authority).map_err(|e| Failure::from_layer(e.code(), e))
+    let authority = authority.map(keys::parse_public).transpose()?;
+    verify_signed(&read(path)?, authority)
+}
+
+/// Verifies a signed directory's text; without `authority` its own signer is
+/// accepted (and returned, so the caller can show whom it trusted).
+fn verify_signed(text: &str, authority: Option<PublicKey>) -> Result<(Directory, PublicKey)> {
+    let envelope = directory::parse_signed_directory(text)
+        .map_err(|e| Failure::from_layer(e.error_code(), e))?;
+    let signer = authority.unwrap_or(envelope.signer);
+    let dir = directory::verify_directory(&envelope, &signer)
+        .map_err(|e| Failure::from_layer(e.error_code(), e))?;
+    Ok((dir, signer))
 }
