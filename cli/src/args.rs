@@ -27,5 +27,36 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         "m" => value * 60.0,
         _ => return Err(format!("unknown unit {unit:?} in {s:?}; use ms, s or m")),
     };
-    Ok(std::time::Duration::from_secs_f64(seconds))
+    std::time::Duration::try_from_secs_f64(seconds).map_err(|_| {
+        format!("{s:?} is longer than any timeout can be; use seconds or minutes, e.g. 10s or 2m")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_in_milliseconds_seconds_and_minutes() {
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+    }
+
+    /// A value no Duration holds is refused with a message, never a panic.
+    #[test]
+    fn a_duration_too_long_or_malformed_is_an_error_not_a_panic() {
+        for bad in [
+            "99999999999999999999999s",
+            "1e400s",
+            "-5s",
+            "",
+            "10h",
+            "1.2.3s",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
 }

@@ -38,7 +38,8 @@ fn print_entries(entries: &[Entry], json: bool) {
             "{} {:<20} {} {}",
             crate::labels::utc(e.at),
             e.kind,
-            &e.actor[..e.actor.len().min(12)],
+            // The first 12 characters of a key's hex: enough to tell them apart.
+            e.actor.get(..12).unwrap_or(&e.actor),
             e.detail
         );
     }
