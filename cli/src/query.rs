@@ -180,6 +180,7 @@ fn answer_json(a: &Answer) -> serde_json::Value {
     })
 }
 
+/// `query local`: one node's released answer, its noise and the budget left.
 fn print_answer(query: &Query, a: &Answer, json: bool) {
     if json {
         return crate::stdout::json(&answer_json(a));
