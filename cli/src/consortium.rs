@@ -124,11 +124,25 @@ fn read_unsigned(path: &Path) -> Result<Directory> {
 }
 
 fn write_unsigned(path: &Path, dir: &Directory) -> Result<()> {
-    write(path, &toml::to_string(dir).expect("directories serialize"))
+    let text = toml::to_string(dir).map_err(|e| {
+        Failure::new(
+            Code::BadDirectory,
+            format!("{}: cannot be written as TOML: {e}", path.display()),
+        )
+    })?;
+    write(path, &text)
+}
+
+/// The serial after `serial`, if there is one: serials stay within TOML's
+/// integers (i64), so the unsigned directory can always be written back.
+fn next_serial(serial: u64) -> Option<u64> {
+    serial
+        .checked_add(1)
+        .filter(|next| i64::try_from(*next).is_ok())
 }
 
 /// `consortium create`.
-pub fn create(name: &str, out: &Path) -> Result<()> {
+fn create(name: &str, out: &Path) -> Result<()> {
     if out.exists() {
         return Err(Failure::new(
             Code::Exists,
@@ -144,7 +158,7 @@ pub fn create(name: &str, out: &Path) -> Result<()> {
 }
 
 /// `consortium add`: a member from a node's data dir.
-pub fn add(directory: &Path, data_dir: &Path, addresses: &[String]) -> Result<()> {
+fn add(directory: &Path, data_dir: &Path, addresses: &[String]) -> Result<()> {
     let mut dir = read_unsigned(directory)?;
     let config_text = read(&node::DataDir(data_dir.to_path_buf()).config())?;
     let config: node::Config = toml::from_str(&config_text).map_err(|e| {
@@ -166,7 +180,16 @@ pub fn add(directory: &Path, data_dir: &Path, addresses: &[String]) -> Result<()
         signing_key: config.node_key,
     })
     .map_err(|e| Failure::from_layer(e.error_code(), e))?;
-    dir.serial += 1;
+    dir.serial = next_serial(dir.serial).ok_or_else(|| {
+        Failure::new(
+            Code::BadDirectory,
+            format!(
+                "{} has serial {}, the highest a directory can have: no later one can follow it; start a new directory with `consortium create`",
+                directory.display(),
+                dir.serial
+            ),
+        )
+    })?;
     write_unsigned(directory, &dir)?;
     outln!(
         "added {} ({peer}) to {}; sign it again to publish",
@@ -177,7 +200,7 @@ pub fn add(directory: &Path, data_dir: &Path, addresses: &[String]) -> Result<()
 }
 
 /// `consortium sign`.
-pub fn sign(authority_key: &Path, directory: &Path, out: &Path) -> Result<()> {
+fn sign(authority_key: &Path, directory: &Path, out: &Path) -> Result<()> {
     let authority = keys::load(authority_key, Role::Authority)?;
     let mut dir = read_unsigned(directory)?;
     dir.issued_at = unix_now();
@@ -194,7 +217,7 @@ pub fn sign(authority_key: &Path, directory: &Path, out: &Path) -> Result<()> {
 }
 
 /// `consortium show`: a signed or unsigned directory.
-pub fn show(directory: &Path, authority: Option<&str>, json: bool) -> Result<()> {
+fn show(directory: &Path, authority: Option<&str>, json: bool) -> Result<()> {
     let text = read(directory)?;
     let (dir, signer) = match toml::from_str::<Directory>(&text) {
         Ok(dir) => (dir, None),
@@ -227,7 +250,7 @@ pub fn show(directory: &Path, authority: Option<&str>, json: bool) -> Result<()>
 }
 
 /// `consortium install` at a node.
-pub fn install(data_dir: &Path, authority: Option<&str>, file: &Path) -> Result<()> {
+fn install(data_dir: &Path, authority: Option<&str>, file: &Path) -> Result<()> {
     let node = local_node::open(data_dir)?;
     let authority: PublicKey = match (pinned_authority(data_dir)?, authority) {
         (Some(p), Some(a)) if p.to_hex() != a.trim() => {
@@ -308,4 +331,17 @@ fn verify_signed(text: &str, authority: Option<PublicKey>) -> Result<(Directory,
     let dir = directory::verify_directory(&envelope, &signer)
         .map_err(|e| Failure::from_layer(e.error_code(), e))?;
     Ok((dir, signer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serials_stop_where_toml_integers_end() {
+        assert_eq!(next_serial(0), Some(1));
+        assert_eq!(next_serial(i64::MAX as u64 - 1), Some(i64::MAX as u64));
+        assert_eq!(next_serial(i64::MAX as u64), None);
+        assert_eq!(next_serial(u64::MAX), None);
+    }
 }

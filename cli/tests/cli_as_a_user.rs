@@ -492,6 +492,44 @@ fn a_huge_consortium_directory_is_refused_without_being_read() {
     assert_eq!(error_code_of(&out), "too_large", "{}", text(&out.stderr));
 }
 
+/// A directory at the highest serial cannot take another member: refused
+/// with a code, never a panic writing a serial TOML cannot hold.
+#[test]
+fn adding_to_a_directory_at_the_highest_serial_is_refused_without_a_panic() {
+    let (tmp, node) = fresh_node();
+    let directory = tmp.path().join("c.toml");
+    run_ok(&[
+        "consortium",
+        "create",
+        "--name",
+        "Net",
+        "--out",
+        s(&directory),
+    ]);
+    let fresh = std::fs::read_to_string(&directory).unwrap();
+    // TOML's integers are i64: the highest serial a directory file can hold.
+    let last = fresh.replace("serial = 0", &format!("serial = {}", i64::MAX));
+    assert_ne!(fresh, last, "no serial line in {fresh}");
+    std::fs::write(&directory, last).unwrap();
+    let out = run_fail(&[
+        "consortium",
+        "add",
+        "--directory",
+        s(&directory),
+        "--data-dir",
+        s(&node),
+        "--address",
+        "/ip4/127.0.0.1/tcp/4001",
+    ]);
+    assert_no_panic(&text(&out.stderr));
+    assert_eq!(
+        error_code_of(&out),
+        "bad_directory",
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 /// `witmed [path] -h`, as a person at a terminal would read it.
 fn short_help(path: &[String]) -> String {
     let mut args = path.to_vec();
