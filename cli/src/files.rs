@@ -1,9 +1,10 @@
-//! The one reader for every file the CLI reads: bounded, so a wrong path to a huge file fails fast and says so.
+//! The one reader for every file the CLI reads: bounded, so a wrong path to a huge file fails fast and says so; and the writer of new output files.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::Path;
 
-use crate::Failure;
+use crate::code::Code;
+use crate::failure::Failure;
 
 /// A key file or a one-line public key: a few hundred bytes.
 pub const MAX_KEY_FILE_BYTES: usize = 64 * 1024;
@@ -14,7 +15,7 @@ pub const MAX_KEY_FILE_BYTES: usize = 64 * 1024;
 /// that grows while it is read cannot exceed the limit either.
 pub fn read_text(path: &Path, max: usize) -> Result<String, Failure> {
     let unreadable =
-        |e: std::io::Error| Failure::new("read_failed", format!("{}: {e}", path.display()));
+        |e: std::io::Error| Failure::new(Code::ReadFailed, format!("{}: {e}", path.display()));
     let file = std::fs::File::open(path).map_err(unreadable)?;
     let mut bytes = Vec::new();
     file.take(max as u64 + 1)
@@ -22,7 +23,7 @@ pub fn read_text(path: &Path, max: usize) -> Result<String, Failure> {
         .map_err(unreadable)?;
     if bytes.len() > max {
         return Err(Failure::new(
-            "too_large",
+            Code::TooLarge,
             format!(
                 "{} is over the limit of {max} bytes for this kind of file: is it the right file?",
                 path.display()
@@ -31,11 +32,23 @@ pub fn read_text(path: &Path, max: usize) -> Result<String, Failure> {
     }
     String::from_utf8(bytes).map_err(|_| {
         Failure::new(
-            "read_failed",
+            Code::ReadFailed,
             format!(
                 "{} is not UTF-8 text: is it the right file?",
                 path.display()
             ),
         )
     })
+}
+
+/// Writes `text` to `path`, a new file: an existing file is never overwritten.
+pub fn write_new(path: &Path, text: &str) -> Result<(), Failure> {
+    let failed =
+        |e: std::io::Error| Failure::new(Code::WriteFailed, format!("{}: {e}", path.display()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(failed)?;
+    file.write_all(text.as_bytes()).map_err(failed)
 }

@@ -12,6 +12,10 @@ use std::fmt::Arguments;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicU8, Ordering};
 
+use serde::Serialize;
+
+use crate::code::Code;
+
 const OPEN: u8 = 0;
 const CLOSED_BY_READER: u8 = 1;
 const FAILED: u8 = 2;
@@ -42,11 +46,22 @@ pub fn text(args: Arguments<'_>) {
     }
 }
 
+/// Writes `value` as one pretty-printed JSON object (what `--json` prints).
+pub fn json(value: &impl Serialize) {
+    line(format_args!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("output serializes")
+    ));
+}
+
 fn note_failure(e: &io::Error) {
     if e.kind() == io::ErrorKind::BrokenPipe {
         STATE.store(CLOSED_BY_READER, Ordering::Relaxed);
     } else {
-        eprintln!("error[output_failed]: could not write to stdout: {e}; check where stdout goes (disk full?)");
+        eprintln!(
+            "error[{}]: could not write to stdout: {e}; check where stdout goes (disk full?)",
+            Code::OutputFailed
+        );
         STATE.store(FAILED, Ordering::Relaxed);
     }
 }

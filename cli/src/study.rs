@@ -1,14 +1,48 @@
 //! `witmed study`: a researcher's study keys for encrypted mode, made once and published to every member.
 
-use witmed_protocol::encrypted::{StudyAnnouncement, ENCRYPTED_VERSION};
+use std::path::PathBuf;
 
-use crate::network::researcher_session;
-use crate::{Failure, PublishStudyArgs, StudyCommand};
+use clap::{Args, Subcommand};
 use witmed_net::client::{self, Status};
 use witmed_node::encrypted::study;
 use witmed_node::unix_now;
+use witmed_protocol::encrypted::{StudyAnnouncement, ENCRYPTED_VERSION};
 
-type Result<T> = std::result::Result<T, Failure>;
+use crate::args::parse_duration;
+use crate::code::Code;
+use crate::failure::{Failure, Result};
+use crate::researcher::{self, ResearcherArgs};
+use crate::runtime;
+
+#[derive(Debug, Subcommand)]
+pub enum StudyCommand {
+    /// Make a study key pair: the decryption key stays in DIR, the public key is published.
+    Keygen {
+        /// Directory for client.key (mode 0600), public.key and study.toml.
+        #[arg(long)]
+        out: PathBuf,
+        /// Print the study id, parameters and directory as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send the study's public key, signed by the researcher, to every member to cache.
+    Publish(PublishStudyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PublishStudyArgs {
+    /// The study directory made by `study keygen`.
+    #[arg(long)]
+    pub study: PathBuf,
+    #[command(flatten)]
+    pub researcher: ResearcherArgs,
+    /// Give up on hospitals that have not answered by then.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
+    /// Print each member's status as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
 
 /// Runs one `study` subcommand.
 pub fn run(command: StudyCommand) -> Result<()> {
@@ -19,17 +53,14 @@ pub fn run(command: StudyCommand) -> Result<()> {
 }
 
 fn keygen(out: &std::path::Path, json: bool) -> Result<()> {
-    let info = study::keygen(out, unix_now()).map_err(|e| Failure::new(e.code(), e))?;
+    let info = study::keygen(out, unix_now()).map_err(|e| Failure::from_layer(e.code(), e))?;
     if json {
         let value = serde_json::json!({
             "study_id": info.id,
             "parameters": info.params,
             "dir": out.display().to_string(),
         });
-        outln!(
-            "{}",
-            serde_json::to_string_pretty(&value).expect("output serializes")
-        );
+        crate::stdout::json(&value);
         return Ok(());
     }
     outln!("study {}", info.id);
@@ -47,9 +78,9 @@ fn keygen(out: &std::path::Path, json: bool) -> Result<()> {
 }
 
 fn publish(args: PublishStudyArgs) -> Result<()> {
-    let (researcher, credential, targets) = researcher_session(&args.researcher)?;
+    let (researcher, credential, targets) = researcher::session(&args.researcher)?;
     let (info, public_key) =
-        study::load_public(&args.study).map_err(|e| Failure::new(e.code(), e))?;
+        study::load_public(&args.study).map_err(|e| Failure::from_layer(e.code(), e))?;
     let announcement = StudyAnnouncement {
         version: ENCRYPTED_VERSION,
         params: info.params.clone(),
@@ -59,8 +90,7 @@ fn publish(args: PublishStudyArgs) -> Result<()> {
     };
     let id = announcement.study_id();
     let envelope = announcement.sign(&researcher);
-    let runtime = witmed_net::runtime().map_err(|e| Failure::new("runtime_failed", e))?;
-    let results = runtime
+    let results = runtime::start()?
         .block_on(client::ask_signed(
             &researcher,
             &envelope,
@@ -69,7 +99,7 @@ fn publish(args: PublishStudyArgs) -> Result<()> {
             args.timeout,
             witmed_net::codec::Codec::default(),
         ))
-        .map_err(|e| Failure::new("network_failed", e))?;
+        .map_err(|e| Failure::new(Code::NetworkFailed, e))?;
     if args.json {
         print_published_json(&info.id, &results);
     } else {
@@ -85,7 +115,7 @@ fn publish(args: PublishStudyArgs) -> Result<()> {
         .count();
     if missing > 0 {
         return Err(Failure::new(
-            "publish_incomplete",
+            Code::PublishIncomplete,
             format!("{missing} members did not install the study; see the reasons above and publish again"),
         ));
     }
@@ -106,8 +136,5 @@ fn print_published_json(study_id: &str, results: &[client::HospitalResult]) {
         })
         .collect();
     let value = serde_json::json!({"study_id": study_id, "members": members});
-    outln!(
-        "{}",
-        serde_json::to_string_pretty(&value).expect("output serializes")
-    );
+    crate::stdout::json(&value);
 }

@@ -428,6 +428,95 @@ fn consortium_show_json_lists_members_and_signer() {
     assert!(signed["members"][0]["peer_id"].is_string());
 }
 
+/// The code of a failed command's `error[code]: ...` line.
+fn error_code_of(out: &Output) -> String {
+    let stderr = text(&out.stderr);
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("error[")?.split(']').next())
+        .unwrap_or_else(|| panic!("no error line: {stderr}"))
+        .to_string()
+}
+
+/// A researcher with a key and a credential in `dir`; returns their paths.
+fn researcher_in(dir: &Path) -> (PathBuf, PathBuf) {
+    let (authority, key, credential) = (
+        dir.join("authority.key"),
+        dir.join("bob.key"),
+        dir.join("bob.credential"),
+    );
+    run_ok(&["keygen", "--role", "authority", "--out", s(&authority)]);
+    run_ok(&["keygen", "--role", "researcher", "--out", s(&key)]);
+    issue_credential(&authority, &key, "bob", "HMB", &credential);
+    (key, credential)
+}
+
+/// A consortium directory that is a huge (sparse) file is refused at its
+/// size limit: the researcher's client reads no more of it than the limit.
+#[test]
+fn a_huge_consortium_directory_is_refused_without_being_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (key, credential) = researcher_in(tmp.path());
+    let huge = tmp.path().join("consortium.signed");
+    // 64 GiB of holes: reading it whole would take that much memory.
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(64 << 30)
+        .unwrap();
+    let out = run_fail(&[
+        "query",
+        "run",
+        "--directory",
+        s(&huge),
+        "--key",
+        s(&key),
+        "--credential",
+        s(&credential),
+        "--query",
+        s(&tmp.path().join("q.toml")),
+    ]);
+    assert_no_panic(&text(&out.stderr));
+    assert_eq!(error_code_of(&out), "too_large", "{}", text(&out.stderr));
+}
+
+/// A directory at the highest serial cannot take another member: refused
+/// with a code, never a panic writing a serial TOML cannot hold.
+#[test]
+fn adding_to_a_directory_at_the_highest_serial_is_refused_without_a_panic() {
+    let (tmp, node) = fresh_node();
+    let directory = tmp.path().join("c.toml");
+    run_ok(&[
+        "consortium",
+        "create",
+        "--name",
+        "Net",
+        "--out",
+        s(&directory),
+    ]);
+    let fresh = std::fs::read_to_string(&directory).unwrap();
+    // TOML's integers are i64: the highest serial a directory file can hold.
+    let last = fresh.replace("serial = 0", &format!("serial = {}", i64::MAX));
+    assert_ne!(fresh, last, "no serial line in {fresh}");
+    std::fs::write(&directory, last).unwrap();
+    let out = run_fail(&[
+        "consortium",
+        "add",
+        "--directory",
+        s(&directory),
+        "--data-dir",
+        s(&node),
+        "--address",
+        "/ip4/127.0.0.1/tcp/4001",
+    ]);
+    assert_no_panic(&text(&out.stderr));
+    assert_eq!(
+        error_code_of(&out),
+        "bad_directory",
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 /// `witmed [path] -h`, as a person at a terminal would read it.
 fn short_help(path: &[String]) -> String {
     let mut args = path.to_vec();

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Arg, ArgMatches, Args, CommandFactory, FromArgMatches, Subcommand};
-use witmed::{DataDirArg, Failure, RunArgs};
+use witmed::{Code, DataDirArg, Failure, RunArgs};
 use witmed_net::server::SignResponse;
 
 use crate::fault::{self, Misbehave};
@@ -213,15 +213,15 @@ fn faulty_node(args: &RunArgs, how: Misbehave) -> Result<(), Failure> {
     let sign = SignResponse(Arc::new(move |node, response| {
         fault::misbehave(node, how, response)
     }));
-    witmed::network::node_run(args, Some(sign))
+    witmed::node::serve(args, Some(sign))
 }
 
 fn simulate(args: SimulateArgs) -> Result<(), Failure> {
     let now = witmed_node::unix_now();
     let node = witmed_node::node::Node::open(&args.dir.data_dir, now)
-        .map_err(|e| Failure::new("node_open_failed", e))?;
+        .map_err(|e| Failure::new(Code::NodeOpenFailed, e))?;
     let done = crate::simulate::simulate(&node, args.rate, &args.purposes, args.seed, now)
-        .map_err(|e| Failure::new(e.code(), e))?;
+        .map_err(|e| Failure::from_layer(e.code(), e))?;
     outln!(
         "SIMULATED consent (demonstration only): {} of {} patients enrolled with fresh keys and tokens for {} ({} chosen were already enrolled and left alone)",
         done.tokens,
@@ -249,7 +249,7 @@ fn demo(args: DemoArgs) -> Result<(), Failure> {
     };
     crate::demo::run(&config)
         .map(|_| ())
-        .map_err(|e| Failure::new("demo_failed", e))
+        .map_err(|e| Failure::from_layer("demo_failed", e))
 }
 
 fn bench(command: BenchCommand) -> Result<(), Failure> {
@@ -285,5 +285,5 @@ fn bench(command: BenchCommand) -> Result<(), Failure> {
             csv,
         } => bench::dp_error(patients, repetitions, csv.as_deref()),
     }
-    .map_err(|e| Failure::new("bench_failed", e))
+    .map_err(|e| Failure::from_layer("bench_failed", e))
 }

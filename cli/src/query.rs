@@ -1,130 +1,119 @@
-//! Commands that use the network: `node run` and `query run`.
+//! `witmed query`: a researcher's query, asked of one node's store (`local`) or of every member over libp2p (`run`), DP or encrypted.
 
-use std::sync::Arc;
+use std::path::PathBuf;
 
-use libp2p::Multiaddr;
+use clap::{Args, Subcommand};
 use serde::Serialize;
+use serde_json::json;
 use witmed_crypto::{Envelope, KeyPair, Role};
+use witmed_net::client::{self, HospitalResult, Status};
+use witmed_net::reveal;
+use witmed_node::encrypted::study;
+use witmed_node::{engine, unix_now};
+use witmed_protocol::answer::Answer;
 use witmed_protocol::combine;
 use witmed_protocol::encrypted::EncryptedTotal;
 use witmed_protocol::query::Query;
 use witmed_protocol::vocab::Mode;
 use witmed_protocol::wire::QueryRequest;
 
-use crate::{Failure, ResearcherArgs, RunQueryArgs};
-use witmed_net::client::{self, HospitalResult, Status};
-use witmed_net::reveal;
-use witmed_net::server;
-use witmed_node::encrypted::study;
-use witmed_node::node::Node;
-use witmed_node::unix_now;
+use crate::args::{parse_duration, DataDirArg};
+use crate::code::Code;
+use crate::failure::{Failure, Result};
+use crate::files::read_text;
+use crate::researcher::{self, ResearcherArgs};
+use crate::{keys, local_node, runtime};
 
-type Result<T> = std::result::Result<T, Failure>;
-
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    witmed_net::runtime().map_err(|e| Failure::new("runtime_failed", e))
+#[derive(Debug, Subcommand)]
+pub enum QueryCommand {
+    /// Ask one node's store directly (the node must not be running).
+    Local(LocalQueryArgs),
+    /// Ask every hospital in the consortium directory over libp2p and combine the answers.
+    Run(RunQueryArgs),
 }
 
-/// `witmed node run`. `sign_response` is for witmed-lab's fault injection
-/// only (see `witmed_net::server::Config::sign_response`); the `witmed`
-/// binary always passes None.
-pub fn node_run(args: &crate::RunArgs, sign_response: Option<server::SignResponse>) -> Result<()> {
-    let dir = args.dir.data_dir.as_path();
-    let listen = args
-        .listen
-        .iter()
-        .map(|a| {
-            a.parse::<Multiaddr>()
-                .map_err(|e| Failure::new("bad_address", format!("{a}: {e}")))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let node =
-        Arc::new(Node::open(dir, unix_now()).map_err(|e| Failure::new("node_open_failed", e))?);
-    // Build the index before accepting queries, so the first one is not slow.
-    node.index().map_err(|e| Failure::new("store_failed", e))?;
-    let config = server::Config {
-        listen,
-        max_in_flight: args.max_in_flight.max(1),
-        max_connections_per_peer: args.max_connections_per_peer.max(1),
-        sign_response,
-        directory: crate::consortium::installed_at(dir)?,
-        aggregate_timeout: args.aggregate_timeout,
-        ..server::Config::default()
-    };
-    if !witmed_node::encrypted::noise_enabled() {
-        tracing::warn!("INSECURE TEST SETTING: encrypted-mode shares carry no noise");
-        eprintln!(
-            "WARNING: {}=1: encrypted-mode shares carry NO noise (test builds only)",
-            witmed_node::encrypted::NOISE_OFF_ENV
-        );
+#[derive(Debug, Args)]
+pub struct LocalQueryArgs {
+    #[command(flatten)]
+    pub dir: DataDirArg,
+    /// The researcher's key file.
+    #[arg(long)]
+    pub key: PathBuf,
+    /// The researcher's credential file.
+    #[arg(long)]
+    pub credential: PathBuf,
+    /// The query, in TOML.
+    #[arg(long)]
+    pub query: PathBuf,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunQueryArgs {
+    #[command(flatten)]
+    pub researcher: ResearcherArgs,
+    /// The query, in TOML.
+    #[arg(long)]
+    pub query: PathBuf,
+    /// Encrypted mode: the study directory whose client key decrypts the total.
+    #[arg(long)]
+    pub study: Option<PathBuf>,
+    /// Give up on hospitals that have not answered by then (e.g. 10s, 1500ms).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs one `query` subcommand.
+pub fn run(command: QueryCommand) -> Result<()> {
+    match command {
+        QueryCommand::Local(args) => local(args),
+        QueryCommand::Run(args) => federated(args),
     }
-    let name = node.config.name.clone();
-    outln!(
-        "node {name} ({}) running; stop with Ctrl-C or SIGTERM",
-        node.id()
-    );
-    let served = runtime()?.block_on(async {
-        // Consent changes reach the running node through its admin socket.
-        match witmed_node::admin::bind(dir) {
-            Ok(listener) => drop(tokio::spawn(witmed_node::admin::serve(node.clone(), listener))),
-            Err(e) => tracing::warn!(
-                "admin channel {} not available ({e}): consent commands cannot reach this node while it runs",
-                witmed_node::admin::socket_path(dir).display()
-            ),
-        }
-        server::run(node, config, shutdown_signal()).await
-    });
-    witmed_node::admin::unbind(dir);
-    served.map_err(|e| Failure::new("network_failed", e))?;
-    outln!("node {name} stopped");
+}
+
+/// The query in `path`.
+fn read_query(path: &std::path::Path) -> Result<Query> {
+    let text = read_text(path, witmed_protocol::query::MAX_QUERY_BYTES)?;
+    Query::from_toml(&text)
+        .map_err(|e| Failure::new(Code::BadQuery, format!("{}: {e}", path.display())))
+}
+
+/// `query local`: one node's store, opened directly.
+fn local(args: LocalQueryArgs) -> Result<()> {
+    let researcher = keys::load(&args.key, Role::Researcher)?;
+    let text = read_text(&args.credential, witmed_policies::MAX_SIGNED_BYTES)?;
+    let credential: Envelope =
+        witmed_policies::parse_signed(&text).map_err(|e| Failure::from_layer(e.error_code(), e))?;
+    let query = read_query(&args.query)?;
+    let node = local_node::open(&args.dir.data_dir)?;
+    let answer = engine::answer(&node, &query, &researcher.public(), &credential, unix_now())
+        .map_err(|e| Failure::from_layer(e.code(), e))?;
+    print_answer(&query, &answer, args.json);
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-}
-
-/// The researcher's key, credential and the members of the verified directory.
-pub fn researcher_session(
-    args: &ResearcherArgs,
-) -> Result<(KeyPair, Envelope, Vec<client::Target>)> {
-    let researcher =
-        KeyPair::load_role(&args.key, Role::Researcher).map_err(|e| Failure::new("bad_key", e))?;
-    let credential_text =
-        crate::files::read_text(&args.credential, witmed_policies::MAX_SIGNED_BYTES)?;
-    let credential = witmed_policies::parse_signed(&credential_text)
-        .map_err(|e| Failure::new(e.error_code(), e))?;
-    let (dir, _) = crate::consortium::load_directory(&args.directory, args.authority.as_deref())?;
-    let targets = client::targets(&dir).map_err(|e| Failure::new("bad_directory", e))?;
-    Ok((researcher, credential, targets))
-}
-
-/// `witmed query run`.
-pub fn query_run(args: RunQueryArgs) -> Result<()> {
-    let (researcher, credential, targets) = researcher_session(&args.researcher)?;
-    let query_text = crate::files::read_text(&args.query, witmed_protocol::query::MAX_QUERY_BYTES)?;
-    let query = Query::from_toml(&query_text)
-        .map_err(|e| Failure::new("bad_query", format!("{}: {e}", args.query.display())))?;
+/// `query run`: every member of the directory, over libp2p.
+fn federated(args: RunQueryArgs) -> Result<()> {
+    let (researcher, credential, targets) = researcher::session(&args.researcher)?;
+    let query = read_query(&args.query)?;
     let request = client::request_for(query.clone(), &credential, unix_now())
-        .map_err(|e| Failure::new("random_failed", e))?;
+        .map_err(|e| Failure::new(Code::RandomFailed, e))?;
     if query.privacy.mode == Mode::Encrypted {
-        return encrypted_query_run(&args, &researcher, &request, &targets);
+        return encrypted(&args, &researcher, &request, &targets);
     }
-    let results = runtime()?
+    let results = runtime::start()?
         .block_on(client::ask(&researcher, &request, &targets, args.timeout))
-        .map_err(|e| Failure::new("network_failed", e))?;
+        .map_err(|e| Failure::new(Code::NetworkFailed, e))?;
     print_federated(&query, &results, args.json)
 }
 
 /// Encrypted mode: ask the aggregator, check and decrypt its total, print it.
-fn encrypted_query_run(
+fn encrypted(
     args: &RunQueryArgs,
     researcher: &KeyPair,
     request: &QueryRequest,
@@ -134,13 +123,13 @@ fn encrypted_query_run(
     require_member_aggregator(query, targets)?;
     let study_dir = args.study.as_deref().ok_or_else(|| {
         Failure::new(
-            "missing_study",
+            Code::MissingStudy,
             "encrypted mode needs --study DIR: the study's client key decrypts the total",
         )
     })?;
     let (info, client_key) =
-        study::load_client(study_dir).map_err(|e| Failure::new(e.code(), e))?;
-    let (total, combined) = runtime()?
+        study::load_client(study_dir).map_err(|e| Failure::from_layer(e.code(), e))?;
+    let (total, combined) = runtime::start()?
         .block_on(reveal::ask_aggregator(
             researcher,
             request,
@@ -148,7 +137,7 @@ fn encrypted_query_run(
             (&client_key, &info.id),
             args.timeout,
         ))
-        .map_err(|e| Failure::new(e.code(), e))?;
+        .map_err(|e| Failure::from_layer(e.code(), e))?;
     print_encrypted(query, &total, &combined, args.json);
     Ok(())
 }
@@ -161,7 +150,7 @@ fn require_member_aggregator(query: &Query, targets: &[client::Target]) -> Resul
     }
     let members: Vec<String> = targets.iter().map(|t| format!("{:?}", t.name)).collect();
     Err(Failure::new(
-        "unknown_aggregator",
+        Code::UnknownAggregator,
         format!(
             "the query's aggregator {named:?} is not a member of the directory; \
              set [privacy] aggregator to one of: {} (names as `consortium show` lists them)",
@@ -170,8 +159,62 @@ fn require_member_aggregator(query: &Query, targets: &[client::Target]) -> Resul
     ))
 }
 
+/// The JSON form of an answer, as `query local --json` prints it.
+fn answer_json(a: &Answer) -> serde_json::Value {
+    let r = &a.released;
+    let noise_scale: Vec<f64> = r.components.iter().map(|c| c.noise_scale).collect();
+    json!({
+        "query_id": a.query_id,
+        "node": a.node,
+        "value": r.value,
+        "values": r.values,
+        "ci95": r.ci95.map(|(lo, hi)| vec![lo, hi]),
+        "ci95s": r.ci95s.iter().map(|(lo, hi)| vec![*lo, *hi]).collect::<Vec<_>>(),
+        "noise_scale": noise_scale.first().copied(),
+        "noise_scales": noise_scale,
+        "components": r.components,
+        "epsilon_spent": r.epsilon_spent,
+        "budget_left": a.budget_left,
+        "suppressed": r.suppressed,
+        "answered_at": a.answered_at,
+    })
+}
+
+/// `query local`: one node's released answer, its noise and the budget left.
+fn print_answer(query: &Query, a: &Answer, json: bool) {
+    if json {
+        return crate::stdout::json(&answer_json(a));
+    }
+    let r = &a.released;
+    outln!("query {} at {}", a.query_id, a.node);
+    if r.suppressed {
+        outln!("SUPPRESSED: the cohort is smaller than the node's minimum; nothing is released");
+    }
+    if let (Some(v), Some((lo, hi))) = (r.value, r.ci95) {
+        outln!("answer:  {v:.3}   95% interval [{lo:.3}, {hi:.3}]");
+    }
+    let labels = crate::labels::entries(query, r.values.len());
+    for (label, (v, (lo, hi))) in labels.iter().zip(r.values.iter().zip(&r.ci95s)) {
+        outln!("  {label:<16} {v:.3}   95% interval [{lo:.3}, {hi:.3}]");
+    }
+    for c in &r.components {
+        outln!(
+            "  noise: {} ~ {:?}(scale {:.4})",
+            c.name,
+            c.mechanism,
+            c.noise_scale
+        );
+    }
+    outln!(
+        "epsilon spent: {:.4}   budget left: {:.4} (as of the first answer, {})",
+        r.epsilon_spent,
+        a.budget_left,
+        crate::labels::utc(a.answered_at)
+    );
+}
+
 /// Prints a decrypted encrypted-mode total and who is in it.
-pub fn print_encrypted(
+fn print_encrypted(
     query: &Query,
     total: &EncryptedTotal,
     combined: &combine::Combined,
@@ -218,10 +261,10 @@ pub fn print_encrypted(
 }
 
 /// Combines the answered results and prints them.
-pub fn print_federated(query: &Query, results: &[HospitalResult], json: bool) -> Result<()> {
+fn print_federated(query: &Query, results: &[HospitalResult], json: bool) -> Result<()> {
     let answers = client::answered(results);
-    let combined =
-        client::combine_answered(query, results).map_err(|e| Failure::new("combine_failed", e))?;
+    let combined = client::combine_answered(query, results)
+        .map_err(|e| Failure::new(Code::CombineFailed, e))?;
     if json {
         print_outcome(&federated_outcome(query, results, combined.as_ref()));
     } else {
@@ -229,7 +272,7 @@ pub fn print_federated(query: &Query, results: &[HospitalResult], json: bool) ->
     }
     if answers.is_empty() {
         return Err(Failure::new(
-            "no_answers",
+            Code::NoAnswers,
             "no hospital answered; see the reasons above",
         ));
     }
@@ -298,10 +341,7 @@ fn interval(ci: (f64, f64)) -> [f64; 2] {
 }
 
 fn print_outcome(outcome: &Outcome) {
-    outln!(
-        "{}",
-        serde_json::to_string_pretty(outcome).expect("output serializes")
-    );
+    crate::stdout::json(outcome);
 }
 
 fn federated_outcome(

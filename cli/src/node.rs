@@ -1,0 +1,259 @@
+//! `witmed node`: create a node (`init`), run it as a libp2p peer (`run`), and show what its store holds (`status`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::{Args, Subcommand};
+use libp2p::Multiaddr;
+use serde::Serialize;
+use witmed_net::server;
+use witmed_node::consents::Counts;
+use witmed_node::node::{Config, Node};
+use witmed_node::store::{self, cf};
+use witmed_node::{consent_ops, unix_now};
+
+use crate::args::{parse_duration, DataDirArg};
+use crate::code::Code;
+use crate::failure::{Failure, Result};
+use crate::{keys, local_node, runtime};
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Create a node's keys, config, default policy and store.
+    Init {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// The hospital's name as researchers will see it.
+        #[arg(long)]
+        name: String,
+        /// Public key (hex) of a credential issuer to trust; repeatable.
+        #[arg(long = "trust-issuer")]
+        trust_issuers: Vec<String>,
+        /// DEMONSTRATION NODES ONLY: sign the policy with allow_demonstration_data = true,
+        /// so `consent simulate` may run and its simulated consent counts.
+        #[arg(long)]
+        allow_demonstration_data: bool,
+        /// Write the hospital admin key (which signs policies) to this new file
+        /// instead of DIR/hospital.key: keep it off the node, e.g. on removable
+        /// media. The node never needs it to open or run.
+        #[arg(long)]
+        hospital_key_out: Option<PathBuf>,
+    },
+    /// Run the node as a libp2p peer until Ctrl-C or SIGTERM.
+    Run(RunArgs),
+    /// What the store holds.
+    Status {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `witmed node run`: where to listen and how much to take on at once.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub dir: DataDirArg,
+    /// Address to listen on (repeatable).
+    #[arg(long, default_value = "/ip4/0.0.0.0/tcp/4001")]
+    pub listen: Vec<String>,
+    /// Queries computed at once; more are refused as busy.
+    #[arg(long, default_value_t = 4)]
+    pub max_in_flight: usize,
+    /// Established connections per peer.
+    #[arg(long, default_value_t = 2)]
+    pub max_connections_per_peer: u32,
+    /// As an encrypted-mode aggregator, wait this long for the other members' shares
+    /// (keep it below the researchers' `query run --timeout`, 10s by default).
+    #[arg(long, default_value = "8s", value_parser = parse_duration)]
+    pub aggregate_timeout: std::time::Duration,
+}
+
+/// Runs one `node` subcommand.
+pub fn run(command: NodeCommand) -> Result<()> {
+    match command {
+        NodeCommand::Init {
+            dir,
+            name,
+            trust_issuers,
+            allow_demonstration_data,
+            hospital_key_out,
+        } => init(
+            &dir.data_dir,
+            &name,
+            &trust_issuers,
+            allow_demonstration_data,
+            hospital_key_out.as_deref(),
+        ),
+        NodeCommand::Run(args) => serve(&args, None),
+        NodeCommand::Status { dir, json } => {
+            let node = local_node::open(&dir.data_dir)?;
+            let status = Status::of(&node).map_err(|e| Failure::new(Code::StoreFailed, e))?;
+            print_status(&status, json);
+            Ok(())
+        }
+    }
+}
+
+/// `node init`.
+fn init(
+    dir: &Path,
+    name: &str,
+    trust_issuers: &[String],
+    allow_demonstration_data: bool,
+    hospital_key_out: Option<&Path>,
+) -> Result<()> {
+    let issuers = trust_issuers
+        .iter()
+        .map(|h| keys::parse_public(h))
+        .collect::<Result<Vec<_>>>()?;
+    let config = witmed_node::node::init_with(dir, name, issuers, unix_now(), hospital_key_out)
+        .map_err(|e| Failure::new(Code::InitFailed, e))?;
+    if allow_demonstration_data {
+        let node = local_node::open(dir)?;
+        consent_ops::allow_demonstration_data(&node, unix_now())
+            .map_err(|e| Failure::new(Code::InitFailed, e))?;
+        outln!("DEMONSTRATION NODE: its policy allows simulated consent");
+    }
+    print_created(dir, &config, hospital_key_out);
+    Ok(())
+}
+
+/// `witmed node run`. `sign_response` is for witmed-lab's fault injection
+/// only (see `witmed_net::server::Config::sign_response`); the `witmed`
+/// binary always passes None.
+pub fn serve(args: &RunArgs, sign_response: Option<server::SignResponse>) -> Result<()> {
+    let dir = args.dir.data_dir.as_path();
+    let listen = args
+        .listen
+        .iter()
+        .map(|a| {
+            a.parse::<Multiaddr>()
+                .map_err(|e| Failure::new(Code::BadAddress, format!("{a}: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let node = Arc::new(local_node::open(dir)?);
+    // Build the index before accepting queries, so the first one is not slow.
+    node.index()
+        .map_err(|e| Failure::new(Code::StoreFailed, e))?;
+    let config = server::Config {
+        listen,
+        max_in_flight: args.max_in_flight.max(1),
+        max_connections_per_peer: args.max_connections_per_peer.max(1),
+        sign_response,
+        directory: crate::consortium::installed_at(dir)?,
+        aggregate_timeout: args.aggregate_timeout,
+        ..server::Config::default()
+    };
+    if !witmed_node::encrypted::noise_enabled() {
+        tracing::warn!("INSECURE TEST SETTING: encrypted-mode shares carry no noise");
+        eprintln!(
+            "WARNING: {}=1: encrypted-mode shares carry NO noise (test builds only)",
+            witmed_node::encrypted::NOISE_OFF_ENV
+        );
+    }
+    let name = node.config.name.clone();
+    outln!(
+        "node {name} ({}) running; stop with Ctrl-C or SIGTERM",
+        node.id()
+    );
+    let served = runtime::start()?.block_on(async {
+        // Consent changes reach the running node through its admin socket.
+        match witmed_node::admin::bind(dir) {
+            Ok(listener) => drop(tokio::spawn(witmed_node::admin::serve(node.clone(), listener))),
+            Err(e) => tracing::warn!(
+                "admin channel {} not available ({e}): consent commands cannot reach this node while it runs",
+                witmed_node::admin::socket_path(dir).display()
+            ),
+        }
+        server::run(node, config, shutdown_signal()).await
+    });
+    witmed_node::admin::unbind(dir);
+    served.map_err(|e| Failure::new(Code::NetworkFailed, e))?;
+    outln!("node {name} stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// What `node status` reports.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub name: String,
+    pub node_id: String,
+    pub hospital_key: String,
+    pub policy_serial: u64,
+    pub patients: u64,
+    pub observations: u64,
+    pub conditions: u64,
+    pub consent: Counts,
+    pub audit_entries: u64,
+}
+
+impl Status {
+    /// Counts what `node` holds.
+    pub fn of(node: &Node) -> std::result::Result<Status, store::Error> {
+        Ok(Status {
+            name: node.config.name.clone(),
+            node_id: node.id().to_hex(),
+            hospital_key: node.config.hospital_key.to_hex(),
+            policy_serial: node.policy().serial,
+            patients: node.store.count(cf::PATIENTS)?,
+            observations: node.store.count(cf::OBSERVATIONS)?,
+            conditions: node.store.count(cf::CONDITIONS)?,
+            consent: node.consent_registry().counts(),
+            audit_entries: node.store.count(cf::AUDIT)?,
+        })
+    }
+}
+
+fn print_created(dir: &Path, config: &Config, hospital_key_out: Option<&Path>) {
+    outln!("node {:?} created in {}", config.name, dir.display());
+    outln!("node id:      {}", config.node_key);
+    match hospital_key_out {
+        Some(path) => outln!(
+            "hospital key: {} (in {}; the node never needs it to run)",
+            config.hospital_key,
+            path.display()
+        ),
+        None => outln!(
+            "hospital key: {} (in {}/hospital.key; move it offline)",
+            config.hospital_key,
+            dir.display()
+        ),
+    }
+    outln!(
+        "next: witmed import physionet --data-dir {} SET_DIR",
+        dir.display()
+    );
+}
+
+fn print_status(s: &Status, json: bool) {
+    if json {
+        return crate::stdout::json(s);
+    }
+    outln!("node {} ({})", s.name, s.node_id);
+    outln!("policy serial {}", s.policy_serial);
+    outln!("patients:      {}", s.patients);
+    outln!("observations:  {}", s.observations);
+    outln!("conditions:    {}", s.conditions);
+    outln!(
+        "consent:       {} enrolled, {} tokens ({} simulated), {} revoked",
+        s.consent.enrolled,
+        s.consent.tokens,
+        s.consent.simulated_tokens,
+        s.consent.revoked
+    );
+    outln!("audit entries: {}", s.audit_entries);
+}
