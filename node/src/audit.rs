@@ -41,7 +41,9 @@ pub use chain::{Entry, EntryV1, Head, Link};
 use crate::store::{cf, Batch, Error, Store};
 
 /// Adds `entry` to `batch`, so it is written atomically with the action it
-/// records; it is chained when the batch is written ([`Store::write_durable`]).
+/// records; it is chained when the batch is written ([`Store::write_durable`]),
+/// not here, so a batch that is never written spends no sequence number.
+/// (`_store` stays so the many callers need not change.)
 pub fn append(batch: &mut Batch<'_>, _store: &Store, entry: &Entry) -> Result<(), Error> {
     batch.push_audit(entry.clone());
     Ok(())
@@ -345,8 +347,9 @@ impl Walk {
                 written: link.seq,
             });
         }
+        // The chain starts right after the legacy prefix (or at 1) and has no gaps.
         let expected = self.last_seq.saturating_add(1);
-        if self.previous.is_some() && seq != expected {
+        if seq != expected {
             return Err(ChainError::Removed {
                 position,
                 before: self.last_seq,

@@ -503,7 +503,9 @@ impl Store {
     /// the sequence number the newest head covers (0: no entries or no signer).
     pub fn sign_audit_head(&self, at: i64) -> Result<u64, Error> {
         let mut tail = crate::locks::lock(&self.audit);
-        if tail.seq == tail.head_seq || self.audit_signer.get().is_none() {
+        // Nothing new to sign for; and a log shorter than its newest head
+        // (entries removed) gets no head over what is left.
+        if tail.seq <= tail.head_seq || self.audit_signer.get().is_none() {
             return Ok(tail.head_seq);
         }
         let mut next = *tail;

@@ -268,6 +268,24 @@ fn a_removed_entry_is_named() {
 }
 
 #[test]
+fn entries_removed_from_the_start_are_named() {
+    let mut f = closed_node_with_a_log();
+    delete_entries(&f.store(), 1, 4);
+    let err = f.verify().unwrap_err();
+    assert_eq!(
+        err,
+        ChainError::Removed {
+            position: 1,
+            before: 0,
+            first: 1,
+            last: 3,
+            seq: 4
+        },
+        "{err}"
+    );
+}
+
+#[test]
 fn entries_removed_from_the_end_are_caught_by_the_signed_head() {
     let mut f = closed_node_with_a_log();
     let last = {
