@@ -511,3 +511,68 @@ fn a_legacy_prefix_is_verified_and_pinned_by_the_first_chained_entry() {
         "{err}"
     );
 }
+
+#[test]
+fn a_chain_rewritten_from_an_entry_on_is_caught_by_the_signed_head() {
+    let mut f = closed_node_with_a_log();
+    let first_head_after = {
+        let store = f.store();
+        // Edit entry 100 and re-chain everything after it: every link holds,
+        // but the heads the node signed over the old entries no longer match.
+        let last = last_seq(&store);
+        let mut tail = chain::Tail {
+            seq: 99,
+            hash: read_entry(&store, 99).chain.unwrap().hash,
+            ..chain::Tail::empty()
+        };
+        for seq in 100..=last {
+            let mut entry = read_entry(&store, seq);
+            if seq == 100 {
+                entry.detail = "nothing happened here".into();
+            }
+            tail.chain(&mut entry).unwrap();
+            write_entry(&store, seq, &entry);
+        }
+        let mut heads = Vec::new();
+        store
+            .scan_prefix(cf::META, chain::HEAD_PREFIX, |key, _| {
+                heads.push(u64::from_be_bytes(
+                    key[chain::HEAD_PREFIX.len()..].try_into().unwrap(),
+                ));
+                Ok(())
+            })
+            .unwrap();
+        heads.into_iter().find(|&seq| seq >= 100).unwrap()
+    };
+    let err = f.verify().unwrap_err();
+    assert_eq!(
+        err,
+        ChainError::HeadMismatch {
+            seq: first_head_after
+        },
+        "{err}"
+    );
+    assert_eq!(err.error_code(), "audit_head_mismatch");
+}
+
+#[test]
+fn a_batch_that_is_never_written_spends_no_sequence_number() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), &MasterKey::from_bytes([3; 32])).unwrap();
+    let entry = |detail: &str| Entry::new(NOW, "test", "node", detail);
+    let mut written = store.batch();
+    audit::append(&mut written, &store, &entry("first")).unwrap();
+    store.write_durable(written).unwrap();
+    let mut abandoned = store.batch();
+    audit::append(&mut abandoned, &store, &entry("never written")).unwrap();
+    drop(abandoned);
+    let mut written = store.batch();
+    audit::append(&mut written, &store, &entry("second")).unwrap();
+    store.write_durable(written).unwrap();
+    let node_key = KeyPair::from_seed(Role::Node, &[4; 32]).public();
+    let verified = audit::verify(&store, &node_key).unwrap();
+    assert_eq!((verified.entries, verified.last_seq), (2, 2));
+    assert_eq!(read_entry(&store, 2).detail, "second");
+    // Opened outside its node, the store signs no heads.
+    assert_eq!((verified.heads, verified.unsigned), (0, 2));
+}
