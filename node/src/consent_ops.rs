@@ -103,7 +103,7 @@ pub fn enrol(node: &Node, p: Pseudonym, key: PublicKey, now: i64) -> Result<(), 
     audit::append(
         &mut batch,
         &node.store,
-        &audit::Entry::new(now, "patient.enrolled", "operator", detail),
+        &audit::Entry::new(now, "patient.enrolled", "operator", detail).about(p),
     )?;
     node.store.write_durable(batch)?;
     registry.enrol(p, key, false);
@@ -157,7 +157,7 @@ pub fn reenrol(node: &Node, text: &str, now: i64) -> Result<Reenrolled, Error> {
     audit::append(
         &mut batch,
         &node.store,
-        &audit::Entry::new(now, "patient.reenrolled", envelope.signer.to_hex(), detail),
+        &audit::Entry::new(now, "patient.reenrolled", envelope.signer.to_hex(), detail).about(p),
     )?;
     node.store.write_durable(batch)?;
     registry.enrol(p, verified.new_key, false);
@@ -203,7 +203,8 @@ fn submit_token(
     audit::append(
         &mut batch,
         &node.store,
-        &audit::Entry::new(now, "consent.granted", envelope.signer.to_hex(), detail),
+        &audit::Entry::new(now, "consent.granted", envelope.signer.to_hex(), detail)
+            .about(token.patient),
     )?;
     node.store.write_durable(batch)?;
     registry.add_token(verified, false);
@@ -248,7 +249,8 @@ fn submit_revocation(
     audit::append(
         &mut batch,
         &node.store,
-        &audit::Entry::new(now, "consent.revoked", envelope.signer.to_hex(), detail),
+        &audit::Entry::new(now, "consent.revoked", envelope.signer.to_hex(), detail)
+            .about(revocation.patient),
     )?;
     node.store.write_durable(batch)?;
     registry.revoke(&revocation.token_id);

@@ -16,9 +16,9 @@
 //! | `observations` | pseudonym (16), code digest (16), time (8, ordered), disambiguator (4) | [`ObservationRecord`] |
 //! | `conditions`   | pseudonym (16), code digest of (system, code) (16), onset (8) | [`ConditionRecord`] |
 //! | `consents`     | `e/` pseudonym, `t/` token id, `r/` token id, `s/` token id, `n/` re-enrolment id | enrolments, tokens, revocations, tokens of a replaced key, applied re-enrolments |
-//! | `audit`        | sequence number (8, big endian)                       | [`crate::audit::Entry`]  |
+//! | `audit`        | sequence number (8, big endian)                       | [`crate::audit::Entry`] (hash-chained, [`crate::audit::chain`]) |
 //! | `budget`       | `c2/`, `a2/`, `h2`: keyed digests only (see [`crate::ledger`])   | charges, stored answers, ledger head |
-//! | `meta`         | ASCII names                                           | format version, import markers, trust seal |
+//! | `meta`         | ASCII names; `audit_head/` sequence number (8, big endian) | format version, import markers, trust seal; signed audit heads |
 //!
 //! Observation keys sort by patient, then code, then time, so "all heart
 //! rates of this patient within 24 hours of admission" is one range scan.
@@ -38,7 +38,7 @@
 //! whose recovered sequence number is below the watermark lost an
 //! acknowledged write, and does not open.
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use rocksdb::{
     ColumnFamilyDescriptor, DBRecoveryMode, IteratorMode, Options, WriteBatch, WriteOptions, DB,
@@ -48,8 +48,11 @@ use serde::{Deserialize, Serialize};
 use witmed_crypto::at_rest::{MasterKey, RecordCipher};
 use witmed_crypto::code_digest::{CodeDigest, CodeDigester, CODE_DIGEST_LEN};
 use witmed_crypto::versioned::{self, Evolving};
-use witmed_crypto::{single_version, Pseudonym};
+use witmed_crypto::Envelope;
+use witmed_crypto::{single_version, KeyPair, Pseudonym};
 use witmed_protocol::vocab::Sex;
+
+use crate::audit::chain::{self, Tail};
 
 /// On-disk layout version of the store; checked at open.
 ///
@@ -235,7 +238,12 @@ pub struct Store {
     path: String,
     ciphers: Vec<(&'static str, RecordCipher)>,
     codes: CodeDigester,
-    audit_seq: AtomicU64,
+    /// The audit chain's tail. Held from chaining a batch's audit entries
+    /// until the batch is synced, so entries of concurrent writes chain one
+    /// after another and a failed write leaves no gap.
+    audit: Mutex<Tail>,
+    /// The node key that signs audit heads (set by the node at open).
+    audit_signer: OnceLock<KeyPair>,
     watermark: Watermark,
 }
 
@@ -249,6 +257,8 @@ impl std::fmt::Debug for Store {
 pub struct Batch<'a> {
     store: &'a Store,
     inner: WriteBatch,
+    /// Audit entries, chained and sealed when the batch is written.
+    audit: Vec<chain::Entry>,
 }
 
 impl Batch<'_> {
@@ -280,14 +290,20 @@ impl Batch<'_> {
             .delete_range_cf(self.store.handle(family), from, to);
     }
 
+    /// Queues an audit entry: [`Store::write_durable`] gives it the next
+    /// place in the hash chain, under the chain's lock, as it writes the batch.
+    pub fn push_audit(&mut self, entry: chain::Entry) {
+        self.audit.push(entry);
+    }
+
     /// Number of operations queued.
     pub fn len(&self) -> usize {
-        self.inner.len()
+        self.inner.len() + self.audit.len()
     }
 
     /// True if nothing is queued.
     pub fn is_empty(&self) -> bool {
-        self.inner.is_empty()
+        self.inner.is_empty() && self.audit.is_empty()
     }
 }
 
@@ -334,13 +350,12 @@ impl Store {
             path: path_str,
             ciphers,
             codes: CodeDigester::new(master),
-            audit_seq: AtomicU64::new(0),
+            audit: Mutex::new(Tail::empty()),
+            audit_signer: OnceLock::new(),
             watermark,
         };
         store.check_format()?;
-        store
-            .audit_seq
-            .store(store.last_audit_seq()?, Ordering::SeqCst);
+        *crate::locks::lock(&store.audit) = store.find_audit_tail()?;
         Ok(store)
     }
 
@@ -447,16 +462,86 @@ impl Store {
         Batch {
             store: self,
             inner: WriteBatch::default(),
+            audit: Vec::new(),
         }
     }
 
     /// Applies `batch` atomically and returns only once the WAL is synced to
     /// disk and the watermark records it (so losing it later is detected).
-    pub fn write_durable(&self, batch: Batch<'_>) -> Result<(), Error> {
+    ///
+    /// A batch with audit entries chains them here, under the chain's lock
+    /// held until the write is synced: sequence numbers and links follow the
+    /// order in which batches reach the disk, and a failed write moves
+    /// nothing. A signed head joins the batch when one is due.
+    pub fn write_durable(&self, mut batch: Batch<'_>) -> Result<(), Error> {
+        if batch.audit.is_empty() {
+            return self.write_synced(batch.inner);
+        }
+        let mut tail = crate::locks::lock(&self.audit);
+        let mut next = *tail;
+        let mut newest_at = i64::MIN;
+        for mut entry in std::mem::take(&mut batch.audit) {
+            next.chain(&mut entry).map_err(|e| Error::Corrupt {
+                family: cf::AUDIT,
+                reason: e.to_string(),
+            })?;
+            let key = next.seq.to_be_bytes();
+            let sealed = self.seal(cf::AUDIT, &key, &entry)?;
+            batch.inner.put_cf(self.handle(cf::AUDIT), key, sealed);
+            newest_at = newest_at.max(entry.at);
+        }
+        if next.head_due(newest_at) {
+            self.put_head(&mut batch.inner, &mut next, newest_at);
+        }
+        self.write_synced(batch.inner)?;
+        *tail = next;
+        Ok(())
+    }
+
+    /// Signs a head over the newest audit entry at `at` (at close, or for a
+    /// patient's view), unless the newest head already covers it. Returns
+    /// the sequence number the newest head covers (0: no entries or no signer).
+    pub fn sign_audit_head(&self, at: i64) -> Result<u64, Error> {
+        let mut tail = crate::locks::lock(&self.audit);
+        // Nothing new to sign for; and a log shorter than its newest head
+        // (entries removed) gets no head over what is left.
+        if tail.seq <= tail.head_seq || self.audit_signer.get().is_none() {
+            return Ok(tail.head_seq);
+        }
+        let mut next = *tail;
+        let mut batch = WriteBatch::default();
+        self.put_head(&mut batch, &mut next, at);
+        self.write_synced(batch)?;
+        *tail = next;
+        Ok(tail.head_seq)
+    }
+
+    /// Adds a head over `tail`, signed by the node key, to `batch` (nothing
+    /// without a signer: a store opened outside a node signs no heads).
+    fn put_head(&self, batch: &mut WriteBatch, tail: &mut Tail, at: i64) {
+        let Some(signer) = self.audit_signer.get() else {
+            return;
+        };
+        let signed = tail.head(at).sign(signer);
+        batch.put_cf(
+            self.handle(cf::META),
+            chain::head_key(tail.seq),
+            signed.to_bytes(),
+        );
+        tail.head_seq = tail.seq;
+        tail.head_at = at;
+    }
+
+    /// Sets the key that signs audit heads (the node key; set once, at open).
+    pub fn set_audit_signer(&self, node_key: KeyPair) {
+        let _ = self.audit_signer.set(node_key);
+    }
+
+    fn write_synced(&self, batch: WriteBatch) -> Result<(), Error> {
         let mut opts = WriteOptions::default();
         opts.set_sync(true);
         self.db
-            .write_opt(batch.inner, &opts)
+            .write_opt(batch, &opts)
             .map_err(|e| self.rocks_err(e))?;
         // Every write is synced before its sequence number is published, so
         // all writes up to this number are on disk.
@@ -536,26 +621,80 @@ impl Store {
         Ok(n)
     }
 
-    /// Next audit sequence number (monotonic within this store).
-    pub fn next_audit_seq(&self) -> u64 {
-        self.audit_seq.fetch_add(1, Ordering::SeqCst) + 1
+    /// The audit chain's tail as stored: the newest entry's link, or, for a
+    /// log that ends in legacy entries, the hash of the legacy prefix; and
+    /// the newest signed head.
+    ///
+    /// A newest entry that does not open (tampering) does not stop the
+    /// store from opening: the tail then continues from its sequence number,
+    /// and `witmed audit verify` names the damage.
+    fn find_audit_tail(&self) -> Result<Tail, Error> {
+        let mut tail = Tail::empty();
+        if let Some((seq, newest)) = self.newest_audit_entry()? {
+            tail.seq = seq;
+            match newest {
+                Ok(chain::Entry {
+                    chain: Some(link), ..
+                }) => tail.hash = link.hash,
+                Ok(_) => tail.hash = self.legacy_prefix_hash()?,
+                Err(e) => tracing::warn!(
+                    "the newest audit entry ({seq}) does not open: {e}; run `witmed audit verify`"
+                ),
+            }
+        }
+        if let Some((seq, at)) = self.newest_head()? {
+            tail.head_seq = seq;
+            tail.head_at = at;
+        }
+        Ok(tail)
     }
 
-    fn last_audit_seq(&self) -> Result<u64, Error> {
+    /// The newest audit entry's sequence number, and the entry if it opens.
+    fn newest_audit_entry(&self) -> Result<Option<NewestEntry>, Error> {
         let mut iter = self
             .db
             .iterator_cf(self.handle(cf::AUDIT), IteratorMode::End);
-        match iter.next() {
-            Some(item) => {
-                let (key, _) = item.map_err(|e| self.rocks_err(e))?;
-                Ok(key
-                    .get(..8)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u64::from_be_bytes)
-                    .unwrap_or(0))
+        let Some(item) = iter.next() else {
+            return Ok(None);
+        };
+        let (key, sealed) = item.map_err(|e| self.rocks_err(e))?;
+        let seq = key
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0);
+        Ok(Some((seq, self.open_record(cf::AUDIT, &key, &sealed))))
+    }
+
+    /// The hash of a log made only of legacy entries, each linked by its storage sequence number.
+    fn legacy_prefix_hash(&self) -> Result<[u8; 32], Error> {
+        let mut hash = chain::GENESIS;
+        self.scan_records(cf::AUDIT, b"", |key, entry: chain::Entry| {
+            let seq = key
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            hash = chain::link_hash(seq, &hash, &entry.digest());
+            Ok(())
+        })?;
+        Ok(hash)
+    }
+
+    /// Sequence number and time of the newest signed head (its signature is
+    /// checked by `audit::verify`, not here).
+    fn newest_head(&self) -> Result<Option<(u64, i64)>, Error> {
+        let mut newest = None;
+        self.scan_prefix(cf::META, chain::HEAD_PREFIX, |_, bytes| {
+            let head = Envelope::from_bytes(bytes, chain::MAX_HEAD_BYTES)
+                .ok()
+                .and_then(|e| versioned::decode::<chain::Head>(&e.payload).ok());
+            if let Some(head) = head {
+                newest = Some((head.seq, head.at));
             }
-            None => Ok(0),
-        }
+            Ok(())
+        })?;
+        Ok(newest)
     }
 
     /// Flushes memtables (used before measuring on-disk contents).
@@ -568,6 +707,9 @@ impl Store {
         Ok(())
     }
 }
+
+/// The newest audit entry's sequence number, and the entry or why it did not open.
+type NewestEntry = (u64, Result<chain::Entry, Error>);
 
 /// The sequence number of the last acknowledged write, in its own file.
 ///

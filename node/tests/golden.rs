@@ -22,7 +22,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use witmed_crypto::versioned::{self, Evolving};
 use witmed_crypto::{Envelope, KeyPair, Pseudonym, PublicKey, Role};
-use witmed_node::audit::Entry;
+use witmed_node::audit::chain::{self, ENTRY_VERSION, HEAD_DOMAIN, HEAD_VERSION};
+use witmed_node::audit::{Entry, EntryV1, Link};
 use witmed_node::consents::{Enrolment, StoredSigned};
 use witmed_node::encrypted::aggregate::StoredAggregation;
 use witmed_node::encrypted::study::StoredStudy;
@@ -352,6 +353,17 @@ fn sent_types_match_their_golden_bytes() {
 #[test]
 fn signed_objects_match_their_golden_bytes() {
     let node = key(Role::Hospital, 1);
+    golden_signed(
+        "audit_head",
+        HEAD_DOMAIN,
+        &chain::Head {
+            version: HEAD_VERSION,
+            seq: 64,
+            hash: [9; 32],
+            at: T,
+        },
+        &node,
+    );
     let patient_key = key(Role::Patient, 3);
     let token = Token {
         version: 1,
@@ -544,13 +556,20 @@ fn stored_records_match_their_golden_bytes() {
         },
     );
     golden(
-        "audit_entry",
+        "audit_entry.v2",
         &Entry {
-            version: v,
+            version: ENTRY_VERSION,
             at: T,
-            kind: "query".into(),
+            kind: "consent.granted".into(),
             actor: "ada@uni.example".into(),
-            detail: "answered golden-hr".into(),
+            detail: "granted golden".into(),
+            subject: Some(patient()),
+            chain: Some(Link {
+                seq: 7,
+                prev: [1; 32],
+                salt: [2; 16],
+                hash: [3; 32],
+            }),
         },
     );
     golden(
@@ -584,6 +603,30 @@ fn versioned_free_share_bytes(node: &KeyPair) -> Vec<u8> {
         sealed_share(node)
     );
     bytes
+}
+
+/// A version 1 audit entry (before the hash chain) is read through its
+/// frozen layout as a legacy entry: no link, no subject.
+#[test]
+fn a_version_1_audit_entry_is_read_as_a_legacy_entry() {
+    let old = EntryV1 {
+        version: 1,
+        at: T,
+        kind: "query".into(),
+        actor: "ada@uni.example".into(),
+        detail: "answered golden-hr".into(),
+    };
+    let made = postcard::to_stdvec(&old).unwrap();
+    // The fixture of version 1 keeps its historical name.
+    let fixture = committed("audit_entry", &made);
+    assert_eq!(hex::encode(made), hex::encode(&fixture));
+    assert!(postcard::from_bytes::<Entry>(&fixture).is_err());
+    let upgraded: Entry = versioned::decode(&fixture).unwrap();
+    assert_eq!(
+        upgraded,
+        Entry::new(T, "query", "ada@uni.example", "answered golden-hr")
+    );
+    assert_eq!((upgraded.chain, upgraded.subject), (None, None));
 }
 
 /// A version 1 node policy (no lifetime cap, no simulated consent) is read
