@@ -1,7 +1,9 @@
-//! `witmed audit`: read the node's audit log, all of it or the entries of one kind.
+//! `witmed audit`: read the node's audit log, all of it or the entries of one kind; `audit verify` checks its hash chain.
 
-use clap::Args;
-use witmed_node::audit::{self, Entry};
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use witmed_node::audit::{self, Entry, Verified};
 
 use crate::args::DataDirArg;
 use crate::code::Code;
@@ -9,9 +11,14 @@ use crate::failure::{Failure, Result};
 use crate::local_node;
 
 #[derive(Debug, Args)]
+#[command(subcommand_negates_reqs = true)]
 pub struct AuditArgs {
-    #[command(flatten)]
-    pub dir: DataDirArg,
+    #[command(subcommand)]
+    pub command: Option<AuditCommand>,
+    /// The node's own directory (keys, config, store); or set WITMED_NODE_DIR.
+    /// Not WITMED_DATA_DIR, which names the shared data sets.
+    #[arg(long, env = "WITMED_NODE_DIR", required = true)]
+    pub data_dir: Option<PathBuf>,
     /// Only entries whose kind starts with this (e.g. `consent.`).
     #[arg(long)]
     pub kind: Option<String>,
@@ -20,9 +27,26 @@ pub struct AuditArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check that no entry was edited, removed, inserted or reordered, and name the first that was.
+    Verify {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 /// Runs `audit`.
 pub fn run(args: AuditArgs) -> Result<()> {
-    let node = local_node::open(&args.dir.data_dir)?;
+    if let Some(AuditCommand::Verify { dir, json }) = args.command {
+        return verify(&dir.data_dir, json);
+    }
+    // clap requires the data dir when no subcommand is given.
+    let data_dir = args.data_dir.unwrap_or_default();
+    let node = local_node::open(&data_dir)?;
     let entries = audit::read_all(&node.store, args.kind.as_deref())
         .map_err(|e| Failure::new(Code::StoreFailed, e))?;
     print_entries(&entries, args.json);
@@ -41,6 +65,52 @@ fn print_entries(entries: &[Entry], json: bool) {
             // The first 12 characters of a key's hex: enough to tell them apart.
             e.actor.get(..12).unwrap_or(&e.actor),
             e.detail
+        );
+    }
+}
+
+/// `audit verify`: walks the chain from its start and checks every signed head.
+fn verify(data_dir: &std::path::Path, json: bool) -> Result<()> {
+    let node = local_node::open(data_dir)?;
+    match node.verify_audit() {
+        Ok(verified) => {
+            print_verified(&verified, json);
+            Ok(())
+        }
+        Err(e) => Err(Failure::from_layer(
+            e.error_code(),
+            format!(
+                "{e}; the log was not signed for again. Keep the data dir as it is and compare with a backup"
+            ),
+        )),
+    }
+}
+
+fn print_verified(v: &Verified, json: bool) {
+    if json {
+        return crate::stdout::json(&serde_json::json!({
+            "verified": true,
+            "entries": v.entries,
+            "legacy_entries": v.legacy,
+            "last_seq": v.last_seq,
+            "last_hash": hex::encode(v.last_hash),
+            "signed_heads": v.heads,
+            "newest_head_seq": v.newest_head.as_ref().map(|h| h.seq),
+            "unsigned_entries": v.unsigned,
+        }));
+    }
+    outln!(
+        "audit log verified: {} entries ({} from before the chain), {} signed heads checked",
+        v.entries,
+        v.legacy,
+        v.heads
+    );
+    if let Some(head) = &v.newest_head {
+        outln!(
+            "  newest signed head: entry {} at {}; {} entries since (signed at the next head or close)",
+            head.seq,
+            crate::labels::utc(head.at),
+            v.unsigned
         );
     }
 }

@@ -97,6 +97,10 @@ codes! {
     MissingAuthority = "missing_authority",
     /// The libp2p network could not be used.
     NetworkFailed = "network_failed",
+    /// `node run --http` names an address beyond this machine (the API has no TLS yet).
+    HttpNotLocal = "http_not_local",
+    /// The HTTP API could not listen on its address, or its staff token could not be made.
+    HttpFailed = "http_failed",
     /// No hospital answered a federated query.
     NoAnswers = "no_answers",
     /// The hospitals' answers could not be combined.

@@ -69,6 +69,10 @@ pub struct RunArgs {
     /// (keep it below the researchers' `query run --timeout`, 10s by default).
     #[arg(long, default_value = "8s", value_parser = parse_duration)]
     pub aggregate_timeout: std::time::Duration,
+    /// Also serve the HTTP API for staff and patients on this address
+    /// (`--http` alone: 127.0.0.1:4080). Loopback only: put a TLS proxy in front for anything else.
+    #[arg(long, num_args = 0..=1, default_missing_value = "127.0.0.1:4080")]
+    pub http: Option<String>,
 }
 
 /// Runs one `node` subcommand.
@@ -134,6 +138,7 @@ pub fn serve(args: &RunArgs, sign_response: Option<server::SignResponse>) -> Res
                 .map_err(|e| Failure::new(Code::BadAddress, format!("{a}: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
+    let http = args.http.as_deref().map(http_address).transpose()?;
     let node = Arc::new(local_node::open(dir)?);
     // Build the index before accepting queries, so the first one is not slow.
     node.index()
@@ -168,11 +173,60 @@ pub fn serve(args: &RunArgs, sign_response: Option<server::SignResponse>) -> Res
                 witmed_node::admin::socket_path(dir).display()
             ),
         }
-        server::run(node, config, shutdown_signal()).await
+        if let Some(addr) = http {
+            start_http(node.clone(), addr).await?;
+        }
+        server::run(node, config, shutdown_signal())
+            .await
+            .map_err(|e| Failure::new(Code::NetworkFailed, e))
     });
     witmed_node::admin::unbind(dir);
-    served.map_err(|e| Failure::new(Code::NetworkFailed, e))?;
+    served?;
     outln!("node {name} stopped");
+    Ok(())
+}
+
+/// The HTTP API's address: loopback only, since it has no TLS yet.
+fn http_address(text: &str) -> Result<std::net::SocketAddr> {
+    let addr: std::net::SocketAddr = text.parse().map_err(|e| {
+        Failure::new(
+            Code::BadAddress,
+            format!("--http {text}: {e}; give an address and port such as 127.0.0.1:4080"),
+        )
+    })?;
+    if !addr.ip().is_loopback() {
+        return Err(Failure::new(
+            Code::HttpNotLocal,
+            format!(
+                "--http {addr} is reachable from other machines, and the HTTP API has no TLS yet; \
+                 serve it on 127.0.0.1 and put a TLS-terminating proxy in front"
+            ),
+        ));
+    }
+    Ok(addr)
+}
+
+/// Starts the HTTP API beside the libp2p side; it stops with the node.
+async fn start_http(node: Arc<Node>, addr: std::net::SocketAddr) -> Result<()> {
+    let state = witmed_api::State::new(node, &witmed_api::Config::default())
+        .map_err(|e| Failure::new(Code::HttpFailed, format!("staff token: {e}")))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Failure::new(Code::HttpFailed, format!("--http {addr}: {e}")))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| Failure::new(Code::HttpFailed, e))?;
+    outln!(
+        "http api on http://{bound}/api/v1 (staff token in {})",
+        witmed_api::auth::staff_token_path(&state.node.dir.0).display()
+    );
+    tokio::spawn(async move {
+        if let Err(e) =
+            witmed_api::serve(std::sync::Arc::new(state), listener, shutdown_signal()).await
+        {
+            tracing::error!("HTTP API stopped: {e}");
+        }
+    });
     Ok(())
 }
 

@@ -482,8 +482,15 @@ impl Node {
     /// Walks the audit log from its start and checks every link and signed
     /// head against this node's key; names the first bad entry
     /// (`witmed audit verify`).
+    ///
+    /// A damaged log is never signed for: after a failed verification this
+    /// node signs no more audit heads (not at close either).
     pub fn verify_audit(&self) -> Result<audit::Verified, audit::ChainError> {
-        audit::verify(&self.store, &self.config.node_key)
+        let verified = audit::verify(&self.store, &self.config.node_key);
+        if verified.is_err() {
+            self.store.refuse_audit_heads();
+        }
+        verified
     }
 
     /// The audit entries about `patient`, with what they need to check them

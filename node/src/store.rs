@@ -244,6 +244,9 @@ pub struct Store {
     audit: Mutex<Tail>,
     /// The node key that signs audit heads (set by the node at open).
     audit_signer: OnceLock<KeyPair>,
+    /// Set once a verification in this process found the log damaged: no
+    /// head is signed from then on, so a damaged log is never signed for.
+    audit_damaged: std::sync::atomic::AtomicBool,
     watermark: Watermark,
 }
 
@@ -352,6 +355,7 @@ impl Store {
             codes: CodeDigester::new(master),
             audit: Mutex::new(Tail::empty()),
             audit_signer: OnceLock::new(),
+            audit_damaged: std::sync::atomic::AtomicBool::new(false),
             watermark,
         };
         store.check_format()?;
@@ -505,7 +509,8 @@ impl Store {
         let mut tail = crate::locks::lock(&self.audit);
         // Nothing new to sign for; and a log shorter than its newest head
         // (entries removed) gets no head over what is left.
-        if tail.seq <= tail.head_seq || self.audit_signer.get().is_none() {
+        let damaged = self.audit_damaged.load(std::sync::atomic::Ordering::SeqCst);
+        if tail.seq <= tail.head_seq || self.audit_signer.get().is_none() || damaged {
             return Ok(tail.head_seq);
         }
         let mut next = *tail;
@@ -522,6 +527,9 @@ impl Store {
         let Some(signer) = self.audit_signer.get() else {
             return;
         };
+        if self.audit_damaged.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         let signed = tail.head(at).sign(signer);
         batch.put_cf(
             self.handle(cf::META),
@@ -533,6 +541,12 @@ impl Store {
     }
 
     /// Sets the key that signs audit heads (the node key; set once, at open).
+    /// Stops this store from signing audit heads (a verification found the log damaged).
+    pub fn refuse_audit_heads(&self) {
+        self.audit_damaged
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     pub fn set_audit_signer(&self, node_key: KeyPair) {
         let _ = self.audit_signer.set(node_key);
     }
