@@ -204,6 +204,8 @@ pub struct Node {
     pub ledger: crate::ledger::Ledger,
     /// Serializes budget check-and-charge.
     pub(crate) ledger_lock: Mutex<()>,
+    /// Per-patient privacy accounts (charged with the ledger, under its lock).
+    pub(crate) patient_accounts: crate::accounts::Accounts,
     /// The last eligibility mask computed, reused while nothing it depends on changed.
     eligibility: Mutex<Option<EligibilityCache>>,
 }
@@ -458,6 +460,7 @@ impl Node {
             index: RwLock::new(None),
             ledger,
             ledger_lock: Mutex::new(()),
+            patient_accounts: crate::accounts::Accounts::default(),
             eligibility: Mutex::new(None),
         })
     }

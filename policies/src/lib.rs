@@ -39,6 +39,7 @@
 //! **Architecture Invariant:** this crate does no IO and never reads the
 //! clock; time arrives as `now`, unix seconds.
 
+pub mod cap;
 pub mod consent;
 pub mod credential;
 pub mod directory;

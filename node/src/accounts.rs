@@ -1,0 +1,418 @@
+//! Per-patient privacy accounts: the epsilon (and delta) of every released answer whose computation included the patient, and the patient's own cap.
+//!
+//! **What is charged.** When the engine commits an answer (DP mode) or an
+//! encrypted share (encrypted mode), every patient whose value went into
+//! the computation (in the cohort, eligible by consent, under their cap,
+//! and with a value for the feature) has the answer's loss added to their
+//! account, in the same synced batch as the researcher's charge, the stored
+//! answer and the audit entry: nothing is released without the accounts
+//! charged. A replayed query id returns its stored answer before any charge,
+//! so it charges nobody twice. A refused query (policy, budget) computes
+//! nothing and charges nobody; a suppressed answer (cohort below the
+//! minimum) charges its patients, because the fact of suppression was
+//! computed from their rows and released.
+//!
+//! **Personal cap.** A patient may set a cap with a [`CapRequest`] signed by
+//! their enrolled key. A patient whose total plus this query's epsilon
+//! would exceed their cap is left out of the cohort before the query is
+//! computed, like a patient without consent. The decision depends only on
+//! the patient's own account and cap, so it changes only that patient's row.
+//!
+//! **Storage.** One sealed, versioned [`Account`] per patient in the budget
+//! family under `p1/` and the pseudonym (itself a keyed digest); researchers
+//! are named by the ledger's keyed account digest, never in clear. Applied
+//! cap request ids are kept (consents family, `k/` and the id) so each
+//! applies once. The accounts are read into memory on first use and kept
+//! there; the copy changes only after the batch that changes the store is
+//! written.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use witmed_crypto::Pseudonym;
+use witmed_policies::cap::{self, CapRequest};
+
+use crate::audit;
+use crate::consents::put_signed;
+use crate::index::Index;
+use crate::ledger::{self, Loss};
+use crate::node::Node;
+use crate::store::{self, cf, Batch, RECORD_VERSION};
+
+const ACCOUNT_PREFIX: &[u8] = b"p1/";
+const CAP_REQUEST_PREFIX: &[u8] = b"k/";
+/// Relative slack when comparing a sum of losses to a cap (as the ledger does).
+const ROUNDING: f64 = 1e-9;
+/// Most windows kept per account (the oldest go first); totals keep everything.
+pub const MAX_WINDOWS: usize = 120;
+
+/// Errors of patient accounts.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Policy(#[from] witmed_policies::Error),
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error("patient {0} has no record at this node; check the pseudonym")]
+    UnknownPatient(Pseudonym),
+    #[error("privacy cap request {0} was already applied at this node; to change the cap again the patient signs a new request")]
+    DuplicateRequest(String),
+}
+
+impl Error {
+    /// Stable code for scripts.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Policy(e) => e.error_code(),
+            Error::Store(_) => "store_failed",
+            Error::UnknownPatient(_) => "unknown_patient",
+            Error::DuplicateRequest(_) => "duplicate_cap_request",
+        }
+    }
+}
+
+/// A patient's privacy account at this node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Account {
+    pub version: u32,
+    /// Sum of the epsilons of every answer that included the patient.
+    pub total_epsilon: f64,
+    /// Sum of their deltas.
+    pub total_delta: f64,
+    /// How many answers included the patient.
+    pub answers: u64,
+    /// Per fixed window of the node policy's budget window length, oldest first.
+    pub per_window: Vec<WindowTotal>,
+    /// Per researcher account (the ledger's keyed digest), in first-charged order.
+    pub per_researcher: Vec<ResearcherTotal>,
+    /// The patient's cap, if they set one.
+    pub cap: Option<Cap>,
+}
+
+/// What the answers of one window cost a patient.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowTotal {
+    /// First second of the window: a multiple of `seconds` (unix time).
+    pub start: i64,
+    /// The window's length.
+    pub seconds: i64,
+    pub epsilon: f64,
+    pub delta: f64,
+    pub answers: u64,
+}
+
+/// What one researcher's answers cost a patient.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResearcherTotal {
+    /// The ledger's keyed digest of (issuer, researcher id); see [`researcher_digest`].
+    pub researcher: [u8; 16],
+    pub epsilon: f64,
+    pub delta: f64,
+    pub answers: u64,
+}
+
+/// A patient's cap, as set by their signed request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cap {
+    /// Total epsilon the patient's data may cost; a query that would pass it leaves them out.
+    pub epsilon: f64,
+    /// The id of the request that set it.
+    pub request: String,
+    /// When it was applied (node clock, unix seconds).
+    pub set_at: i64,
+}
+
+witmed_crypto::single_version!(Account, "patient privacy account", RECORD_VERSION);
+
+impl Default for Account {
+    fn default() -> Account {
+        Account {
+            version: RECORD_VERSION,
+            total_epsilon: 0.0,
+            total_delta: 0.0,
+            answers: 0,
+            per_window: Vec::new(),
+            per_researcher: Vec::new(),
+            cap: None,
+        }
+    }
+}
+
+impl Account {
+    /// Whether a further `epsilon` would take the total past the patient's cap.
+    pub fn would_pass_cap(&self, epsilon: f64) -> bool {
+        self.cap
+            .as_ref()
+            .is_some_and(|cap| self.total_epsilon + epsilon > cap.epsilon + cap.epsilon * ROUNDING)
+    }
+
+    /// Adds one answer's `loss`, made for `researcher` at `at` under windows of `seconds`.
+    fn add(&mut self, researcher: [u8; 16], loss: Loss, at: i64, seconds: i64) {
+        self.total_epsilon += loss.epsilon;
+        self.total_delta += loss.delta;
+        self.answers = self.answers.saturating_add(1);
+        let start = window_start(at, seconds);
+        match self
+            .per_window
+            .iter_mut()
+            .find(|w| w.start == start && w.seconds == seconds)
+        {
+            Some(w) => w.add(loss),
+            None => {
+                self.per_window.push(WindowTotal {
+                    start,
+                    seconds,
+                    epsilon: loss.epsilon,
+                    delta: loss.delta,
+                    answers: 1,
+                });
+                if self.per_window.len() > MAX_WINDOWS {
+                    self.per_window.remove(0);
+                }
+            }
+        }
+        match self
+            .per_researcher
+            .iter_mut()
+            .find(|r| r.researcher == researcher)
+        {
+            Some(r) => {
+                r.epsilon += loss.epsilon;
+                r.delta += loss.delta;
+                r.answers = r.answers.saturating_add(1);
+            }
+            None => self.per_researcher.push(ResearcherTotal {
+                researcher,
+                epsilon: loss.epsilon,
+                delta: loss.delta,
+                answers: 1,
+            }),
+        }
+    }
+}
+
+impl WindowTotal {
+    fn add(&mut self, loss: Loss) {
+        self.epsilon += loss.epsilon;
+        self.delta += loss.delta;
+        self.answers = self.answers.saturating_add(1);
+    }
+}
+
+/// The first second of the fixed window of length `seconds` holding `at`.
+pub fn window_start(at: i64, seconds: i64) -> i64 {
+    if seconds <= 0 {
+        return 0;
+    }
+    at.saturating_sub(at.rem_euclid(seconds))
+}
+
+/// The accounts of a node's patients, read from the store on first use.
+#[derive(Debug, Default)]
+pub struct Accounts {
+    loaded: Mutex<Option<HashMap<Pseudonym, Account>>>,
+}
+
+type Loaded<'a> = std::sync::MutexGuard<'a, Option<HashMap<Pseudonym, Account>>>;
+
+/// The in-memory accounts, loading them from the store first if needed.
+fn loaded<'a>(node: &'a Node) -> Result<Loaded<'a>, Error> {
+    let mut guard = crate::locks::lock(&node.patient_accounts.loaded);
+    if guard.is_none() {
+        let mut all = HashMap::new();
+        node.store
+            .scan_records(cf::BUDGET, ACCOUNT_PREFIX, |key, account: Account| {
+                if let Some(p) = pseudonym_of(key) {
+                    all.insert(p, account);
+                }
+                Ok(())
+            })?;
+        *guard = Some(all);
+    }
+    Ok(guard)
+}
+
+fn account_key(p: &Pseudonym) -> Vec<u8> {
+    let mut key = ACCOUNT_PREFIX.to_vec();
+    key.extend_from_slice(&p.0);
+    key
+}
+
+fn pseudonym_of(key: &[u8]) -> Option<Pseudonym> {
+    key.strip_prefix(ACCOUNT_PREFIX)?
+        .try_into()
+        .ok()
+        .map(Pseudonym)
+}
+
+fn cap_request_key(id: &str) -> Vec<u8> {
+    let mut key = CAP_REQUEST_PREFIX.to_vec();
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+/// Patient `p`'s account: zero, without a cap, if nothing was ever charged.
+pub fn of(node: &Node, p: &Pseudonym) -> Result<Account, Error> {
+    if !node.store.contains(cf::PATIENTS, &p.0)? {
+        return Err(Error::UnknownPatient(*p));
+    }
+    Ok(loaded(node)?
+        .as_ref()
+        .and_then(|all| all.get(p).cloned())
+        .unwrap_or_default())
+}
+
+/// The digest under which [`Account::per_researcher`] names the researcher
+/// `researcher_id` certified by `issuer` (for showing a patient who is who).
+pub fn researcher_digest(
+    node: &Node,
+    issuer: &witmed_crypto::PublicKey,
+    researcher_id: &str,
+) -> [u8; 16] {
+    node.ledger.account_of(issuer, researcher_id).digest()
+}
+
+/// Positions in `index` of the patients whose cap a further `epsilon` would pass.
+pub(crate) fn over_cap(node: &Node, index: &Index, epsilon: f64) -> Result<HashSet<usize>, Error> {
+    let guard = loaded(node)?;
+    let all = guard.as_ref().map(|a| a.iter());
+    Ok(all
+        .into_iter()
+        .flatten()
+        .filter(|(_, account)| account.would_pass_cap(epsilon))
+        .filter_map(|(p, _)| index.position(p))
+        .collect())
+}
+
+/// Accounts changed by a charge, to be put in memory once its batch is written.
+#[must_use = "apply the charge after its batch is written"]
+pub(crate) struct Pending(Vec<(Pseudonym, Account)>);
+
+/// What one answer charges: its researcher, loss and time, and the window length in force.
+pub(crate) struct Charge {
+    pub researcher: [u8; 16],
+    pub loss: Loss,
+    pub at: i64,
+    pub window_seconds: i64,
+}
+
+/// Adds `charge` to the account of every patient at `patients` (positions in
+/// `index`) in `batch`. The caller holds the ledger lock until the batch is
+/// written, then calls [`Pending::apply`].
+pub(crate) fn charge(
+    node: &Node,
+    batch: &mut Batch<'_>,
+    index: &Index,
+    patients: &[usize],
+    charge: &Charge,
+) -> Result<Pending, Error> {
+    let guard = loaded(node)?;
+    let empty = HashMap::new();
+    let all = guard.as_ref().unwrap_or(&empty);
+    let mut changed = Vec::with_capacity(patients.len());
+    for &i in patients {
+        let Some(p) = index.pseudonyms.get(i) else {
+            continue;
+        };
+        let mut account = all.get(p).cloned().unwrap_or_default();
+        account.add(
+            charge.researcher,
+            charge.loss,
+            charge.at,
+            charge.window_seconds,
+        );
+        batch.put(cf::BUDGET, &account_key(p), &account)?;
+        changed.push((*p, account));
+    }
+    Ok(Pending(changed))
+}
+
+impl Pending {
+    /// Puts the changed accounts in memory (their batch is on disk).
+    pub(crate) fn apply(self, node: &Node) {
+        let mut guard = crate::locks::lock(&node.patient_accounts.loaded);
+        // Not loaded means a later use reads them from the store, which already has them.
+        if let Some(all) = guard.as_mut() {
+            all.extend(self.0);
+        }
+    }
+}
+
+/// What a cap request did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CapSet {
+    pub patient: Pseudonym,
+    /// The cap now in force; `None` if the request removed it.
+    pub epsilon: Option<f64>,
+    /// The patient's total so far.
+    pub total_epsilon: f64,
+}
+
+/// Verifies and applies a patient's signed cap request (text form) at `now`.
+///
+/// Refused unless signed by the key enrolled for the patient, made for this
+/// node, within a day of this node's clock, and never applied before. The
+/// cap holds from the next query on.
+pub fn set_cap(node: &Node, text: &str, now: i64) -> Result<CapSet, Error> {
+    let envelope = witmed_policies::parse_signed(text)?;
+    let verified = {
+        let registry = node.consent_registry();
+        let lookup = |q: &Pseudonym| registry.enrolled_key(q);
+        cap::verify_cap_request(&envelope, &node.id(), &lookup, now)?
+    };
+    let request: &CapRequest = &verified;
+    let p = request.patient;
+    if !node.store.contains(cf::PATIENTS, &p.0)? {
+        return Err(Error::UnknownPatient(p));
+    }
+    // Serialized with charges, so a query never sees half a cap change.
+    let _ledger = crate::locks::lock(&node.ledger_lock);
+    let record_key = cap_request_key(&request.id);
+    if node.store.contains(cf::CONSENTS, &record_key)? {
+        return Err(Error::DuplicateRequest(request.id.clone()));
+    }
+    let mut account = of(node, &p)?;
+    account.cap = request.epsilon.map(|epsilon| Cap {
+        epsilon,
+        request: request.id.clone(),
+        set_at: now,
+    });
+    let mut batch = node.store.batch();
+    batch.put(cf::BUDGET, &account_key(&p), &account)?;
+    put_signed(&mut batch, &record_key, text, false)?;
+    let detail = match request.epsilon {
+        Some(epsilon) => format!(
+            "patient {p} set a privacy cap of epsilon {epsilon} (request {}; total so far {:.4})",
+            request.id, account.total_epsilon
+        ),
+        None => format!(
+            "patient {p} removed their privacy cap (request {})",
+            request.id
+        ),
+    };
+    audit::append(
+        &mut batch,
+        &node.store,
+        &audit::Entry::new(now, "patient.cap", envelope.signer.to_hex(), detail),
+    )?;
+    node.store.write_durable(batch)?;
+    let set = CapSet {
+        patient: p,
+        epsilon: request.epsilon,
+        total_epsilon: account.total_epsilon,
+    };
+    Pending(vec![(p, account)]).apply(node);
+    tracing::info!(patient = %p, cap = ?set.epsilon, "patient privacy cap set");
+    Ok(set)
+}
+
+/// The loss a ledger charge and the patient accounts share, for one answer.
+pub(crate) fn charge_of(node: &Node, researcher: &ledger::Account, loss: Loss, at: i64) -> Charge {
+    Charge {
+        researcher: researcher.digest(),
+        loss,
+        at,
+        window_seconds: node.policy().budget.window_seconds,
+    }
+}
