@@ -20,11 +20,19 @@
 //!
 //! **Storage.** One sealed, versioned [`Account`] per patient in the budget
 //! family under `p1/` and the pseudonym (itself a keyed digest); researchers
-//! are named by the ledger's keyed account digest, never in clear. Applied
-//! cap request ids are kept (consents family, `k/` and the id) so each
-//! applies once. The accounts are read into memory on first use and kept
-//! there; the copy changes only after the batch that changes the store is
-//! written.
+//! are named by the ledger's keyed account digest, never in clear. Writing
+//! tens of thousands of accounts with every answer would make a query over
+//! 100,000 patients many times slower, so an answer's commit batch holds one
+//! sealed [`CohortCharge`] (its loss and the pseudonyms it included) under
+//! `j1/` and a journal sequence number instead. Every [`FOLD_EVERY`] charges
+//! the accounts they changed are written with the number of the last charge
+//! they include (`folded_through`) and the folded charges deleted, in one
+//! synced batch; a crash before it leaves the journal, which is replayed at
+//! the next load (only charges after an account's `folded_through`), so no
+//! charge is lost or counted twice. Applied cap request ids are kept
+//! (consents family, `k/` and the id) so each applies once. The accounts are
+//! read into memory on first use; the copy changes only after the batch that
+//! changes the store is written.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -41,6 +49,9 @@ use crate::node::Node;
 use crate::store::{self, cf, Batch, RECORD_VERSION};
 
 const ACCOUNT_PREFIX: &[u8] = b"p1/";
+const JOURNAL_PREFIX: &[u8] = b"j1/";
+/// Charges kept in the journal before they are folded into the accounts.
+pub const FOLD_EVERY: u64 = 64;
 const CAP_REQUEST_PREFIX: &[u8] = b"k/";
 /// Relative slack when comparing a sum of losses to a cap (as the ledger does).
 const ROUNDING: f64 = 1e-9;
@@ -88,6 +99,8 @@ pub struct Account {
     pub per_researcher: Vec<ResearcherTotal>,
     /// The patient's cap, if they set one.
     pub cap: Option<Cap>,
+    /// The journal number of the last [`CohortCharge`] this record includes.
+    pub folded_through: u64,
 }
 
 /// What the answers of one window cost a patient.
@@ -123,7 +136,27 @@ pub struct Cap {
     pub set_at: i64,
 }
 
+/// One answer's charge to the accounts of the patients it included, kept in
+/// the journal (written in the answer's commit batch) until it is folded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CohortCharge {
+    pub version: u32,
+    /// Journal number, from 1 (also in the key).
+    pub seq: u64,
+    /// The ledger's keyed digest of the researcher account charged.
+    pub researcher: [u8; 16],
+    pub epsilon: f64,
+    pub delta: f64,
+    /// When the answer was made (unix seconds).
+    pub at: i64,
+    /// The node policy's budget window length then.
+    pub window_seconds: i64,
+    /// The patients whose data the answer was computed from.
+    pub patients: Vec<Pseudonym>,
+}
+
 witmed_crypto::single_version!(Account, "patient privacy account", RECORD_VERSION);
+witmed_crypto::single_version!(CohortCharge, "patient cohort charge", RECORD_VERSION);
 
 impl Default for Account {
     fn default() -> Account {
@@ -135,6 +168,7 @@ impl Default for Account {
             per_window: Vec::new(),
             per_researcher: Vec::new(),
             cap: None,
+            folded_through: 0,
         }
     }
 }
@@ -211,26 +245,77 @@ pub fn window_start(at: i64, seconds: i64) -> i64 {
 /// The accounts of a node's patients, read from the store on first use.
 #[derive(Debug, Default)]
 pub struct Accounts {
-    loaded: Mutex<Option<HashMap<Pseudonym, Account>>>,
+    loaded: Mutex<Option<Memory>>,
 }
 
-type Loaded<'a> = std::sync::MutexGuard<'a, Option<HashMap<Pseudonym, Account>>>;
+/// The in-memory accounts and the journal's state.
+#[derive(Debug, Default)]
+struct Memory {
+    all: HashMap<Pseudonym, Account>,
+    /// Patients with a cap (few): the only ones a query must check.
+    capped: HashSet<Pseudonym>,
+    /// Patients whose account changed since the last fold.
+    dirty: HashSet<Pseudonym>,
+    /// Number of the last journal charge written.
+    last: u64,
+    /// Journal charges not folded yet.
+    unfolded: u64,
+}
 
-/// The in-memory accounts, loading them from the store first if needed.
+impl Memory {
+    fn apply(&mut self, charge: &CohortCharge) {
+        let loss = Loss::new(charge.epsilon, charge.delta);
+        for p in &charge.patients {
+            let account = self.all.entry(*p).or_default();
+            if account.folded_through >= charge.seq {
+                continue;
+            }
+            account.add(charge.researcher, loss, charge.at, charge.window_seconds);
+            self.dirty.insert(*p);
+        }
+        self.last = self.last.max(charge.seq);
+        self.unfolded = self.unfolded.saturating_add(1);
+    }
+
+    fn put(&mut self, p: Pseudonym, account: Account) {
+        if account.cap.is_some() {
+            self.capped.insert(p);
+        } else {
+            self.capped.remove(&p);
+        }
+        self.all.insert(p, account);
+    }
+}
+
+type Loaded<'a> = std::sync::MutexGuard<'a, Option<Memory>>;
+
+/// The in-memory accounts, loading them (accounts, then the journal) first if needed.
 fn loaded<'a>(node: &'a Node) -> Result<Loaded<'a>, Error> {
     let mut guard = crate::locks::lock(&node.patient_accounts.loaded);
     if guard.is_none() {
-        let mut all = HashMap::new();
+        let mut memory = Memory::default();
         node.store
             .scan_records(cf::BUDGET, ACCOUNT_PREFIX, |key, account: Account| {
                 if let Some(p) = pseudonym_of(key) {
-                    all.insert(p, account);
+                    memory.last = memory.last.max(account.folded_through);
+                    memory.put(p, account);
                 }
                 Ok(())
             })?;
-        *guard = Some(all);
+        node.store
+            .scan_records(cf::BUDGET, JOURNAL_PREFIX, |_, charge: CohortCharge| {
+                memory.apply(&charge);
+                Ok(())
+            })?;
+        *guard = Some(memory);
     }
     Ok(guard)
+}
+
+fn journal_key(seq: u64) -> Vec<u8> {
+    let mut key = JOURNAL_PREFIX.to_vec();
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
 }
 
 fn account_key(p: &Pseudonym) -> Vec<u8> {
@@ -259,7 +344,7 @@ pub fn of(node: &Node, p: &Pseudonym) -> Result<Account, Error> {
     }
     Ok(loaded(node)?
         .as_ref()
-        .and_then(|all| all.get(p).cloned())
+        .and_then(|memory| memory.all.get(p).cloned())
         .unwrap_or_default())
 }
 
@@ -276,18 +361,20 @@ pub fn researcher_digest(
 /// Positions in `index` of the patients whose cap a further `epsilon` would pass.
 pub(crate) fn over_cap(node: &Node, index: &Index, epsilon: f64) -> Result<HashSet<usize>, Error> {
     let guard = loaded(node)?;
-    let all = guard.as_ref().map(|a| a.iter());
-    Ok(all
-        .into_iter()
-        .flatten()
-        .filter(|(_, account)| account.would_pass_cap(epsilon))
-        .filter_map(|(p, _)| index.position(p))
+    let Some(memory) = guard.as_ref() else {
+        return Ok(HashSet::new());
+    };
+    Ok(memory
+        .capped
+        .iter()
+        .filter(|p| memory.all.get(p).is_some_and(|a| a.would_pass_cap(epsilon)))
+        .filter_map(|p| index.position(p))
         .collect())
 }
 
-/// Accounts changed by a charge, to be put in memory once its batch is written.
+/// A charge written to the journal, to be applied in memory once its batch is written.
 #[must_use = "apply the charge after its batch is written"]
-pub(crate) struct Pending(Vec<(Pseudonym, Account)>);
+pub(crate) struct Pending(CohortCharge);
 
 /// What one answer charges: its researcher, loss and time, and the window length in force.
 pub(crate) struct Charge {
@@ -297,9 +384,9 @@ pub(crate) struct Charge {
     pub window_seconds: i64,
 }
 
-/// Adds `charge` to the account of every patient at `patients` (positions in
-/// `index`) in `batch`. The caller holds the ledger lock until the batch is
-/// written, then calls [`Pending::apply`].
+/// Adds `charge` for every patient at `patients` (positions in `index`) to
+/// `batch`, as one journal record. The caller holds the ledger lock until
+/// the batch is written, then calls [`Pending::apply`].
 pub(crate) fn charge(
     node: &Node,
     batch: &mut Batch<'_>,
@@ -307,36 +394,68 @@ pub(crate) fn charge(
     patients: &[usize],
     charge: &Charge,
 ) -> Result<Pending, Error> {
-    let guard = loaded(node)?;
-    let empty = HashMap::new();
-    let all = guard.as_ref().unwrap_or(&empty);
-    let mut changed = Vec::with_capacity(patients.len());
-    for &i in patients {
-        let Some(p) = index.pseudonyms.get(i) else {
-            continue;
-        };
-        let mut account = all.get(p).cloned().unwrap_or_default();
-        account.add(
-            charge.researcher,
-            charge.loss,
-            charge.at,
-            charge.window_seconds,
-        );
-        batch.put(cf::BUDGET, &account_key(p), &account)?;
-        changed.push((*p, account));
-    }
-    Ok(Pending(changed))
+    let last = loaded(node)?.as_ref().map_or(0, |m| m.last);
+    let seq = last.checked_add(1).ok_or_else(|| {
+        Error::Store(store::Error::Corrupt {
+            family: cf::BUDGET,
+            reason: "the patient charge journal cannot grow further".into(),
+        })
+    })?;
+    let record = CohortCharge {
+        version: RECORD_VERSION,
+        seq,
+        researcher: charge.researcher,
+        epsilon: charge.loss.epsilon,
+        delta: charge.loss.delta,
+        at: charge.at,
+        window_seconds: charge.window_seconds,
+        patients: patients
+            .iter()
+            .filter_map(|&i| index.pseudonyms.get(i).copied())
+            .collect(),
+    };
+    batch.put(cf::BUDGET, &journal_key(seq), &record)?;
+    Ok(Pending(record))
 }
 
 impl Pending {
-    /// Puts the changed accounts in memory (their batch is on disk).
+    /// Applies the charge in memory (its batch is on disk), then folds the
+    /// journal into the accounts if it grew long. A failed fold leaves the
+    /// journal, which still counts, and is tried again after the next charge.
     pub(crate) fn apply(self, node: &Node) {
         let mut guard = crate::locks::lock(&node.patient_accounts.loaded);
-        // Not loaded means a later use reads them from the store, which already has them.
-        if let Some(all) = guard.as_mut() {
-            all.extend(self.0);
+        // Not loaded means a later use reads it from the store, which already has it.
+        let Some(memory) = guard.as_mut() else {
+            return;
+        };
+        memory.apply(&self.0);
+        if memory.unfolded >= FOLD_EVERY {
+            if let Err(e) = fold(node, memory) {
+                tracing::warn!("patient accounts not folded (the journal still counts; retried after the next answer): {e}");
+            }
         }
     }
+}
+
+/// Writes every account changed since the last fold and deletes the journal
+/// charges they now include, in one synced batch.
+fn fold(node: &Node, memory: &mut Memory) -> Result<(), Error> {
+    let mut batch = node.store.batch();
+    for p in &memory.dirty {
+        if let Some(account) = memory.all.get_mut(p) {
+            account.folded_through = memory.last;
+            batch.put(cf::BUDGET, &account_key(p), &*account)?;
+        }
+    }
+    batch.delete_range(
+        cf::BUDGET,
+        &journal_key(0),
+        &journal_key(memory.last.saturating_add(1)),
+    );
+    node.store.write_durable(batch)?;
+    memory.dirty.clear();
+    memory.unfolded = 0;
+    Ok(())
 }
 
 /// What a cap request did.
@@ -373,6 +492,8 @@ pub fn set_cap(node: &Node, text: &str, now: i64) -> Result<CapSet, Error> {
         return Err(Error::DuplicateRequest(request.id.clone()));
     }
     let mut account = of(node, &p)?;
+    // The record written includes every journal charge so far.
+    account.folded_through = loaded(node)?.as_ref().map_or(0, |m| m.last);
     account.cap = request.epsilon.map(|epsilon| Cap {
         epsilon,
         request: request.id.clone(),
@@ -402,7 +523,10 @@ pub fn set_cap(node: &Node, text: &str, now: i64) -> Result<CapSet, Error> {
         epsilon: request.epsilon,
         total_epsilon: account.total_epsilon,
     };
-    Pending(vec![(p, account)]).apply(node);
+    if let Some(memory) = loaded(node)?.as_mut() {
+        memory.put(p, account);
+        memory.dirty.remove(&p);
+    }
     tracing::info!(patient = %p, cap = ?set.epsilon, "patient privacy cap set");
     Ok(set)
 }

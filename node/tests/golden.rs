@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use witmed_crypto::versioned::{self, Evolving};
 use witmed_crypto::{Envelope, KeyPair, Pseudonym, PublicKey, Role};
-use witmed_node::accounts::{Account, Cap, ResearcherTotal, WindowTotal};
+use witmed_node::accounts::{Account, Cap, CohortCharge, ResearcherTotal, WindowTotal};
 use witmed_node::audit::Entry;
 use witmed_node::consents::{Enrolment, StoredSigned};
 use witmed_node::encrypted::aggregate::StoredAggregation;
@@ -617,6 +617,20 @@ fn patient_accounts_and_cap_requests_match_their_golden_bytes() {
                 request: "0f".repeat(16),
                 set_at: T,
             }),
+            folded_through: 64,
+        },
+    );
+    golden(
+        "patient_cohort_charge",
+        &CohortCharge {
+            version: RECORD_VERSION,
+            seq: 65,
+            researcher: [14; 16],
+            epsilon: 0.5,
+            delta: 0.0,
+            at: T,
+            window_seconds: 2_592_000,
+            patients: vec![patient(), Pseudonym([6; 16])],
         },
     );
     let request = CapRequest {

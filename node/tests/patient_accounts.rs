@@ -601,3 +601,59 @@ fn an_encrypted_share_charges_the_accounts_of_its_patients() {
     }
     assert!(charged > 5);
 }
+
+#[test]
+fn accounts_fold_their_journal_and_read_back_the_same_after_a_restart() {
+    let f = fixture(1e6, 0);
+    let r = researcher(&f, 2);
+    let (p, patient) = f.patients.iter().find(|(_, p)| p.consents).unwrap().clone();
+    let asked = accounts::FOLD_EVERY + 6;
+    for n in 0..asked {
+        if n == 30 {
+            // A cap written mid-journal must not make the journal count twice.
+            set_cap(&f, p, &patient, Some(1e3), 1, NOW + n as i64);
+        }
+        let query = Kind::CountAll.query(&format!("f{n}"), 0.01);
+        ask(&f, &r, &query, NOW + n as i64).unwrap();
+    }
+    let journal = |node: &Node| {
+        let mut left = 0;
+        node.store
+            .scan_prefix(witmed_node::store::cf::BUDGET, b"j1/", |_, _| {
+                left += 1;
+                Ok(())
+            })
+            .unwrap();
+        left
+    };
+    assert_eq!(
+        journal(&f.node),
+        6,
+        "the first {} charges were folded",
+        accounts::FOLD_EVERY
+    );
+    let want = |patient: &Patient| {
+        if patient.consents {
+            0.01 * asked as f64
+        } else {
+            0.0
+        }
+    };
+    let dir = f.node.dir.0.clone();
+    drop(f.node);
+    let reopened = Node::open(&dir, NOW + 100).unwrap();
+    for (q, patient) in &f.patients {
+        let a = accounts::of(&reopened, q).unwrap();
+        assert!(
+            close(a.total_epsilon, want(patient)),
+            "patient {}: {}",
+            patient.record_id,
+            a.total_epsilon
+        );
+        assert_eq!(a.answers, if patient.consents { asked } else { 0 });
+    }
+    assert_eq!(
+        accounts::of(&reopened, &p).unwrap().cap.map(|c| c.epsilon),
+        Some(1e3)
+    );
+}
