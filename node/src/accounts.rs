@@ -181,6 +181,13 @@ impl Account {
             .is_some_and(|cap| self.total_epsilon + epsilon > cap.epsilon + cap.epsilon * ROUNDING)
     }
 
+    /// Adds a journal charge and records that the account includes it.
+    fn add_charge(&mut self, charge: &CohortCharge) {
+        let loss = Loss::new(charge.epsilon, charge.delta);
+        self.add(charge.researcher, loss, charge.at, charge.window_seconds);
+        self.folded_through = charge.seq;
+    }
+
     /// Adds one answer's `loss`, made for `researcher` at `at` under windows of `seconds`.
     fn add(&mut self, researcher: [u8; 16], loss: Loss, at: i64, seconds: i64) {
         self.total_epsilon += loss.epsilon;
@@ -249,6 +256,11 @@ pub struct Accounts {
 }
 
 /// The in-memory accounts and the journal's state.
+///
+/// Applying a charge to 50,000 accounts in memory costs more than the rest
+/// of a query, so only capped patients (whose totals a query must check)
+/// are charged in memory at once; the other charges wait in `pending` and
+/// are applied when the journal is folded. [`of`] adds them up for one patient.
 #[derive(Debug, Default)]
 struct Memory {
     all: HashMap<Pseudonym, Account>,
@@ -256,6 +268,8 @@ struct Memory {
     capped: HashSet<Pseudonym>,
     /// Patients whose account changed since the last fold.
     dirty: HashSet<Pseudonym>,
+    /// Journal charges not yet applied to every account they name, oldest first.
+    pending: Vec<CohortCharge>,
     /// Number of the last journal charge written.
     last: u64,
     /// Journal charges not folded yet.
@@ -263,18 +277,49 @@ struct Memory {
 }
 
 impl Memory {
-    fn apply(&mut self, charge: &CohortCharge) {
-        let loss = Loss::new(charge.epsilon, charge.delta);
-        for p in &charge.patients {
-            let account = self.all.entry(*p).or_default();
-            if account.folded_through >= charge.seq {
-                continue;
+    /// Takes a journal charge: applied at once to capped patients, to the others at the next fold.
+    fn apply(&mut self, charge: CohortCharge) {
+        if !self.capped.is_empty() {
+            for p in &charge.patients {
+                if self.capped.contains(p) {
+                    self.apply_one(*p, &charge);
+                }
             }
-            account.add(charge.researcher, loss, charge.at, charge.window_seconds);
-            self.dirty.insert(*p);
         }
         self.last = self.last.max(charge.seq);
         self.unfolded = self.unfolded.saturating_add(1);
+        self.pending.push(charge);
+    }
+
+    /// Adds `charge` to `p`'s account unless it already includes it
+    /// (charges are applied to an account in journal order).
+    fn apply_one(&mut self, p: Pseudonym, charge: &CohortCharge) {
+        let account = self.all.entry(p).or_default();
+        if account.folded_through >= charge.seq {
+            return;
+        }
+        account.add_charge(charge);
+        self.dirty.insert(p);
+    }
+
+    /// Applies every pending charge to every account it names.
+    fn materialize(&mut self) {
+        for charge in std::mem::take(&mut self.pending) {
+            for p in &charge.patients {
+                self.apply_one(*p, &charge);
+            }
+        }
+    }
+
+    /// `p`'s account with the pending charges that name them, without changing anything.
+    fn current(&self, p: &Pseudonym) -> Account {
+        let mut account = self.all.get(p).cloned().unwrap_or_default();
+        for charge in &self.pending {
+            if charge.seq > account.folded_through && charge.patients.contains(p) {
+                account.add_charge(charge);
+            }
+        }
+        account
     }
 
     fn put(&mut self, p: Pseudonym, account: Account) {
@@ -304,7 +349,7 @@ fn loaded<'a>(node: &'a Node) -> Result<Loaded<'a>, Error> {
             })?;
         node.store
             .scan_records(cf::BUDGET, JOURNAL_PREFIX, |_, charge: CohortCharge| {
-                memory.apply(&charge);
+                memory.apply(charge);
                 Ok(())
             })?;
         *guard = Some(memory);
@@ -344,7 +389,7 @@ pub fn of(node: &Node, p: &Pseudonym) -> Result<Account, Error> {
     }
     Ok(loaded(node)?
         .as_ref()
-        .and_then(|memory| memory.all.get(p).cloned())
+        .map(|memory| memory.current(p))
         .unwrap_or_default())
 }
 
@@ -428,7 +473,7 @@ impl Pending {
         let Some(memory) = guard.as_mut() else {
             return;
         };
-        memory.apply(&self.0);
+        memory.apply(self.0);
         if memory.unfolded >= FOLD_EVERY {
             if let Err(e) = fold(node, memory) {
                 tracing::warn!("patient accounts not folded (the journal still counts; retried after the next answer): {e}");
@@ -440,6 +485,7 @@ impl Pending {
 /// Writes every account changed since the last fold and deletes the journal
 /// charges they now include, in one synced batch.
 fn fold(node: &Node, memory: &mut Memory) -> Result<(), Error> {
+    memory.materialize();
     let mut batch = node.store.batch();
     for p in &memory.dirty {
         if let Some(account) = memory.all.get_mut(p) {
