@@ -18,6 +18,7 @@
 //! * [`accounts`]: per-patient privacy accounts and patients' own caps.
 //! * [`audit`]: the audit log.
 
+pub mod account_book;
 pub mod accounts;
 pub mod admin;
 pub mod audit;
