@@ -490,7 +490,11 @@ fn ledger_keys_hold_no_query_id_or_researcher_identity_in_clear() {
     let query_ids = ["needle-query-id-4242", "needle-query-id-4243"];
     let (_tmp, dir) = ledger_with_charges(f, &query_ids, "needle-researcher-id");
     let keys = with_rocksdb(&dir, budget_keys);
-    assert_eq!(keys.len(), 2 * 2 + 1, "two charges, two answers, one head");
+    assert_eq!(
+        keys.len(),
+        2 * 2 + 1 + 2,
+        "two charges, two answers, one head, and the two answers' patient-account journal charges"
+    );
     let public = key.public();
     let hex = public.to_hex();
     let mut needles: Vec<&[u8]> = vec![public.as_bytes(), hex.as_bytes(), b"needle-researcher-id"];

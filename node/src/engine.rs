@@ -6,10 +6,12 @@
 //! 3. the OpenDP measurement is built and its privacy loss read from its privacy map;
 //! 4. the loss (epsilon and delta) is checked against the researcher's remaining
 //!    budget, in the rolling window and under the lifetime cap; a refusal is audited;
-//! 5. patients are selected (consent at `now`, then cohort) and reduced to one value each;
+//! 5. patients are selected (consent at `now`, personal cap, then cohort) and
+//!    reduced to one value each;
 //! 6. the measurement runs;
-//! 7. charge, answer and audit entry are written in one synced batch, and only then
-//!    is the answer returned.
+//! 7. charge, the included patients' accounts ([`crate::accounts`]), answer and
+//!    audit entry are written in one synced batch, and only then is the answer
+//!    returned.
 //!
 //! Encrypted mode follows the same order in [`prepare`] (the stored answer
 //! is the encrypted share and its ephemeral key), then [`seal`] masks that
@@ -27,11 +29,12 @@ use witmed_protocol::encrypted::{
 };
 use witmed_protocol::query::Query;
 
+use crate::accounts;
 use crate::audit;
 use crate::dp::{self, Plan};
 use crate::encrypted::shares::SharePlan;
 use crate::encrypted::study;
-use crate::index::Index;
+use crate::index::{Index, Rows};
 use crate::ledger::{self, Account, Loss, NewCharge, StoredAnswer};
 use crate::node::Node;
 use crate::store::{self, cf, RECORD_VERSION};
@@ -59,6 +62,8 @@ pub enum Error {
     },
     #[error(transparent)]
     Ledger(#[from] ledger::Error),
+    #[error(transparent)]
+    Accounts(#[from] accounts::Error),
     #[error(transparent)]
     Dp(#[from] dp::Error),
     #[error(transparent)]
@@ -89,6 +94,7 @@ impl Error {
             Error::BudgetExhausted { .. } => "budget_exhausted",
             Error::LifetimeBudgetExhausted { .. } => "lifetime_budget_exhausted",
             Error::Ledger(e) => e.code(),
+            Error::Accounts(e) => e.code(),
             Error::Dp(_) => "dp_failed",
             Error::Store(_) => "store_failed",
             Error::StoredAnswer(_) => "stored_answer_unreadable",
@@ -193,8 +199,8 @@ pub fn answer(
     // DP mode's measurements are pure: no delta.
     let loss = Loss::new(plan.epsilon(), 0.0);
     let left = budget_left(node, &account, researcher, query, loss, now)?;
-    let values = select_values(node, query, &use_, now)?;
-    let released = plan.release(&values, policy.min_cohort)?;
+    let selected = select_rows(node, query, &use_, loss, now)?;
+    let released = plan.release(&selected.rows.values, policy.min_cohort)?;
     let answer = Answer {
         version: ANSWER_VERSION,
         query_id: query.id.clone(),
@@ -225,7 +231,7 @@ pub fn answer(
         researcher,
         query,
         (loss, now),
-        answer.to_bytes(),
+        (answer.to_bytes(), &selected),
         detail,
     )?;
     tracing::info!(researcher = %researcher.short(), query = %query.id, epsilon = plan.epsilon(), suppressed = answer.released.suppressed, "query answered");
@@ -270,9 +276,9 @@ pub fn prepare(
     let plan = SharePlan::new(query)?;
     let loss = Loss::new(plan.epsilon, plan.delta);
     let left = budget_left(node, &account, researcher, query, loss, now)?;
-    let values = select_values(node, query, &use_, now)?;
+    let selected = select_rows(node, query, &use_, loss, now)?;
     // Limb-encoded slots; the plan made sure every total of them decodes.
-    let share = plan.share(&values, crate::encrypted::noise_enabled())?;
+    let share = plan.share(&selected.rows.values, crate::encrypted::noise_enabled())?;
     let ciphertext = study_key.encrypt(&share)?;
     let contribution = Contribution {
         version: ENCRYPTED_VERSION,
@@ -320,7 +326,7 @@ pub fn prepare(
         researcher,
         query,
         (loss, now),
-        prepared.to_bytes(),
+        (prepared.to_bytes(), &selected),
         detail,
     )?;
     tracing::info!(researcher = %researcher.short(), query = %query.id, epsilon = plan.epsilon, "encrypted share prepared");
@@ -501,19 +507,47 @@ pub fn select_values(node: &Node, query: &Query, use_: &Use, now: i64) -> Result
     Ok(values_for(&index, query, |i| eligible[i]))
 }
 
+/// The patients a query computes over and their values.
+pub struct Selected {
+    /// The index the positions in `rows` refer to.
+    pub index: std::sync::Arc<Index>,
+    pub rows: Rows,
+}
+
+/// One value per eligible patient in the cohort, with the patient it came
+/// from, leaving out every patient whose personal cap `loss` would pass.
+pub fn select_rows(
+    node: &Node,
+    query: &Query,
+    use_: &Use,
+    loss: Loss,
+    now: i64,
+) -> Result<Selected, Error> {
+    let index = node.index()?;
+    let eligible = node.eligibility(&index, use_, now);
+    let capped = accounts::over_cap(node, &index, loss.epsilon)?;
+    let rows = if capped.is_empty() {
+        index.rows_for(query, |i| eligible[i])
+    } else {
+        index.rows_for(query, |i| eligible[i] && !capped.contains(&i))
+    };
+    Ok(Selected { index, rows })
+}
+
 /// The per-patient values of `query` over patients for whom `eligible(i)` holds.
 pub fn values_for(index: &Index, query: &Query, eligible: impl Fn(usize) -> bool) -> Vec<f64> {
     index.values_for(query, eligible)
 }
 
-/// Writes the charge, the stored answer, the ledger head and the audit entry in one synced batch.
+/// Writes the charge, the included patients' accounts, the stored answer,
+/// the ledger head and the audit entry in one synced batch.
 fn commit(
     node: &Node,
     account: &Account,
     researcher: &PublicKey,
     query: &Query,
     (loss, now): (Loss, i64),
-    answer: Vec<u8>,
+    (answer, selected): (Vec<u8>, &Selected),
     detail: String,
 ) -> Result<(), Error> {
     let charge = NewCharge {
@@ -529,12 +563,20 @@ fn commit(
     };
     node.ledger
         .record(&node.store, &mut batch, account, charge, &stored)?;
+    let pending = accounts::charge(
+        node,
+        &mut batch,
+        &selected.index,
+        &selected.rows.patients,
+        &accounts::charge_of(node, account, loss, now),
+    )?;
     audit::append(
         &mut batch,
         &node.store,
         &audit::Entry::new(charge.at, "query.answered", researcher.to_hex(), detail),
     )?;
     node.store.write_durable(batch)?;
+    pending.apply(node);
     Ok(())
 }
 

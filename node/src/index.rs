@@ -67,6 +67,13 @@ pub struct Index {
     codes: CodeDigester,
 }
 
+/// A query's per-patient values and the patients (index positions) they came from, in the same order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Rows {
+    pub patients: Vec<usize>,
+    pub values: Vec<f64>,
+}
+
 /// A query's observation codes, each looked up once.
 struct Resolved<'a> {
     has_observation: Vec<Option<&'a Series>>,
@@ -213,17 +220,31 @@ impl Index {
     /// The per-patient values of `query` over patients for whom `eligible(i)`
     /// holds (one row of 0.0 per patient for a plain count).
     pub fn values_for(&self, query: &Query, eligible: impl Fn(usize) -> bool) -> Vec<f64> {
+        self.rows_for(query, eligible).values
+    }
+
+    /// [`Index::values_for`], with the position of the patient each value
+    /// came from: the patients whose data the answer is computed from.
+    pub fn rows_for(&self, query: &Query, eligible: impl Fn(usize) -> bool) -> Rows {
         let resolved = self.resolve(query);
-        (0..self.len())
-            .filter(|&i| self.in_resolved_cohort(i, &query.cohort, &resolved) && eligible(i))
-            .filter_map(|i| match &query.feature {
+        let mut rows = Rows::default();
+        for i in 0..self.len() {
+            if !(self.in_resolved_cohort(i, &query.cohort, &resolved) && eligible(i)) {
+                continue;
+            }
+            let value = match &query.feature {
                 Some(Feature::Attribute(a)) => {
                     Some(self.attribute(i, &a.name)).filter(|v| v.is_finite())
                 }
                 Some(Feature::Observation(o)) => reduce_series(resolved.feature, i, o),
                 None => Some(0.0),
-            })
-            .collect()
+            };
+            if let Some(value) = value {
+                rows.patients.push(i);
+                rows.values.push(value);
+            }
+        }
+        rows
     }
 
     /// Whether patient `i` matches every condition of `cohort`.

@@ -171,6 +171,13 @@ pub struct Account {
     pub label: String,
 }
 
+impl Account {
+    /// The keyed digest of (issuer, researcher id): what stored records name the researcher by.
+    pub fn digest(&self) -> [u8; DIGEST_LEN] {
+        self.digest
+    }
+}
+
 /// The ledger of one node: its keyed digests, and the checks of its contents.
 pub struct Ledger {
     digests: Pseudonymizer,

@@ -15,8 +15,11 @@
 //! * [`dp`]: OpenDP measurements and accuracy.
 //! * [`encrypted`]: encrypted mode: study keys, noise shares, the keyless aggregator.
 //! * [`ledger`]: privacy budget and stored answers.
+//! * [`accounts`]: per-patient privacy accounts and patients' own caps.
 //! * [`audit`]: the audit log.
 
+pub mod account_book;
+pub mod accounts;
 pub mod admin;
 pub mod audit;
 pub mod consent_ops;

@@ -204,6 +204,8 @@ pub struct Node {
     pub ledger: crate::ledger::Ledger,
     /// Serializes budget check-and-charge.
     pub(crate) ledger_lock: Mutex<()>,
+    /// Per-patient privacy accounts (charged with the ledger, under its lock).
+    pub(crate) patient_accounts: crate::account_book::Accounts,
     /// The last eligibility mask computed, reused while nothing it depends on changed.
     eligibility: Mutex<Option<EligibilityCache>>,
 }
@@ -475,6 +477,7 @@ impl Node {
             index: RwLock::new(None),
             ledger,
             ledger_lock: Mutex::new(()),
+            patient_accounts: crate::account_book::Accounts::default(),
             eligibility: Mutex::new(None),
         })
     }

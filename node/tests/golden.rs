@@ -22,6 +22,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use witmed_crypto::versioned::{self, Evolving};
 use witmed_crypto::{Envelope, KeyPair, Pseudonym, PublicKey, Role};
+use witmed_node::accounts::{Account, Cap, CohortCharge, ResearcherTotal, WindowTotal};
 use witmed_node::audit::chain::{self, ENTRY_VERSION, HEAD_DOMAIN, HEAD_VERSION};
 use witmed_node::audit::{Entry, EntryV1, Link};
 use witmed_node::consents::{Enrolment, StoredSigned};
@@ -31,6 +32,7 @@ use witmed_node::engine::{Prepared, StoredSeal, PREPARED_VERSION};
 use witmed_node::ledger::{Charge, Head, StoredAnswer};
 use witmed_node::node::{ConsortiumSeal, InstalledFile, TrustSeal};
 use witmed_node::store::{ConditionRecord, ObservationRecord, PatientRecord, RECORD_VERSION};
+use witmed_policies::cap::{CapRequest, CAP_DOMAIN};
 use witmed_policies::consent::{
     Reenrolment, Revocation, Token, REENROLMENT_DOMAIN, REVOCATION_DOMAIN, TOKEN_DOMAIN,
 };
@@ -631,6 +633,60 @@ fn a_version_1_audit_entry_is_read_as_a_legacy_entry() {
 
 /// A version 1 node policy (no lifetime cap, no simulated consent) is read
 /// through its frozen layout and upgraded to today's with neither.
+#[test]
+fn patient_accounts_and_cap_requests_match_their_golden_bytes() {
+    golden(
+        "patient_account",
+        &Account {
+            version: RECORD_VERSION,
+            total_epsilon: 1.5,
+            total_delta: 1e-6,
+            answers: 2,
+            per_window: vec![WindowTotal {
+                start: T,
+                seconds: 2_592_000,
+                epsilon: 1.5,
+                delta: 1e-6,
+                answers: 2,
+            }],
+            per_researcher: vec![ResearcherTotal {
+                researcher: [14; 16],
+                epsilon: 1.5,
+                delta: 1e-6,
+                answers: 2,
+            }],
+            cap: Some(Cap {
+                epsilon: 4.0,
+                request: "0f".repeat(16),
+                set_at: T,
+            }),
+            folded_through: 64,
+        },
+    );
+    golden(
+        "patient_cohort_charge",
+        &CohortCharge {
+            version: RECORD_VERSION,
+            seq: 65,
+            researcher: [14; 16],
+            epsilon: 0.5,
+            delta: 0.0,
+            at: T,
+            window_seconds: 2_592_000,
+            patients: vec![patient(), Pseudonym([6; 16])],
+        },
+    );
+    let request = CapRequest {
+        version: 1,
+        id: "0e".repeat(16),
+        node: key(Role::Node, 3).public(),
+        patient: patient(),
+        epsilon: Some(4.0),
+        issued_at: T,
+    };
+    golden_signed("privacy_cap", CAP_DOMAIN, &request, &key(Role::Patient, 8));
+}
+
 #[test]
 fn a_version_1_node_policy_is_upgraded() {
     let node = key(Role::Hospital, 1);

@@ -211,7 +211,7 @@ pub fn token_id(random: [u8; 16]) -> String {
     random.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn valid_token_id(id: &str) -> bool {
+pub(crate) fn valid_token_id(id: &str) -> bool {
     id.len() == TOKEN_ID_LEN && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
@@ -367,7 +367,7 @@ pub(crate) fn check_node(
     Ok(())
 }
 
-fn check_patient_key(
+pub(crate) fn check_patient_key(
     patient: &Pseudonym,
     signer: &PublicKey,
     enrolled: &dyn Fn(&Pseudonym) -> Option<PublicKey>,

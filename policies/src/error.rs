@@ -15,6 +15,7 @@ pub enum Object {
     Credential,
     NodePolicy,
     ConsortiumDirectory,
+    PrivacyCap,
 }
 
 impl Object {
@@ -31,6 +32,7 @@ impl Object {
             Object::ConsortiumDirectory => {
                 "ask the consortium authority to sign a new consortium directory"
             }
+            Object::PrivacyCap => "ask the patient to sign a new privacy cap request",
         }
     }
 }
@@ -44,6 +46,7 @@ impl fmt::Display for Object {
             Object::Credential => "researcher credential",
             Object::NodePolicy => "node policy",
             Object::ConsortiumDirectory => "consortium directory",
+            Object::PrivacyCap => "privacy cap request",
         })
     }
 }

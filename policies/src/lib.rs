@@ -13,6 +13,9 @@
 //!   token made for one node cannot be replayed at another.
 //! * **Revocation is immediate.** A patient-signed [`consent::Revocation`]
 //!   withdraws a token; from then on [`evaluate::patient_eligible`] ignores it.
+//! * **Patients may cap their own loss.** A patient-signed
+//!   [`cap::CapRequest`] (one node, time-bounded, applied once per id) sets
+//!   the total epsilon after which the node stops using their data.
 //! * **Researchers hold credentials.** An authority the node trusts signs a
 //!   [`credential::Credential`] (in the spirit of a GA4GH Passport visa)
 //!   binding a researcher key to an identity, a project, approved DUO
@@ -39,6 +42,7 @@
 //! **Architecture Invariant:** this crate does no IO and never reads the
 //! clock; time arrives as `now`, unix seconds.
 
+pub mod cap;
 pub mod consent;
 pub mod credential;
 pub mod directory;

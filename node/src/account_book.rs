@@ -1,0 +1,304 @@
+//! The patient accounts' stored types and the node's in-memory book of them; no node access (see `accounts` for the operations).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use witmed_crypto::Pseudonym;
+
+use crate::ledger::Loss;
+use crate::store::{self, cf, Store, RECORD_VERSION};
+
+const ACCOUNT_PREFIX: &[u8] = b"p1/";
+const JOURNAL_PREFIX: &[u8] = b"j1/";
+/// Charges kept in the journal before they are folded into the accounts.
+pub const FOLD_EVERY: u64 = 64;
+/// Relative slack when comparing a sum of losses to a cap (as the ledger does).
+const ROUNDING: f64 = 1e-9;
+/// Most windows kept per account (the oldest go first); totals keep everything.
+pub const MAX_WINDOWS: usize = 120;
+
+/// A patient's privacy account at this node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Account {
+    pub version: u32,
+    /// Sum of the epsilons of every answer that included the patient.
+    pub total_epsilon: f64,
+    /// Sum of their deltas.
+    pub total_delta: f64,
+    /// How many answers included the patient.
+    pub answers: u64,
+    /// Per fixed window of the node policy's budget window length, oldest first.
+    pub per_window: Vec<WindowTotal>,
+    /// Per researcher account (the ledger's keyed digest), in first-charged order.
+    pub per_researcher: Vec<ResearcherTotal>,
+    /// The patient's cap, if they set one.
+    pub cap: Option<Cap>,
+    /// The journal number of the last [`CohortCharge`] this record includes.
+    pub folded_through: u64,
+}
+
+/// What the answers of one window cost a patient.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowTotal {
+    /// First second of the window: a multiple of `seconds` (unix time).
+    pub start: i64,
+    /// The window's length.
+    pub seconds: i64,
+    pub epsilon: f64,
+    pub delta: f64,
+    pub answers: u64,
+}
+
+/// What one researcher's answers cost a patient.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResearcherTotal {
+    /// The ledger's keyed digest of (issuer, researcher id); see [`researcher_digest`].
+    pub researcher: [u8; 16],
+    pub epsilon: f64,
+    pub delta: f64,
+    pub answers: u64,
+}
+
+/// A patient's cap, as set by their signed request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cap {
+    /// Total epsilon the patient's data may cost; a query that would pass it leaves them out.
+    pub epsilon: f64,
+    /// The id of the request that set it.
+    pub request: String,
+    /// When it was applied (node clock, unix seconds).
+    pub set_at: i64,
+}
+
+/// One answer's charge to the accounts of the patients it included, kept in
+/// the journal (written in the answer's commit batch) until it is folded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CohortCharge {
+    pub version: u32,
+    /// Journal number, from 1 (also in the key).
+    pub seq: u64,
+    /// The ledger's keyed digest of the researcher account charged.
+    pub researcher: [u8; 16],
+    pub epsilon: f64,
+    pub delta: f64,
+    /// When the answer was made (unix seconds).
+    pub at: i64,
+    /// The node policy's budget window length then.
+    pub window_seconds: i64,
+    /// The patients whose data the answer was computed from.
+    pub patients: Vec<Pseudonym>,
+}
+
+witmed_crypto::single_version!(Account, "patient privacy account", RECORD_VERSION);
+witmed_crypto::single_version!(CohortCharge, "patient cohort charge", RECORD_VERSION);
+
+impl Default for Account {
+    fn default() -> Account {
+        Account {
+            version: RECORD_VERSION,
+            total_epsilon: 0.0,
+            total_delta: 0.0,
+            answers: 0,
+            per_window: Vec::new(),
+            per_researcher: Vec::new(),
+            cap: None,
+            folded_through: 0,
+        }
+    }
+}
+
+impl Account {
+    /// Whether a further `epsilon` would take the total past the patient's cap.
+    pub fn would_pass_cap(&self, epsilon: f64) -> bool {
+        self.cap
+            .as_ref()
+            .is_some_and(|cap| self.total_epsilon + epsilon > cap.epsilon + cap.epsilon * ROUNDING)
+    }
+
+    /// Adds a journal charge and records that the account includes it.
+    fn add_charge(&mut self, charge: &CohortCharge) {
+        let loss = Loss::new(charge.epsilon, charge.delta);
+        self.add(charge.researcher, loss, charge.at, charge.window_seconds);
+        self.folded_through = charge.seq;
+    }
+
+    /// Adds one answer's `loss`, made for `researcher` at `at` under windows of `seconds`.
+    fn add(&mut self, researcher: [u8; 16], loss: Loss, at: i64, seconds: i64) {
+        self.total_epsilon += loss.epsilon;
+        self.total_delta += loss.delta;
+        self.answers = self.answers.saturating_add(1);
+        let start = window_start(at, seconds);
+        match self
+            .per_window
+            .iter_mut()
+            .find(|w| w.start == start && w.seconds == seconds)
+        {
+            Some(w) => w.add(loss),
+            None => {
+                self.per_window.push(WindowTotal {
+                    start,
+                    seconds,
+                    epsilon: loss.epsilon,
+                    delta: loss.delta,
+                    answers: 1,
+                });
+                if self.per_window.len() > MAX_WINDOWS {
+                    self.per_window.remove(0);
+                }
+            }
+        }
+        match self
+            .per_researcher
+            .iter_mut()
+            .find(|r| r.researcher == researcher)
+        {
+            Some(r) => {
+                r.epsilon += loss.epsilon;
+                r.delta += loss.delta;
+                r.answers = r.answers.saturating_add(1);
+            }
+            None => self.per_researcher.push(ResearcherTotal {
+                researcher,
+                epsilon: loss.epsilon,
+                delta: loss.delta,
+                answers: 1,
+            }),
+        }
+    }
+}
+
+impl WindowTotal {
+    fn add(&mut self, loss: Loss) {
+        self.epsilon += loss.epsilon;
+        self.delta += loss.delta;
+        self.answers = self.answers.saturating_add(1);
+    }
+}
+
+/// The first second of the fixed window of length `seconds` holding `at`.
+pub fn window_start(at: i64, seconds: i64) -> i64 {
+    if seconds <= 0 {
+        return 0;
+    }
+    at.saturating_sub(at.rem_euclid(seconds))
+}
+
+/// The accounts of a node's patients, read from the store on first use.
+#[derive(Debug, Default)]
+pub struct Accounts {
+    pub(crate) loaded: Mutex<Option<Memory>>,
+}
+
+/// The in-memory accounts and the journal's state.
+///
+/// Applying a charge to 50,000 accounts in memory costs more than the rest
+/// of a query, so only capped patients (whose totals a query must check)
+/// are charged in memory at once; the other charges wait in `pending` and
+/// are applied when the journal is folded; `accounts::of` adds them up for one patient.
+#[derive(Debug, Default)]
+pub(crate) struct Memory {
+    pub(crate) all: HashMap<Pseudonym, Account>,
+    /// Patients with a cap (few): the only ones a query must check.
+    pub(crate) capped: HashSet<Pseudonym>,
+    /// Patients whose account changed since the last fold.
+    pub(crate) dirty: HashSet<Pseudonym>,
+    /// Journal charges not yet applied to every account they name, oldest first.
+    pub(crate) pending: Vec<CohortCharge>,
+    /// Number of the last journal charge written.
+    pub(crate) last: u64,
+    /// Journal charges not folded yet.
+    pub(crate) unfolded: u64,
+}
+
+impl Memory {
+    /// Reads every account, then replays the journal onto them.
+    pub(crate) fn load(store: &Store) -> Result<Memory, store::Error> {
+        let mut memory = Memory::default();
+        store.scan_records(cf::BUDGET, ACCOUNT_PREFIX, |key, account: Account| {
+            if let Some(p) = pseudonym_of(key) {
+                memory.last = memory.last.max(account.folded_through);
+                memory.put(p, account);
+            }
+            Ok(())
+        })?;
+        store.scan_records(cf::BUDGET, JOURNAL_PREFIX, |_, charge: CohortCharge| {
+            memory.apply(charge);
+            Ok(())
+        })?;
+        Ok(memory)
+    }
+
+    /// Takes a journal charge: applied at once to capped patients, to the others at the next fold.
+    pub(crate) fn apply(&mut self, charge: CohortCharge) {
+        if !self.capped.is_empty() {
+            for p in &charge.patients {
+                if self.capped.contains(p) {
+                    self.apply_one(*p, &charge);
+                }
+            }
+        }
+        self.last = self.last.max(charge.seq);
+        self.unfolded = self.unfolded.saturating_add(1);
+        self.pending.push(charge);
+    }
+
+    /// Adds `charge` to `p`'s account unless it already includes it
+    /// (charges are applied to an account in journal order).
+    pub(crate) fn apply_one(&mut self, p: Pseudonym, charge: &CohortCharge) {
+        let account = self.all.entry(p).or_default();
+        if account.folded_through >= charge.seq {
+            return;
+        }
+        account.add_charge(charge);
+        self.dirty.insert(p);
+    }
+
+    /// Applies every pending charge to every account it names.
+    pub(crate) fn materialize(&mut self) {
+        for charge in std::mem::take(&mut self.pending) {
+            for p in &charge.patients {
+                self.apply_one(*p, &charge);
+            }
+        }
+    }
+
+    /// `p`'s account with the pending charges that name them, without changing anything.
+    pub(crate) fn current(&self, p: &Pseudonym) -> Account {
+        let mut account = self.all.get(p).cloned().unwrap_or_default();
+        for charge in &self.pending {
+            if charge.seq > account.folded_through && charge.patients.contains(p) {
+                account.add_charge(charge);
+            }
+        }
+        account
+    }
+
+    pub(crate) fn put(&mut self, p: Pseudonym, account: Account) {
+        if account.cap.is_some() {
+            self.capped.insert(p);
+        } else {
+            self.capped.remove(&p);
+        }
+        self.all.insert(p, account);
+    }
+}
+
+pub(crate) fn journal_key(seq: u64) -> Vec<u8> {
+    let mut key = JOURNAL_PREFIX.to_vec();
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+pub(crate) fn account_key(p: &Pseudonym) -> Vec<u8> {
+    let mut key = ACCOUNT_PREFIX.to_vec();
+    key.extend_from_slice(&p.0);
+    key
+}
+
+fn pseudonym_of(key: &[u8]) -> Option<Pseudonym> {
+    key.strip_prefix(ACCOUNT_PREFIX)?
+        .try_into()
+        .ok()
+        .map(Pseudonym)
+}
