@@ -733,3 +733,42 @@ fn the_hospital_binary_has_no_demo_bench_simulated_consent_or_faults() {
         text(&out.stderr)
     );
 }
+
+/// `witmed audit verify` as an auditor runs it: an untouched log passes; an
+/// entry edited by someone holding the data dir and the master key is named,
+/// and stays named (the node never signs over a log it found damaged).
+#[test]
+fn audit_verify_passes_on_an_untouched_log_and_names_an_edited_entry() {
+    use witmed_crypto::at_rest::MasterKey;
+    use witmed_node::audit::Entry;
+    use witmed_node::store::{cf, Store};
+
+    let (tmp, node) = fresh_node();
+    let set = small_set(tmp.path(), 3);
+    run_ok(&["import", "physionet", "--data-dir", s(&node), s(&set)]);
+    let ok = run_ok(&["audit", "verify", "--data-dir", s(&node)]);
+    assert!(ok.contains("audit log verified"), "{ok}");
+    let json = run_json(&["audit", "verify", "--data-dir", s(&node)]);
+    assert_eq!(json["verified"], true, "{json}");
+    let entries = json["entries"].as_u64().unwrap();
+    assert!(entries >= 2, "{json}");
+    // `witmed audit` without verify still lists the entries.
+    assert!(run_ok(&["audit", "--data-dir", s(&node)]).contains("import"));
+
+    let first = 1u64.to_be_bytes();
+    {
+        let master = MasterKey::load(&node.join("master.key")).unwrap();
+        let store = Store::open(&node.join("db"), &master).unwrap();
+        let mut entry: Entry = store.get(cf::AUDIT, &first).unwrap().unwrap();
+        entry.detail = "nothing happened here".into();
+        let mut batch = store.batch();
+        batch.put(cf::AUDIT, &first, &entry).unwrap();
+        store.write_durable(batch).unwrap();
+    }
+    for _ in 0..2 {
+        let out = run_fail(&["audit", "verify", "--data-dir", s(&node)]);
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains("error[audit_edited]"), "{stderr}");
+        assert_eq!(out.status.code(), Some(1));
+    }
+}
