@@ -51,6 +51,7 @@ pub mod keygen;
 pub mod node;
 pub mod patient;
 pub mod policy;
+pub mod privacy_account;
 pub mod query;
 pub mod study;
 

@@ -1,4 +1,4 @@
-//! `witmed patient`: hospital staff find a patient's pseudonym and bind (or replace) the patient's public key.
+//! `witmed patient`: hospital staff find a patient's pseudonym and bind (or replace) the patient's public key; privacy accounts and caps (see `privacy_account`).
 
 use std::path::PathBuf;
 
@@ -11,6 +11,7 @@ use witmed_policies::consent;
 use crate::args::DataDirArg;
 use crate::code::Code;
 use crate::failure::{Failure, Result};
+use crate::privacy_account::{self, AccountArgs, CapArgs, CapSubmitArgs};
 use crate::{keys, local_node};
 
 #[derive(Debug, Subcommand)]
@@ -45,6 +46,12 @@ pub enum PatientCommand {
     },
     /// Replace a real patient's enrolled key (lost key): needs the hospital admin key or the old patient key.
     Reenrol(ReenrolArgs),
+    /// Staff: a patient's privacy account (what answers that included them cost, and their cap).
+    Account(AccountArgs),
+    /// Patient: sign a request to set (or remove) their privacy cap at a node.
+    Cap(CapArgs),
+    /// Node: verify and apply a patient's signed cap request.
+    CapSubmit(CapSubmitArgs),
 }
 
 #[derive(Debug, Args)]
@@ -114,6 +121,9 @@ pub fn run(command: PatientCommand) -> Result<()> {
             }
         }
         PatientCommand::Reenrol(args) => reenrol(args),
+        PatientCommand::Account(args) => privacy_account::account(args),
+        PatientCommand::Cap(args) => privacy_account::sign_cap(args),
+        PatientCommand::CapSubmit(args) => privacy_account::submit_cap(args),
     }
 }
 
