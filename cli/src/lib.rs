@@ -51,7 +51,6 @@ pub mod keygen;
 pub mod node;
 pub mod patient;
 pub mod policy;
-pub mod privacy_account;
 pub mod query;
 pub mod study;
 
