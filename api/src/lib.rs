@@ -6,8 +6,9 @@
 //! * [`auth`]: staff bearer tokens from the data dir; patients' requests
 //!   signed by the key the node enrolled for them (no password is stored).
 //! * [`staff`]: look a patient up, enrol a key, list consents.
-//! * [`patient`]: a patient's own record, vital signs, conditions and
-//!   consents; grant and revoke.
+//! * [`patient`]: a patient's own record, vital signs, conditions,
+//!   consents, audit view and privacy account; grant and revoke consent,
+//!   set a privacy cap.
 //! * [`limits`]: request rates per address and per key, bounded.
 //! * [`error`]: one JSON error shape with stable codes.
 //! * [`openapi`]: the OpenAPI document the server serves and the repo keeps.

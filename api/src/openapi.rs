@@ -20,6 +20,9 @@ use utoipa::OpenApi;
         crate::patient::observations,
         crate::patient::consents,
         crate::patient::submit,
+        crate::patient::audit,
+        crate::patient::account,
+        crate::patient::cap,
     )
 )]
 pub struct Doc;

@@ -1,4 +1,4 @@
-//! Patients over HTTP, each request signed with their own enrolled key: their record, vital signs and consents; grant and revoke.
+//! Patients over HTTP, each request signed with their own enrolled key: their record, vital signs, consents, audit view and privacy account; grant and revoke, set a cap.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,8 +8,12 @@ use axum::extract::{ConnectInfo, State as Extract};
 use axum::http::{HeaderMap, Method, Uri};
 use axum::Json;
 use serde::{Deserialize, Serialize};
+use witmed_crypto::Pseudonym;
+use witmed_node::accounts::{self, Account};
+use witmed_node::audit::PatientView;
 use witmed_node::consent_ops::{self, Submitted};
 use witmed_node::store::{self, cf, ObservationRecord, PatientRecord};
+use witmed_policies::cap::{CapRequest, CAP_DOMAIN};
 use witmed_protocol::vocab::VITAL_SIGN_CODES;
 
 use crate::error::ApiError;
@@ -175,6 +179,227 @@ pub async fn submit(
         }))
     })
     .await
+}
+
+/// The signing patient's view of the node's audit log, to check against the node's signed head.
+///
+/// `view` is `witmed_node::audit::PatientView` as serde writes it to JSON:
+/// `patient` (hex pseudonym); `start_seq` and `start_hash` (32 numbers, the
+/// bytes of the hash of the entry before the first item); `items`, one per
+/// entry from `start_seq + 1` to the head's, in order, each either
+/// `{"Own": ENTRY}` (an entry about you, in full: `version`, `at`, `kind`,
+/// `actor`, `detail`, `subject`, and `chain` = `{seq, prev, salt, hash}`) or
+/// `{"Other": {"seq": N, "digest": [32 bytes]}}` (someone else's entry,
+/// salted digest only); and `head`, the node's signed envelope (`version`,
+/// `domain` = `witmed/audit-head/v1`, `payload` bytes, `signer` hex, `signature` hex).
+/// To verify: check `head` is signed by the node key you hold (pin it out of
+/// band; `node_key` here is a convenience), then from `start_hash` fold
+/// `link_hash(seq, prev, digest)` over the items (for your own entries the
+/// digest of their content, which must equal their recorded link) and compare
+/// with the head's `seq` and `hash`. `PatientView::verify` does exactly this.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AuditView {
+    /// The node's identity key (hex), which signs the head.
+    pub node_key: String,
+    /// How many entries in `view` are about you.
+    pub own_entries: usize,
+    /// The view itself (see above).
+    #[schema(value_type = Object)]
+    pub view: PatientView,
+}
+
+/// `GET /api/v1/patient/audit`: the signing patient's audit entries with the proof material to check them against a head the node signs.
+#[utoipa::path(get, path = "/api/v1/patient/audit",
+    responses((status = 200, body = AuditView), (status = 401, body = crate::error::ErrorBody)))]
+pub async fn audit(
+    Extract(state): Extract<Arc<State>>,
+    from: ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<AuditView>, ApiError> {
+    let (p, _) = patient_request(&state, from, (&method, &uri, &headers), body).await?;
+    let node = state.node.clone();
+    blocking(move || {
+        let view = node.audit_view(p, now()).map_err(internal)?;
+        Ok(Json(AuditView {
+            node_key: node.id().to_hex(),
+            own_entries: view.entries().count(),
+            view,
+        }))
+    })
+    .await
+}
+
+/// A patient's privacy account at this node: what the answers computed from their data cost.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AccountView {
+    pub pseudonym: String,
+    /// Sum of the epsilons of every answer that included you.
+    pub total_epsilon: f64,
+    pub total_delta: f64,
+    /// How many answers included you.
+    pub answers: u64,
+    /// Per fixed window of the node's budget window length, oldest first.
+    pub per_window: Vec<WindowView>,
+    /// Per researcher, named by the node's keyed digest (hex), in first-charged order.
+    pub per_researcher: Vec<ResearcherView>,
+    /// Your cap, if you set one.
+    pub cap: Option<CapView>,
+}
+
+/// One window of an account.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WindowView {
+    /// First second of the window (unix time).
+    pub start: i64,
+    pub seconds: i64,
+    pub epsilon: f64,
+    pub delta: f64,
+    pub answers: u64,
+}
+
+/// One researcher's share of an account.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ResearcherView {
+    /// The ledger's keyed digest of the researcher (32 hex characters).
+    pub researcher: String,
+    pub epsilon: f64,
+    pub delta: f64,
+    pub answers: u64,
+}
+
+/// A patient's cap.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CapView {
+    /// Total epsilon after which your data is left out.
+    pub epsilon: f64,
+    /// The id of the signed request that set it.
+    pub request: String,
+    /// When it was applied (unix seconds).
+    pub set_at: i64,
+}
+
+impl AccountView {
+    /// The JSON form of `account`, the account of `p`.
+    pub fn of(p: &Pseudonym, account: &Account) -> AccountView {
+        AccountView {
+            pseudonym: p.to_hex(),
+            total_epsilon: account.total_epsilon,
+            total_delta: account.total_delta,
+            answers: account.answers,
+            per_window: account
+                .per_window
+                .iter()
+                .map(|w| WindowView {
+                    start: w.start,
+                    seconds: w.seconds,
+                    epsilon: w.epsilon,
+                    delta: w.delta,
+                    answers: w.answers,
+                })
+                .collect(),
+            per_researcher: account
+                .per_researcher
+                .iter()
+                .map(|r| ResearcherView {
+                    researcher: hex::encode(r.researcher),
+                    epsilon: r.epsilon,
+                    delta: r.delta,
+                    answers: r.answers,
+                })
+                .collect(),
+            cap: account.cap.as_ref().map(|c| CapView {
+                epsilon: c.epsilon,
+                request: c.request.clone(),
+                set_at: c.set_at,
+            }),
+        }
+    }
+}
+
+/// `GET /api/v1/patient/account`: the signing patient's privacy account.
+#[utoipa::path(get, path = "/api/v1/patient/account",
+    responses((status = 200, body = AccountView), (status = 401, body = crate::error::ErrorBody),
+        (status = 404, body = crate::error::ErrorBody)))]
+pub async fn account(
+    Extract(state): Extract<Arc<State>>,
+    from: ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<AccountView>, ApiError> {
+    let (p, _) = patient_request(&state, from, (&method, &uri, &headers), body).await?;
+    let node = state.node.clone();
+    blocking(move || {
+        let account = accounts::of(&node, &p).map_err(account_error)?;
+        Ok(Json(AccountView::of(&p, &account)))
+    })
+    .await
+}
+
+/// What a cap request did.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CapApplied {
+    /// The cap now in force; null if the request removed it.
+    pub epsilon: Option<f64>,
+    /// Your total so far.
+    pub total_epsilon: f64,
+}
+
+/// `POST /api/v1/patient/cap`: sets or removes the signing patient's privacy cap
+/// (body `{"signed": "<privacy cap request envelope text>"}`, signed with your
+/// own enrolled key, as `witmed patient cap` writes it); in force for the next query.
+#[utoipa::path(post, path = "/api/v1/patient/cap", request_body = Submission,
+    responses((status = 200, body = CapApplied), (status = 403, body = crate::error::ErrorBody),
+        (status = 422, body = crate::error::ErrorBody)))]
+pub async fn cap(
+    Extract(state): Extract<Arc<State>>,
+    from: ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<CapApplied>, ApiError> {
+    let (p, body) = patient_request(&state, from, (&method, &uri, &headers), body).await?;
+    require_json(&headers)?;
+    let asked: Submission = parse(&body)?;
+    let node = state.node.clone();
+    blocking(move || {
+        // Only the patient's own cap, signed with their own key: checked before anything is stored.
+        let envelope = witmed_policies::parse_signed(&asked.signed)
+            .map_err(|e| ApiError::BadRequest(format!("signed: {e}")))?;
+        let request: CapRequest = envelope
+            .open(CAP_DOMAIN)
+            .map_err(|e| ApiError::BadRequest(format!("signed: not a privacy cap request: {e}")))?;
+        if request.patient != p || node.consent_registry().enrolled_key(&p) != Some(envelope.signer)
+        {
+            return Err(ApiError::Forbidden(
+                "the cap request is not your own signed with your enrolled key; submit only your own".into(),
+            ));
+        }
+        let set = accounts::set_cap(&node, &asked.signed, now()).map_err(account_error)?;
+        Ok(Json(CapApplied {
+            epsilon: set.epsilon,
+            total_epsilon: set.total_epsilon,
+        }))
+    })
+    .await
+}
+
+fn account_error(e: accounts::Error) -> ApiError {
+    match e {
+        accounts::Error::Store(e) => internal(e),
+        accounts::Error::UnknownPatient(_) => {
+            ApiError::UnknownPatient("this node holds no record of you".into())
+        }
+        other => ApiError::Refused {
+            code: other.code(),
+            message: other.to_string(),
+        },
+    }
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {

@@ -12,7 +12,7 @@ use crate::server::State;
 use crate::{health, openapi, patient, staff};
 
 /// Every route the server serves, as `(method, path)`; the OpenAPI document lists exactly these.
-pub const ROUTES: [(&str, &str); 9] = [
+pub const ROUTES: [(&str, &str); 12] = [
     ("GET", "/api/v1/health"),
     ("GET", "/api/v1/openapi.json"),
     ("GET", "/api/v1/staff/patients"),
@@ -22,6 +22,9 @@ pub const ROUTES: [(&str, &str); 9] = [
     ("GET", "/api/v1/patient/observations"),
     ("GET", "/api/v1/patient/consents"),
     ("POST", "/api/v1/patient/consents"),
+    ("GET", "/api/v1/patient/audit"),
+    ("GET", "/api/v1/patient/account"),
+    ("POST", "/api/v1/patient/cap"),
 ];
 
 /// The API's router.
@@ -38,6 +41,9 @@ pub fn router(state: Arc<State>) -> Router {
             "/api/v1/patient/consents",
             get(patient::consents).post(patient::submit),
         )
+        .route("/api/v1/patient/audit", get(patient::audit))
+        .route("/api/v1/patient/account", get(patient::account))
+        .route("/api/v1/patient/cap", post(patient::cap))
         .fallback(not_found)
         .with_state(state)
 }

@@ -1,4 +1,4 @@
-//! The HTTP API over a real node on 127.0.0.1: staff with the token, patients with signed requests, hostile input refused with clear codes.
+//! The HTTP API over a real node on 127.0.0.1: staff with the token, patients with signed requests (record, consents, audit view, privacy account, cap), hostile input refused with clear codes.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -6,13 +6,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::Value;
+use witmed_api::patient::AccountView;
 use witmed_api::ROUTES;
 use witmed_api::{Config, State};
 use witmed_crypto::{KeyPair, Pseudonym, Role};
+use witmed_node::audit::{PatientView, ViewItem};
 use witmed_node::node::{self, Node};
-use witmed_node::{consent_ops, import};
+use witmed_node::{accounts, consent_ops, import};
+use witmed_policies::cap::{CapRequest, CAP_VERSION};
 use witmed_policies::consent::{self, Revocation, Token};
+use witmed_policies::credential::{Credential, CREDENTIAL_VERSION};
+use witmed_policies::policy::{Budget, DEFAULT_WINDOW_SECONDS};
 use witmed_protocol::patient_request::{self, Request};
+use witmed_protocol::query::Query;
 use witmed_protocol::vocab::{Category, Mode};
 
 fn data_dir() -> PathBuf {
@@ -245,6 +251,25 @@ fn as_patient(
     let s = Signing {
         patient: who.0,
         key: &who.1,
+        time: witmed_node::unix_now(),
+        nonce: fresh_nonce(),
+    };
+    let headers = signed_headers(w, &s, method, path, body.as_bytes());
+    http(w.addr, method, path, &headers, body.as_bytes())
+}
+
+/// A request for `patient`'s resources signed with someone else's `key`.
+fn impostor(
+    w: &World,
+    patient: Pseudonym,
+    key: &KeyPair,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Reply {
+    let s = Signing {
+        patient,
+        key,
         time: witmed_node::unix_now(),
         nonce: fresh_nonce(),
     };
@@ -599,4 +624,305 @@ fn requests_over_the_rate_are_refused_per_key() {
         as_patient(&w, &w.bob, "GET", "/api/v1/patient/me", "").status,
         200
     );
+}
+
+/// A researcher the node trusts, and a policy that lets them ask
+/// (budget 1e6, no minimum cohort); Alice and Bob consent, Carol does not.
+struct Asking {
+    key: KeyPair,
+    credential: witmed_crypto::Envelope,
+    issuer: witmed_crypto::PublicKey,
+    id: String,
+}
+
+fn queries_allowed(w: &World) -> Asking {
+    let now = witmed_node::unix_now();
+    let authority = KeyPair::generate(Role::Authority).unwrap();
+    let hospital = KeyPair::load_role(&w.node.dir.hospital_key(), Role::Hospital).unwrap();
+    let mut policy = w.node.policy();
+    policy.serial += 1;
+    policy.trusted_issuers.push(authority.public());
+    policy.budget = Budget {
+        epsilon: 1e6,
+        delta: 1e-3,
+        window_seconds: DEFAULT_WINDOW_SECONDS,
+        lifetime: None,
+    };
+    policy.min_cohort = 0;
+    w.node
+        .install_policy(&policy.sign(&hospital).to_text(), now)
+        .unwrap();
+    for who in [&w.alice, &w.bob] {
+        let (_, token) = token_for(w, who);
+        consent_ops::submit(&w.node, &token, now).unwrap();
+    }
+    let key = KeyPair::generate(Role::Researcher).unwrap();
+    let id = "ada@uni.example".to_string();
+    let credential = Credential {
+        version: CREDENTIAL_VERSION,
+        researcher: key.public(),
+        researcher_id: id.clone(),
+        name: "Ada".into(),
+        institution: "University".into(),
+        commercial: false,
+        not_for_profit: true,
+        project: "p1".into(),
+        purposes: vec!["HMB".into()],
+        issued_at: now - 60,
+        expires: now + 86_400,
+    }
+    .sign(&authority);
+    Asking {
+        key,
+        credential,
+        issuer: authority.public(),
+        id,
+    }
+}
+
+/// Counts everyone at `epsilon` through the real engine; at epsilon 10 the
+/// discrete Laplace noise (scale 0.1) is 0 but with probability under 1e-4.
+fn count_everyone(w: &World, r: &Asking, id: &str, epsilon: f64) -> f64 {
+    let query = Query::from_toml(&witmed_protocol::examples::count(id, "HMB", epsilon)).unwrap();
+    let answer = witmed_node::engine::answer(
+        &w.node,
+        &query,
+        &r.key.public(),
+        &r.credential,
+        witmed_node::unix_now(),
+    )
+    .unwrap();
+    answer.released.value.unwrap().round()
+}
+
+fn cap_text(w: &World, patient: Pseudonym, key: &KeyPair, epsilon: Option<f64>, at: i64) -> String {
+    let mut id = [0u8; 16];
+    witmed_crypto::fill_random(&mut id).unwrap();
+    CapRequest {
+        version: CAP_VERSION,
+        id: consent::token_id(id),
+        node: w.node.id(),
+        patient,
+        epsilon,
+        issued_at: at,
+    }
+    .sign(key)
+    .to_text()
+}
+
+fn account_json(w: &World, p: &Pseudonym) -> Value {
+    let account = accounts::of(&w.node, p).unwrap();
+    serde_json::to_value(AccountView::of(p, &account)).unwrap()
+}
+
+#[test]
+fn a_patient_reads_their_own_privacy_account_which_grows_by_each_answer_that_included_them() {
+    let w = world();
+    let r = queries_allowed(&w);
+    let empty = as_patient(&w, &w.alice, "GET", "/api/v1/patient/account", "");
+    assert_eq!(empty.status, 200, "{:?}", empty.body);
+    assert_eq!(empty.body["total_epsilon"], 0.0);
+    assert_eq!(empty.body, account_json(&w, &w.alice.0));
+    assert_eq!(count_everyone(&w, &r, "q1", 10.0), 2.0, "Alice and Bob");
+    assert_eq!(
+        count_everyone(&w, &r, "q2", 0.25),
+        count_everyone(&w, &r, "q2", 0.25)
+    );
+    let alice = as_patient(&w, &w.alice, "GET", "/api/v1/patient/account", "");
+    assert_eq!(alice.status, 200);
+    assert_eq!(
+        alice.body,
+        account_json(&w, &w.alice.0),
+        "what accounts::of says"
+    );
+    assert_eq!(alice.body["pseudonym"], w.alice.0.to_hex().as_str());
+    assert_eq!(
+        alice.body["total_epsilon"], 10.25,
+        "10 + 0.25; the replay of q2 charged nothing"
+    );
+    assert_eq!(alice.body["answers"], 2);
+    assert_eq!(alice.body["per_window"].as_array().unwrap().len(), 1);
+    let digest = accounts::researcher_digest(&w.node, &r.issuer, &r.id);
+    assert_eq!(
+        alice.body["per_researcher"][0]["researcher"],
+        hex::encode(digest).as_str()
+    );
+    assert_eq!(alice.body["per_researcher"][0]["epsilon"], 10.25);
+    assert_eq!(alice.body["cap"], Value::Null);
+    // Carol gave no consent: not charged (staff read it; she has no key to ask).
+    assert_eq!(accounts::of(&w.node, &w.carol).unwrap().total_epsilon, 0.0);
+    // Bob's account is his own, and Alice cannot ask for it.
+    let bob = as_patient(&w, &w.bob, "GET", "/api/v1/patient/account", "");
+    assert_eq!(bob.body["pseudonym"], w.bob.0.to_hex().as_str());
+    let forged = impostor(
+        &w,
+        w.bob.0,
+        &w.alice.1,
+        "GET",
+        "/api/v1/patient/account",
+        "",
+    );
+    assert_eq!((forged.status, forged.code()), (401, "bad_signature"));
+    assert!(forged.body.get("total_epsilon").is_none());
+}
+
+#[test]
+fn a_cap_set_over_http_leaves_the_patient_out_of_the_next_query() {
+    let w = world();
+    let r = queries_allowed(&w);
+    let now = witmed_node::unix_now();
+    assert_eq!(count_everyone(&w, &r, "before", 10.0), 2.0);
+    let signed = cap_text(&w, w.alice.0, &w.alice.1, Some(15.0), now);
+    let set = as_patient(
+        &w,
+        &w.alice,
+        "POST",
+        "/api/v1/patient/cap",
+        &submission(&signed),
+    );
+    assert_eq!(set.status, 200, "{:?}", set.body);
+    assert_eq!(set.body["epsilon"], 15.0);
+    assert_eq!(set.body["total_epsilon"], 10.0);
+    let account = as_patient(&w, &w.alice, "GET", "/api/v1/patient/account", "");
+    assert_eq!(account.body["cap"]["epsilon"], 15.0);
+    assert_eq!(account.body, account_json(&w, &w.alice.0));
+    // 10 + 10 would pass 15: Alice is left out, and not charged.
+    assert_eq!(count_everyone(&w, &r, "after", 10.0), 1.0, "Bob only");
+    assert_eq!(
+        accounts::of(&w.node, &w.alice.0).unwrap().total_epsilon,
+        10.0
+    );
+    assert_eq!(accounts::of(&w.node, &w.bob.0).unwrap().total_epsilon, 20.0);
+    // Removing it brings her back.
+    let removed = cap_text(&w, w.alice.0, &w.alice.1, None, now);
+    let reply = as_patient(
+        &w,
+        &w.alice,
+        "POST",
+        "/api/v1/patient/cap",
+        &submission(&removed),
+    );
+    assert_eq!((reply.status, &reply.body["epsilon"]), (200, &Value::Null));
+    assert_eq!(count_everyone(&w, &r, "again", 10.0), 2.0);
+}
+
+#[test]
+fn replayed_forged_foreign_and_stale_cap_requests_are_refused_and_store_nothing() {
+    let w = world();
+    let now = witmed_node::unix_now();
+    let post = |who: &(Pseudonym, KeyPair), signed: &str| {
+        as_patient(&w, who, "POST", "/api/v1/patient/cap", &submission(signed))
+    };
+    let signed = cap_text(&w, w.alice.0, &w.alice.1, Some(3.0), now);
+    assert_eq!(post(&w.alice, &signed).status, 200);
+    // The same signed request again, in a freshly signed HTTP request.
+    let replayed = post(&w.alice, &signed);
+    assert_eq!(
+        (replayed.status, replayed.code()),
+        (422, "duplicate_cap_request")
+    );
+    // Bob submits a genuine request of Alice's.
+    let alices = cap_text(&w, w.alice.0, &w.alice.1, Some(0.0), now);
+    let foreign = post(&w.bob, &alices);
+    assert_eq!((foreign.status, foreign.code()), (403, "forbidden"));
+    // Bob signs a cap for Alice with his own key and submits it as himself, or as Alice.
+    let forged = cap_text(&w, w.alice.0, &w.bob.1, Some(0.0), now);
+    assert_eq!(post(&w.bob, &forged).code(), "forbidden");
+    let as_alice = impostor(
+        &w,
+        w.alice.0,
+        &w.bob.1,
+        "POST",
+        "/api/v1/patient/cap",
+        &submission(&forged),
+    );
+    assert_eq!(as_alice.code(), "bad_signature");
+    // Alice's own request, but two days old, or for another node.
+    let stale = cap_text(&w, w.alice.0, &w.alice.1, Some(0.0), now - 2 * 86_400);
+    let reply = post(&w.alice, &stale);
+    assert_eq!((reply.status, reply.code()), (422, "expired"));
+    let elsewhere = CapRequest {
+        version: CAP_VERSION,
+        id: consent::token_id([7; 16]),
+        node: KeyPair::generate(Role::Node).unwrap().public(),
+        patient: w.alice.0,
+        epsilon: Some(0.0),
+        issued_at: now,
+    }
+    .sign(&w.alice.1)
+    .to_text();
+    assert_eq!(post(&w.alice, &elsewhere).code(), "other_node");
+    // A consent token is not a cap request.
+    let (_, token) = token_for(&w, &w.alice);
+    assert_eq!(post(&w.alice, &token).code(), "bad_request");
+    assert_eq!(post(&w.alice, "garbage").code(), "bad_request");
+    // Only the first request took effect.
+    let cap = accounts::of(&w.node, &w.alice.0).unwrap().cap.unwrap();
+    assert_eq!(cap.epsilon, 3.0);
+    assert_eq!(accounts::of(&w.node, &w.bob.0).unwrap().cap, None);
+}
+
+#[test]
+fn a_patients_audit_view_verifies_against_the_nodes_signed_head_and_holds_only_their_entries() {
+    let w = world();
+    let r = queries_allowed(&w);
+    count_everyone(&w, &r, "q1", 1.0);
+    let now = witmed_node::unix_now();
+    let signed = cap_text(&w, w.alice.0, &w.alice.1, Some(50.0), now);
+    assert_eq!(
+        as_patient(
+            &w,
+            &w.alice,
+            "POST",
+            "/api/v1/patient/cap",
+            &submission(&signed)
+        )
+        .status,
+        200
+    );
+    let reply = as_patient(&w, &w.alice, "GET", "/api/v1/patient/audit", "");
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    assert_eq!(reply.body["node_key"], w.node.id().to_hex().as_str());
+    // The client's side: deserialise what the API returned, verify with the node key it holds.
+    let view: PatientView = serde_json::from_value(reply.body["view"].clone()).unwrap();
+    let head = view.verify(&w.node.id()).unwrap();
+    assert!(head.seq >= 1);
+    let kinds: Vec<&str> = view.entries().map(|e| e.kind.as_str()).collect();
+    assert_eq!(reply.body["own_entries"], kinds.len());
+    assert!(kinds.contains(&"patient.cap"), "{kinds:?}");
+    assert!(kinds.len() >= 3, "enrolment, consent and cap: {kinds:?}");
+    assert!(view.entries().all(|e| e.subject == Some(w.alice.0)));
+    // Nothing in full about anyone else: Bob's entries are digests only.
+    let bobs_in_full = view
+        .items
+        .iter()
+        .filter(|i| matches!(i, ViewItem::Own(e) if e.subject == Some(w.bob.0)))
+        .count();
+    assert_eq!(bobs_in_full, 0);
+    assert!(!reply.body["view"].to_string().contains(&w.bob.0.to_hex()));
+    // A view edited on the way fails the client's check.
+    let mut edited = reply.body["view"].clone();
+    let own = edited["items"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|i| i.get("Own").is_some())
+        .unwrap();
+    own["Own"]["detail"] = Value::String("nothing happened".into());
+    let edited: PatientView = serde_json::from_value(edited).unwrap();
+    assert_eq!(
+        edited.verify(&w.node.id()).unwrap_err().error_code(),
+        "audit_edited"
+    );
+    // Under another node's key it does not verify either.
+    let other = KeyPair::generate(Role::Node).unwrap().public();
+    assert!(view.verify(&other).is_err());
+    // Bob's view is his; Alice cannot have it.
+    let bob = as_patient(&w, &w.bob, "GET", "/api/v1/patient/audit", "");
+    let bobs: PatientView = serde_json::from_value(bob.body["view"].clone()).unwrap();
+    bobs.verify(&w.node.id()).unwrap();
+    assert!(bobs.entries().all(|e| e.subject == Some(w.bob.0)));
+    assert!(!bobs.entries().any(|e| e.kind == "patient.cap"));
+    let forged = impostor(&w, w.bob.0, &w.alice.1, "GET", "/api/v1/patient/audit", "");
+    assert_eq!((forged.status, forged.code()), (401, "bad_signature"));
 }

@@ -1,4 +1,4 @@
-//! `witmed audit`: read the node's audit log, all of it or the entries of one kind; `audit verify` checks its hash chain.
+//! `witmed audit`: read the node's audit log, all of it or the entries of one kind; `audit verify` checks its hash chain; `audit view` shows one patient's verified view.
 
 use std::path::PathBuf;
 
@@ -8,7 +8,7 @@ use witmed_node::audit::{self, Entry, Verified};
 use crate::args::DataDirArg;
 use crate::code::Code;
 use crate::failure::{Failure, Result};
-use crate::local_node;
+use crate::{keys, local_node};
 
 #[derive(Debug, Args)]
 #[command(subcommand_negates_reqs = true)]
@@ -37,12 +37,27 @@ pub enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+    /// A patient's entries and the proof material tying them to a head the node signs, verified before printing.
+    View {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// The patient's pseudonym.
+        #[arg(long)]
+        patient: String,
+        /// Print the verified view (as the HTTP API serves it) as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs `audit`.
 pub fn run(args: AuditArgs) -> Result<()> {
-    if let Some(AuditCommand::Verify { dir, json }) = args.command {
-        return verify(&dir.data_dir, json);
+    match args.command {
+        Some(AuditCommand::Verify { dir, json }) => return verify(&dir.data_dir, json),
+        Some(AuditCommand::View { dir, patient, json }) => {
+            return view(&dir.data_dir, &patient, json)
+        }
+        None => {}
     }
     // clap requires the data dir when no subcommand is given.
     let data_dir = args.data_dir.unwrap_or_default();
@@ -113,4 +128,39 @@ fn print_verified(v: &Verified, json: bool) {
             v.unsigned
         );
     }
+}
+
+/// `audit view`: the patient's view, checked against the node's key as the patient would check it.
+fn view(data_dir: &std::path::Path, patient: &str, json: bool) -> Result<()> {
+    let p = keys::parse_pseudonym(patient)?;
+    let node = local_node::open(data_dir)?;
+    let view = node
+        .audit_view(p, witmed_node::unix_now())
+        .map_err(|e| match e {
+            audit::ViewError::Store(e) => Failure::new(Code::StoreFailed, e),
+            audit::ViewError::NoHead => Failure::new(Code::AuditViewFailed, e),
+        })?;
+    let head = view.verify(&node.id()).map_err(|e| {
+        Failure::from_layer(
+            e.error_code(),
+            format!("{e}; the view does not verify: run `witmed audit verify` on this data dir"),
+        )
+    })?;
+    if json {
+        crate::stdout::json(&serde_json::json!({
+            "node_key": node.id().to_hex(),
+            "own_entries": view.entries().count(),
+            "verified_head_seq": head.seq,
+            "view": view,
+        }));
+        return Ok(());
+    }
+    outln!(
+        "audit view of patient {p}: {} entries about them, verified against the head the node signed at entry {} ({})",
+        view.entries().count(),
+        head.seq,
+        crate::labels::utc(head.at)
+    );
+    print_entries(&view.entries().cloned().collect::<Vec<_>>(), false);
+    Ok(())
 }

@@ -67,6 +67,8 @@ codes! {
     BadCategory = "bad_category",
     /// `consent grant --modes` names an unknown privacy mode.
     BadMode = "bad_mode",
+    /// A patient's audit view could not be made (the node has signed no head).
+    AuditViewFailed = "audit_view_failed",
     /// The node's directory or store could not be opened.
     NodeOpenFailed = "node_open_failed",
     /// Reading or writing the node's store failed.

@@ -1,7 +1,8 @@
-//! The local admin channel: consent changes reach a running node through a Unix socket in its data dir.
+//! The local admin channel: consent changes, privacy caps and account reads reach a running node through a Unix socket in its data dir.
 //!
 //! A running node holds the RocksDB lock, so `consent submit`, `patient
-//! lookup`, `patient enrol` and `patient reenrol` cannot open the store
+//! lookup`, `patient enrol`, `patient reenrol`, `patient cap-submit` and
+//! `patient account` cannot open the store
 //! while `witmed node run` serves. `node run` therefore listens on
 //! `DIR/admin/admin.sock`: the `admin` directory is 0700 and the socket 0600,
 //! both owned by the node's user, and a connection from another user id is
@@ -70,6 +71,10 @@ pub enum Request {
     Enrol { patient: String, key: String },
     /// A signed re-enrolment, in text form.
     Reenrol { text: String },
+    /// A patient's signed privacy cap request, in text form.
+    Cap { text: String },
+    /// A patient's privacy account (pseudonym in hex), for staff.
+    Account { patient: String },
 }
 
 /// The node's answer.
@@ -97,6 +102,16 @@ pub enum Response {
         old_key: String,
         new_key: String,
         superseded: usize,
+    },
+    /// A cap request applied: the cap now in force (`None`: removed) and the total so far.
+    CapSet {
+        patient: String,
+        epsilon: Option<f64>,
+        total_epsilon: f64,
+    },
+    Account {
+        patient: String,
+        account: Box<crate::accounts::Account>,
     },
     /// Refused: a stable code and a message that says what to do.
     Error {
@@ -156,6 +171,29 @@ pub fn execute(node: &Node, request: &Request, now: i64) -> Response {
             },
             Err(e) => refused(e),
         },
+        Request::Cap { text } => match crate::accounts::set_cap(node, text, now) {
+            Ok(set) => Response::CapSet {
+                patient: set.patient.to_hex(),
+                epsilon: set.epsilon,
+                total_epsilon: set.total_epsilon,
+            },
+            Err(e) => Response::error(e.code(), e),
+        },
+        Request::Account { patient } => account(node, patient),
+    }
+}
+
+fn account(node: &Node, patient: &str) -> Response {
+    let p: Pseudonym = match patient.parse() {
+        Ok(p) => p,
+        Err(e) => return Response::error("bad_pseudonym", e),
+    };
+    match crate::accounts::of(node, &p) {
+        Ok(account) => Response::Account {
+            patient: p.to_hex(),
+            account: Box::new(account),
+        },
+        Err(e) => Response::error(e.code(), e),
     }
 }
 
