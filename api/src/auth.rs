@@ -185,3 +185,34 @@ pub fn check_patient(
     nonces.record(patient, nonce, now)?;
     Ok(patient)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nonce_is_refused_the_second_time_and_a_full_memory_refuses_rather_than_forgets() {
+        let nonces = Nonces::default();
+        let alice = Pseudonym([1; 16]);
+        let now = 1_700_000_000;
+        assert!(nonces.record(alice, "00aa", now).is_ok());
+        assert!(matches!(
+            nonces.record(alice, "00aa", now + 1),
+            Err(ApiError::Replayed)
+        ));
+        assert!(
+            nonces.record(Pseudonym([2; 16]), "00aa", now).is_ok(),
+            "per patient"
+        );
+        for i in 2..NONCE_CAPACITY {
+            nonces.record(alice, &format!("{i:032x}"), now).unwrap();
+        }
+        assert!(matches!(
+            nonces.record(alice, "ffff", now),
+            Err(ApiError::Busy)
+        ));
+        // Once the window has passed, the old nonces are forgotten and room returns.
+        let later = now + 2 * MAX_SKEW_SECONDS as i64 + 1;
+        assert!(nonces.record(alice, "ffff", later).is_ok());
+    }
+}

@@ -1,23 +1,21 @@
 //! Patients over HTTP, each request signed with their own enrolled key: their record, vital signs, consents, audit view and privacy account; grant and revoke, set a cap.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::extract::{ConnectInfo, State as Extract};
-use axum::http::{HeaderMap, Method, Uri};
+use axum::extract::State as Extract;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use witmed_crypto::Pseudonym;
 use witmed_node::accounts::{self, Account};
 use witmed_node::audit::PatientView;
 use witmed_node::consent_ops::{self, Submitted};
+use witmed_node::node::Node;
 use witmed_node::store::{self, cf, ObservationRecord, PatientRecord};
 use witmed_policies::cap::{CapRequest, CAP_DOMAIN};
 use witmed_protocol::vocab::VITAL_SIGN_CODES;
 
 use crate::error::ApiError;
-use crate::server::{blocking, now, parse, patient_request, require_json, State};
+use crate::server::{blocking, now, SignedByPatient, State};
 use crate::staff::{tokens, TokenView};
 
 /// A patient's own record.
@@ -36,13 +34,9 @@ pub struct Me {
     responses((status = 200, body = Me), (status = 401, body = crate::error::ErrorBody)))]
 pub async fn me(
     Extract(state): Extract<Arc<State>>,
-    from: ConnectInfo<SocketAddr>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
+    signed: SignedByPatient,
 ) -> Result<Json<Me>, ApiError> {
-    let (p, _) = patient_request(&state, from, (&method, &uri, &headers), body).await?;
+    let p = signed.patient;
     let node = state.node.clone();
     blocking(move || {
         let record: PatientRecord = node
@@ -74,13 +68,9 @@ pub struct Series {
 #[utoipa::path(get, path = "/api/v1/patient/observations", responses((status = 200, body = Vec<Series>)))]
 pub async fn observations(
     Extract(state): Extract<Arc<State>>,
-    from: ConnectInfo<SocketAddr>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
+    signed: SignedByPatient,
 ) -> Result<Json<Vec<Series>>, ApiError> {
-    let (p, _) = patient_request(&state, from, (&method, &uri, &headers), body).await?;
+    let p = signed.patient;
     let node = state.node.clone();
     blocking(move || {
         let mut all = Vec::new();
@@ -111,13 +101,9 @@ pub async fn observations(
 #[utoipa::path(get, path = "/api/v1/patient/consents", responses((status = 200, body = Vec<TokenView>)))]
 pub async fn consents(
     Extract(state): Extract<Arc<State>>,
-    from: ConnectInfo<SocketAddr>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
+    signed: SignedByPatient,
 ) -> Result<Json<Vec<TokenView>>, ApiError> {
-    let (p, _) = patient_request(&state, from, (&method, &uri, &headers), body).await?;
+    let p = signed.patient;
     Ok(Json(tokens(&state, |q| *q == p)))
 }
 
@@ -143,25 +129,15 @@ pub struct Stored {
         (status = 422, body = crate::error::ErrorBody)))]
 pub async fn submit(
     Extract(state): Extract<Arc<State>>,
-    from: ConnectInfo<SocketAddr>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
+    signed: SignedByPatient,
 ) -> Result<Json<Stored>, ApiError> {
-    let (p, body) = patient_request(&state, from, (&method, &uri, &headers), body).await?;
-    require_json(&headers)?;
-    let asked: Submission = parse(&body)?;
+    let p = signed.patient;
+    let asked: Submission = signed.json()?;
     let node = state.node.clone();
     blocking(move || {
         // Only the patient's own signed consent: checked before anything is stored.
-        let envelope = witmed_policies::parse_signed(&asked.signed)
-            .map_err(|e| ApiError::BadRequest(format!("signed: {e}")))?;
-        if node.consent_registry().enrolled_key(&p) != Some(envelope.signer) {
-            return Err(ApiError::Forbidden(
-                "the consent is not signed with your enrolled key; submit only your own".into(),
-            ));
-        }
+        let envelope = parse_submitted(&asked.signed)?;
+        require_own_key(&node, &p, &envelope, "the consent")?;
         let stored =
             consent_ops::submit(&node, &asked.signed, now()).map_err(|e| ApiError::Refused {
                 code: e.code(),
@@ -213,13 +189,9 @@ pub struct AuditView {
     responses((status = 200, body = AuditView), (status = 401, body = crate::error::ErrorBody)))]
 pub async fn audit(
     Extract(state): Extract<Arc<State>>,
-    from: ConnectInfo<SocketAddr>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
+    signed: SignedByPatient,
 ) -> Result<Json<AuditView>, ApiError> {
-    let (p, _) = patient_request(&state, from, (&method, &uri, &headers), body).await?;
+    let p = signed.patient;
     let node = state.node.clone();
     blocking(move || {
         let view = node.audit_view(p, now()).map_err(internal)?;
@@ -325,13 +297,9 @@ impl AccountView {
         (status = 404, body = crate::error::ErrorBody)))]
 pub async fn account(
     Extract(state): Extract<Arc<State>>,
-    from: ConnectInfo<SocketAddr>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
+    signed: SignedByPatient,
 ) -> Result<Json<AccountView>, ApiError> {
-    let (p, _) = patient_request(&state, from, (&method, &uri, &headers), body).await?;
+    let p = signed.patient;
     let node = state.node.clone();
     blocking(move || {
         let account = accounts::of(&node, &p).map_err(account_error)?;
@@ -357,29 +325,23 @@ pub struct CapApplied {
         (status = 422, body = crate::error::ErrorBody)))]
 pub async fn cap(
     Extract(state): Extract<Arc<State>>,
-    from: ConnectInfo<SocketAddr>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
+    signed: SignedByPatient,
 ) -> Result<Json<CapApplied>, ApiError> {
-    let (p, body) = patient_request(&state, from, (&method, &uri, &headers), body).await?;
-    require_json(&headers)?;
-    let asked: Submission = parse(&body)?;
+    let p = signed.patient;
+    let asked: Submission = signed.json()?;
     let node = state.node.clone();
     blocking(move || {
         // Only the patient's own cap, signed with their own key: checked before anything is stored.
-        let envelope = witmed_policies::parse_signed(&asked.signed)
-            .map_err(|e| ApiError::BadRequest(format!("signed: {e}")))?;
+        let envelope = parse_submitted(&asked.signed)?;
         let request: CapRequest = envelope
             .open(CAP_DOMAIN)
             .map_err(|e| ApiError::BadRequest(format!("signed: not a privacy cap request: {e}")))?;
-        if request.patient != p || node.consent_registry().enrolled_key(&p) != Some(envelope.signer)
-        {
+        if request.patient != p {
             return Err(ApiError::Forbidden(
-                "the cap request is not your own signed with your enrolled key; submit only your own".into(),
+                "the cap request is for another patient; submit only your own".into(),
             ));
         }
+        require_own_key(&node, &p, &envelope, "the cap request")?;
         let set = accounts::set_cap(&node, &asked.signed, now()).map_err(account_error)?;
         Ok(Json(CapApplied {
             epsilon: set.epsilon,
@@ -387,6 +349,27 @@ pub async fn cap(
         }))
     })
     .await
+}
+
+/// A signed text a patient submits, parsed (not yet verified).
+fn parse_submitted(text: &str) -> Result<witmed_crypto::Envelope, ApiError> {
+    witmed_policies::parse_signed(text).map_err(|e| ApiError::BadRequest(format!("signed: {e}")))
+}
+
+/// Refuses, before anything is stored, a submission not signed with the key enrolled for patient `p`.
+fn require_own_key(
+    node: &Node,
+    p: &Pseudonym,
+    envelope: &witmed_crypto::Envelope,
+    what: &str,
+) -> Result<(), ApiError> {
+    if node.consent_registry().enrolled_key(p) == Some(envelope.signer) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!(
+            "{what} is not signed with your enrolled key; submit only your own"
+        )))
+    }
 }
 
 fn account_error(e: accounts::Error) -> ApiError {

@@ -135,3 +135,83 @@ pub async fn blocking<T: Send + 'static>(
         .await
         .map_err(|e| ApiError::Internal(format!("a request task failed: {e}")))?
 }
+
+/// The address the request came from (axum's connect info, set by [`crate::serve`]).
+fn peer(parts: &axum::http::request::Parts) -> Result<ConnectInfo<SocketAddr>, ApiError> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .copied()
+        .ok_or_else(|| ApiError::Internal("the request carries no peer address".into()))
+}
+
+/// A patient's authenticated request, as a handler's last argument: who
+/// signed it and its body, read within the limit (see [`patient_request`]).
+pub struct SignedByPatient {
+    pub patient: Pseudonym,
+    pub body: Bytes,
+    headers: HeaderMap,
+}
+
+impl SignedByPatient {
+    /// The body as `T`: declared JSON and parsed strictly.
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, ApiError> {
+        require_json(&self.headers)?;
+        parse(&self.body)
+    }
+}
+
+impl axum::extract::FromRequest<Arc<State>> for SignedByPatient {
+    type Rejection = ApiError;
+
+    async fn from_request(
+        req: axum::extract::Request,
+        state: &Arc<State>,
+    ) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        let from = peer(&parts)?;
+        let (patient, body) = patient_request(
+            state,
+            from,
+            (&parts.method, &parts.uri, &parts.headers),
+            body,
+        )
+        .await?;
+        Ok(SignedByPatient {
+            patient,
+            body,
+            headers: parts.headers,
+        })
+    }
+}
+
+/// A staff request, as a handler's last argument: token and rate checked, body read within the limit.
+pub struct FromStaff {
+    pub body: Bytes,
+    headers: HeaderMap,
+}
+
+impl FromStaff {
+    /// The body as `T`: declared JSON and parsed strictly.
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, ApiError> {
+        require_json(&self.headers)?;
+        parse(&self.body)
+    }
+}
+
+impl axum::extract::FromRequest<Arc<State>> for FromStaff {
+    type Rejection = ApiError;
+
+    async fn from_request(
+        req: axum::extract::Request,
+        state: &Arc<State>,
+    ) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        let from = peer(&parts)?;
+        let body = staff_request(state, from, &parts.headers, body).await?;
+        Ok(FromStaff {
+            body,
+            headers: parts.headers,
+        })
+    }
+}

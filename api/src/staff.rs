@@ -1,11 +1,8 @@
 //! Hospital staff over HTTP: look a patient up, enrol a patient's public key, list consent tokens.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::extract::{ConnectInfo, Query, State as Extract};
-use axum::http::HeaderMap;
+use axum::extract::{Query, State as Extract};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use witmed_crypto::{Pseudonym, PublicKey};
@@ -13,7 +10,7 @@ use witmed_node::consent_ops;
 use witmed_node::store::cf;
 
 use crate::error::ApiError;
-use crate::server::{blocking, now, parse, require_json, staff_request, State};
+use crate::server::{blocking, now, FromStaff, State};
 
 /// `?system=physionet2012&id=132539`: a patient as the source system names them.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -41,12 +38,9 @@ pub struct Lookup {
     responses((status = 200, body = Lookup), (status = 401, body = crate::error::ErrorBody)))]
 pub async fn lookup(
     Extract(state): Extract<Arc<State>>,
-    from: ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
     params: Result<Query<LookupParams>, axum::extract::rejection::QueryRejection>,
-    body: Body,
+    _staff: FromStaff,
 ) -> Result<Json<Lookup>, ApiError> {
-    staff_request(&state, from, &headers, body).await?;
     let Query(params) = params.map_err(|e| ApiError::BadRequest(format!("query string: {e}")))?;
     let node = state.node.clone();
     blocking(move || {
@@ -86,13 +80,9 @@ pub struct Enrolled {
     responses((status = 200, body = Enrolled), (status = 422, body = crate::error::ErrorBody)))]
 pub async fn enrol(
     Extract(state): Extract<Arc<State>>,
-    from: ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Body,
+    staff: FromStaff,
 ) -> Result<Json<Enrolled>, ApiError> {
-    let body = staff_request(&state, from, &headers, body).await?;
-    require_json(&headers)?;
-    let asked: Enrolment = parse(&body)?;
+    let asked: Enrolment = staff.json()?;
     let p: Pseudonym = asked
         .pseudonym
         .parse()
@@ -130,11 +120,8 @@ pub struct TokenView {
 #[utoipa::path(get, path = "/api/v1/staff/consents", responses((status = 200, body = Vec<TokenView>)))]
 pub async fn consents(
     Extract(state): Extract<Arc<State>>,
-    from: ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Body,
+    _staff: FromStaff,
 ) -> Result<Json<Vec<TokenView>>, ApiError> {
-    staff_request(&state, from, &headers, body).await?;
     Ok(Json(tokens(&state, |_| true)))
 }
 

@@ -36,24 +36,7 @@ fn hospital() -> Hospital {
     init_node(&node, "General");
     let set = small_set(tmp.path(), 3);
     run_ok(&["import", "physionet", "--data-dir", s(&node), s(&set)]);
-    let record_id = physionet_files(&set)[0]
-        .file_stem()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
-    let found = json_of(&[
-        "patient",
-        "lookup",
-        "--data-dir",
-        s(&node),
-        "--source",
-        "physionet2012",
-        "--source-id",
-        &record_id,
-        "--json",
-    ]);
-    let pseudonym = found["pseudonym"].as_str().unwrap().to_owned();
-    let node_id = found["node_id"].as_str().unwrap().to_owned();
+    let (pseudonym, node_id) = first_patient(&node, &set);
     let (alice_key, alice_pub) = (tmp.path().join("alice.key"), tmp.path().join("alice.pub"));
     run_ok(&[
         "keygen",

@@ -35,24 +35,10 @@ fn setup() -> Setup {
     init_node(&node, "General");
     let set = small_set(tmp.path(), 5);
     run_ok(&["import", "physionet", "--data-dir", s(&node), s(&set)]);
-    let first = physionet_files(&set)[0]
-        .file_stem()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
-    let looked = run_ok(&[
-        "patient",
-        "lookup",
-        "--data-dir",
-        s(&node),
-        "--source",
-        "physionet2012",
-        "--source-id",
-        &first,
-    ]);
+    let (pseudonym, node_id) = first_patient(&node, &set);
     let setup = Setup {
-        pseudonym: field(&looked, "pseudonym:").to_string(),
-        node_id: field(&looked, "node id:").to_string(),
+        pseudonym,
+        node_id,
         node,
         tmp,
     };

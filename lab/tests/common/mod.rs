@@ -334,6 +334,30 @@ pub fn value_after<'a>(out: &'a str, label: &str) -> Option<&'a str> {
         .map(str::trim)
 }
 
+/// The pseudonym and the node id of the first patient of `set` at `node`, as `patient lookup --json` gives them.
+pub fn first_patient(node: &Path, set: &Path) -> (String, String) {
+    let record_id = physionet_files(set)[0]
+        .file_stem()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let found = json_of(&[
+        "patient",
+        "lookup",
+        "--data-dir",
+        s(node),
+        "--source",
+        "physionet2012",
+        "--source-id",
+        &record_id,
+        "--json",
+    ]);
+    (
+        found["pseudonym"].as_str().unwrap().to_owned(),
+        found["node_id"].as_str().unwrap().to_owned(),
+    )
+}
+
 /// What a PhysioNet set holds, counted straight from the files by the
 /// documented rule (independent of the importer's parser).
 #[derive(Debug, Default, PartialEq, Eq)]
