@@ -38,6 +38,8 @@ pub enum ApiError {
     /// A refusal decided by the node core, with its own stable code.
     #[error("{message}")]
     Refused { code: &'static str, message: String },
+    #[error("the request took too long to arrive or to answer; send it again, whole")]
+    Timeout,
     #[error("internal error: {0}; the node logged it")]
     Internal(String),
 }
@@ -61,6 +63,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::UnknownPatient(_) => "unknown_patient",
             ApiError::Refused { code, .. } => code,
+            ApiError::Timeout => "request_timeout",
             ApiError::Internal(_) => "internal_error",
         }
     }
@@ -81,6 +84,7 @@ impl ApiError {
             ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NotFound(_) | ApiError::UnknownPatient(_) => StatusCode::NOT_FOUND,
             ApiError::Refused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -12,6 +12,8 @@
 //! * [`limits`]: request rates per address and per key, bounded.
 //! * [`error`]: one JSON error shape with stable codes.
 //! * [`openapi`]: the OpenAPI document the server serves and the repo keeps.
+//! * [`transport`]: accepting connections: bounded, with deadlines, plain
+//!   HTTP on loopback or TLS ([`tls`]: certificate and key from PEM files).
 //!
 //! Every request path is total: bodies are bounded, JSON is parsed strictly
 //! (unknown fields refused), and nothing is stored before the request is
@@ -26,6 +28,8 @@ pub mod patient;
 pub mod routes;
 pub mod server;
 pub mod staff;
+pub mod tls;
+pub mod transport;
 
-pub use routes::{router, serve, ROUTES};
+pub use routes::{router, serve, serve_tls, ROUTES};
 pub use server::{Config, State};

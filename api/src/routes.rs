@@ -1,6 +1,5 @@
 //! The router: every route, and serving it on a listener next to the node's libp2p side.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::http::Uri;
@@ -9,6 +8,7 @@ use axum::Router;
 
 use crate::error::ApiError;
 use crate::server::State;
+use crate::transport::{self, Limits};
 use crate::{health, openapi, patient, staff};
 
 /// Every route the server serves, as `(method, path)`; the OpenAPI document lists exactly these.
@@ -48,17 +48,29 @@ pub fn router(state: Arc<State>) -> Router {
         .with_state(state)
 }
 
-/// Serves the API on `listener` until `shutdown` completes.
+/// Serves the API in plain HTTP on `listener` (loopback) until `shutdown` completes.
 pub async fn serve(
     state: Arc<State>,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
+    transport::serve(router(state), listener, None, Limits::default(), shutdown).await
+}
+
+/// Serves the API through TLS with `tls` on `listener` until `shutdown` completes.
+pub async fn serve_tls(
+    state: Arc<State>,
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    transport::serve(
+        router(state),
         listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+        Some(tls),
+        Limits::default(),
+        shutdown,
     )
-    .with_graceful_shutdown(shutdown)
     .await
 }
 

@@ -99,8 +99,10 @@ codes! {
     MissingAuthority = "missing_authority",
     /// The libp2p network could not be used.
     NetworkFailed = "network_failed",
-    /// `node run --http` names an address beyond this machine (the API has no TLS yet).
+    /// `node run --http` names an address beyond this machine without --tls-cert and --tls-key.
     HttpNotLocal = "http_not_local",
+    /// The certificate or key given to `node run --tls-cert/--tls-key` could not be used.
+    TlsConfig = "tls_config",
     /// The HTTP API could not listen on its address, or its staff token could not be made.
     HttpFailed = "http_failed",
     /// No hospital answered a federated query.

@@ -70,9 +70,16 @@ pub struct RunArgs {
     #[arg(long, default_value = "8s", value_parser = parse_duration)]
     pub aggregate_timeout: std::time::Duration,
     /// Also serve the HTTP API for staff and patients on this address
-    /// (`--http` alone: 127.0.0.1:4080). Loopback only: put a TLS proxy in front for anything else.
+    /// (`--http` alone: 127.0.0.1:4080). An address beyond loopback needs
+    /// --tls-cert and --tls-key.
     #[arg(long, num_args = 0..=1, default_missing_value = "127.0.0.1:4080")]
     pub http: Option<String>,
+    /// PEM certificate chain (server certificate first) to serve the HTTP API over TLS.
+    #[arg(long, requires_all = ["http", "tls_key"])]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires_all = ["http", "tls_cert"])]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Runs one `node` subcommand.
@@ -138,7 +145,11 @@ pub fn serve(args: &RunArgs, sign_response: Option<server::SignResponse>) -> Res
                 .map_err(|e| Failure::new(Code::BadAddress, format!("{a}: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
-    let http = args.http.as_deref().map(http_address).transpose()?;
+    let http = args
+        .http
+        .as_deref()
+        .map(|text| http_listener(text, args.tls_cert.as_deref(), args.tls_key.as_deref()))
+        .transpose()?;
     let node = Arc::new(local_node::open(dir)?);
     // Build the index before accepting queries, so the first one is not slow.
     node.index()
@@ -173,8 +184,8 @@ pub fn serve(args: &RunArgs, sign_response: Option<server::SignResponse>) -> Res
                 witmed_node::admin::socket_path(dir).display()
             ),
         }
-        if let Some(addr) = http {
-            start_http(node.clone(), addr).await?;
+        if let Some(http) = http {
+            start_http(node.clone(), http).await?;
         }
         server::run(node, config, shutdown_signal())
             .await
@@ -186,28 +197,47 @@ pub fn serve(args: &RunArgs, sign_response: Option<server::SignResponse>) -> Res
     Ok(())
 }
 
-/// The HTTP API's address: loopback only, since it has no TLS yet.
-fn http_address(text: &str) -> Result<std::net::SocketAddr> {
+/// Where and how the HTTP API is served.
+struct HttpListener {
+    addr: std::net::SocketAddr,
+    tls: Option<Arc<witmed_api::tls::ServerConfig>>,
+}
+
+/// The HTTP API's address and TLS: beyond loopback only with a certificate,
+/// since patients' requests and the staff token must not cross a network in clear.
+fn http_listener(
+    text: &str,
+    cert: Option<&std::path::Path>,
+    key: Option<&std::path::Path>,
+) -> Result<HttpListener> {
     let addr: std::net::SocketAddr = text.parse().map_err(|e| {
         Failure::new(
             Code::BadAddress,
             format!("--http {text}: {e}; give an address and port such as 127.0.0.1:4080"),
         )
     })?;
-    if !addr.ip().is_loopback() {
+    let tls = match (cert, key) {
+        (Some(cert), Some(key)) => Some(
+            witmed_api::tls::server_config(cert, key)
+                .map_err(|e| Failure::new(Code::TlsConfig, e))?,
+        ),
+        _ => None,
+    };
+    if tls.is_none() && !addr.ip().is_loopback() {
         return Err(Failure::new(
             Code::HttpNotLocal,
             format!(
-                "--http {addr} is reachable from other machines, and the HTTP API has no TLS yet; \
-                 serve it on 127.0.0.1 and put a TLS-terminating proxy in front"
+                "--http {addr} is reachable from other machines; give --tls-cert and --tls-key \
+                 to serve it over TLS, or serve it on 127.0.0.1"
             ),
         ));
     }
-    Ok(addr)
+    Ok(HttpListener { addr, tls })
 }
 
 /// Starts the HTTP API beside the libp2p side; it stops with the node.
-async fn start_http(node: Arc<Node>, addr: std::net::SocketAddr) -> Result<()> {
+async fn start_http(node: Arc<Node>, http: HttpListener) -> Result<()> {
+    let HttpListener { addr, tls } = http;
     let state = witmed_api::State::new(node, &witmed_api::Config::default())
         .map_err(|e| Failure::new(Code::HttpFailed, format!("staff token: {e}")))?;
     let listener = tokio::net::TcpListener::bind(addr)
@@ -216,14 +246,18 @@ async fn start_http(node: Arc<Node>, addr: std::net::SocketAddr) -> Result<()> {
     let bound = listener
         .local_addr()
         .map_err(|e| Failure::new(Code::HttpFailed, e))?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     outln!(
-        "http api on http://{bound}/api/v1 (staff token in {})",
+        "http api on {scheme}://{bound}/api/v1 (staff token in {})",
         witmed_api::auth::staff_token_path(&state.node.dir.0).display()
     );
+    let state = Arc::new(state);
     tokio::spawn(async move {
-        if let Err(e) =
-            witmed_api::serve(std::sync::Arc::new(state), listener, shutdown_signal()).await
-        {
+        let served = match tls {
+            Some(tls) => witmed_api::serve_tls(state, listener, tls, shutdown_signal()).await,
+            None => witmed_api::serve(state, listener, shutdown_signal()).await,
+        };
+        if let Err(e) = served {
             tracing::error!("HTTP API stopped: {e}");
         }
     });
