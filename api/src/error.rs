@@ -38,6 +38,8 @@ pub enum ApiError {
     /// A refusal decided by the node core, with its own stable code.
     #[error("{message}")]
     Refused { code: &'static str, message: String },
+    #[error("your audit view cannot be proven right now: {0}; tell the hospital's data protection officer")]
+    AuditUnavailable(String),
     #[error("the request took too long to arrive or to answer; send it again, whole")]
     Timeout,
     #[error("internal error: {0}; the node logged it")]
@@ -63,6 +65,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::UnknownPatient(_) => "unknown_patient",
             ApiError::Refused { code, .. } => code,
+            ApiError::AuditUnavailable(_) => "audit_unavailable",
             ApiError::Timeout => "request_timeout",
             ApiError::Internal(_) => "internal_error",
         }
@@ -84,6 +87,7 @@ impl ApiError {
             ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NotFound(_) | ApiError::UnknownPatient(_) => StatusCode::NOT_FOUND,
             ApiError::Refused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::AuditUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

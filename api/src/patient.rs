@@ -194,7 +194,12 @@ pub async fn audit(
     let p = signed.patient;
     let node = state.node.clone();
     blocking(move || {
-        let view = node.audit_view(p, now()).map_err(internal)?;
+        let view = node.audit_view(p, now()).map_err(|e| match e {
+            no_head @ witmed_node::audit::ViewError::NoHead => {
+                ApiError::AuditUnavailable(no_head.to_string())
+            }
+            other => internal(other),
+        })?;
         Ok(Json(AuditView {
             node_key: node.id().to_hex(),
             own_entries: view.entries().count(),
@@ -235,7 +240,8 @@ pub struct WindowView {
 /// One researcher's share of an account.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ResearcherView {
-    /// The ledger's keyed digest of the researcher (32 hex characters).
+    /// The ledger's keyed digest of the researcher (32 hex characters);
+    /// 32 `f`s adds up every researcher beyond the 63 an account names.
     pub researcher: String,
     pub epsilon: f64,
     pub delta: f64,

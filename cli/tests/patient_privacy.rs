@@ -297,7 +297,7 @@ fn a_cap_outside_its_bounds_or_a_patient_without_a_record_is_refused_with_a_code
         "--out",
         s(&h.path("bad.cap")),
     ]);
-    assert_eq!(error_code(&out), "invalid_consent", "{}", text(&out.stderr));
+    assert_eq!(error_code(&out), "invalid_cap", "{}", text(&out.stderr));
     assert!(!h.path("bad.cap").exists(), "nothing written");
     // Neither or both of --epsilon and --remove: clap refuses the command line.
     let neither = run_fail(&[

@@ -17,6 +17,12 @@ pub const FOLD_EVERY: u64 = 64;
 const ROUNDING: f64 = 1e-9;
 /// Most windows kept per account (the oldest go first); totals keep everything.
 pub const MAX_WINDOWS: usize = 120;
+/// Most researchers named in one account; the charges of any further
+/// researcher are added up under [`OTHER_RESEARCHERS`], so an account (and
+/// a patient's view of it) stays small whatever the consortium's size.
+pub const MAX_RESEARCHERS: usize = 64;
+/// The entry that adds up researchers beyond [`MAX_RESEARCHERS`] (no keyed digest is all ones in practice).
+pub const OTHER_RESEARCHERS: [u8; 16] = [0xff; 16];
 
 /// A patient's privacy account at this node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -148,6 +154,16 @@ impl Account {
                 }
             }
         }
+        let named = self
+            .per_researcher
+            .iter()
+            .any(|r| r.researcher == researcher);
+        let full = self.per_researcher.len() >= MAX_RESEARCHERS - 1;
+        let researcher = if !named && full {
+            OTHER_RESEARCHERS
+        } else {
+            researcher
+        };
         match self
             .per_researcher
             .iter_mut()
@@ -301,4 +317,30 @@ fn pseudonym_of(key: &[u8]) -> Option<Pseudonym> {
         .try_into()
         .ok()
         .map(Pseudonym)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn researchers_beyond_the_bound_are_added_up_as_others_and_totals_stay_exact() {
+        let mut account = Account::default();
+        let researchers = MAX_RESEARCHERS * 3;
+        for r in 0..researchers {
+            let mut digest = [0u8; 16];
+            digest[..8].copy_from_slice(&(r as u64).to_be_bytes());
+            account.add(digest, Loss::new(0.5, 0.0), 1_000, 86_400);
+        }
+        assert_eq!(account.per_researcher.len(), MAX_RESEARCHERS);
+        let others = account
+            .per_researcher
+            .iter()
+            .find(|r| r.researcher == OTHER_RESEARCHERS)
+            .expect("an entry adds up the rest");
+        assert_eq!(others.answers as usize, researchers - (MAX_RESEARCHERS - 1));
+        let named: u64 = account.per_researcher.iter().map(|r| r.answers).sum();
+        assert_eq!(named as usize, researchers);
+        assert_eq!(account.total_epsilon, 0.5 * researchers as f64);
+    }
 }

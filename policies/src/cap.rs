@@ -109,7 +109,7 @@ pub fn verify_cap_request(
 }
 
 fn invalid(reason: String) -> Error {
-    Error::InvalidConsent(format!("privacy cap request: {reason}"))
+    Error::InvalidCap(reason)
 }
 
 #[cfg(test)]
@@ -166,7 +166,7 @@ mod tests {
         for bad in [f64::NAN, -1.0, f64::INFINITY, MAX_CAP_EPSILON * 2.0] {
             assert_eq!(
                 code(check(request(node, Some(bad), NOW), &patient)),
-                "invalid_consent"
+                "invalid_cap"
             );
         }
     }

@@ -120,6 +120,9 @@ pub enum Error {
     /// A consent token or revocation with inconsistent contents.
     #[error("consent is invalid: {0}; the patient must sign a corrected one")]
     InvalidConsent(String),
+    /// A privacy cap request with contents that cannot be applied.
+    #[error("privacy cap request is invalid: {0}; sign a new request with a cap from 0 to 1e6")]
+    InvalidCap(String),
     /// A credential with inconsistent contents.
     #[error("credential is invalid: {0}; ask the issuer for a corrected one")]
     InvalidCredential(String),
@@ -171,6 +174,7 @@ impl Error {
             Error::StalePolicy { .. } => "stale_policy",
             Error::InvalidPolicy(_) => "invalid_policy",
             Error::InvalidConsent(_) => "invalid_consent",
+            Error::InvalidCap(_) => "invalid_cap",
             Error::InvalidCredential(_) => "invalid_credential",
             Error::DirectoryNotSignedByAuthority { .. } => "directory_not_signed_by_authority",
             Error::StaleDirectory { .. } => "stale_directory",

@@ -476,6 +476,7 @@ fn error_codes_are_distinct_and_messages_say_what_to_do() {
         },
         Error::InvalidPolicy("x".into()),
         Error::InvalidConsent("x".into()),
+        Error::InvalidCap("x".into()),
         Error::InvalidCredential("x".into()),
         Error::UnknownPurpose("x".into()),
         Error::NoPrimaryPurpose(vec![]),
