@@ -1,7 +1,7 @@
 //! The patient accounts' stored types and the node's in-memory book of them; no node access (see `accounts` for the operations).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use witmed_crypto::Pseudonym;
@@ -204,6 +204,9 @@ pub fn window_start(at: i64, seconds: i64) -> i64 {
 #[derive(Debug, Default)]
 pub struct Accounts {
     pub(crate) loaded: Mutex<Option<Memory>>,
+    /// Held by a fold from its snapshot to its write, and by a cap change,
+    /// so neither writes an account record the other is about to replace.
+    pub(crate) folding: Mutex<()>,
 }
 
 /// The in-memory accounts and the journal's state.
@@ -219,8 +222,9 @@ pub(crate) struct Memory {
     pub(crate) capped: HashSet<Pseudonym>,
     /// Patients whose account changed since the last fold.
     pub(crate) dirty: HashSet<Pseudonym>,
-    /// Journal charges not yet applied to every account they name, oldest first.
-    pub(crate) pending: Vec<CohortCharge>,
+    /// Journal charges not yet applied to every account they name, oldest
+    /// first (shared, so a fold takes them without copying the patient lists).
+    pub(crate) pending: Vec<Arc<CohortCharge>>,
     /// Number of the last journal charge written.
     pub(crate) last: u64,
     /// Journal charges not folded yet.
@@ -256,7 +260,7 @@ impl Memory {
         }
         self.last = self.last.max(charge.seq);
         self.unfolded = self.unfolded.saturating_add(1);
-        self.pending.push(charge);
+        self.pending.push(Arc::new(charge));
     }
 
     /// Adds `charge` to `p`'s account unless it already includes it
@@ -270,13 +274,58 @@ impl Memory {
         self.dirty.insert(p);
     }
 
-    /// Applies every pending charge to every account it names.
-    pub(crate) fn materialize(&mut self) {
-        for charge in std::mem::take(&mut self.pending) {
-            for p in &charge.patients {
-                self.apply_one(*p, &charge);
+    /// What a fold needs, taken under the accounts' lock without applying
+    /// anything: the pending charges, the newest one's number, and the
+    /// accounts of the uncapped patients they name (capped patients are
+    /// charged at once, so their accounts are current already). `None` when
+    /// fewer than [`FOLD_EVERY`] charges wait.
+    pub(crate) fn fold_snapshot(&self) -> Option<FoldPlan> {
+        if self.unfolded < FOLD_EVERY {
+            return None;
+        }
+        let charges = self.pending.clone();
+        let through = charges.last()?.seq;
+        let mut bases = HashMap::new();
+        let named = charges.iter().flat_map(|c| c.patients.iter());
+        for p in named.chain(self.dirty.iter()) {
+            if !self.capped.contains(p) && !bases.contains_key(p) {
+                bases.insert(*p, self.all.get(p).cloned().unwrap_or_default());
             }
         }
+        Some(FoldPlan {
+            charges,
+            through,
+            bases,
+        })
+    }
+
+    /// Installs a computed fold: the uncapped accounts replace theirs, the
+    /// folded charges leave `pending`. Returns every account to write (the
+    /// capped ones the charges named, as they are now), each marked as
+    /// including the charges through the fold's number.
+    pub(crate) fn fold_install(&mut self, folded: Folded) -> Vec<(Pseudonym, Account)> {
+        let Folded { through, accounts } = folded;
+        let mut writes = Vec::with_capacity(accounts.len());
+        let capped: Vec<Pseudonym> = self
+            .dirty
+            .iter()
+            .filter(|p| self.capped.contains(p))
+            .copied()
+            .collect();
+        for p in capped {
+            if let Some(account) = self.all.get(&p) {
+                writes.push((p, account.clone()));
+            }
+            self.dirty.remove(&p);
+        }
+        for (p, account) in accounts {
+            self.all.insert(p, account.clone());
+            self.dirty.remove(&p);
+            writes.push((p, account));
+        }
+        self.pending.retain(|c| c.seq > through);
+        self.unfolded = self.pending.len() as u64;
+        writes
     }
 
     /// `p`'s account with the pending charges that name them, without changing anything.
@@ -297,6 +346,53 @@ impl Memory {
             self.capped.remove(&p);
         }
         self.all.insert(p, account);
+    }
+}
+
+/// A fold's input, taken under the accounts' lock ([`Memory::fold_snapshot`]).
+pub(crate) struct FoldPlan {
+    charges: Vec<Arc<CohortCharge>>,
+    through: u64,
+    bases: HashMap<Pseudonym, Account>,
+}
+
+/// A fold's result: the accounts with every charge through `through` applied.
+pub(crate) struct Folded {
+    through: u64,
+    accounts: HashMap<Pseudonym, Account>,
+}
+
+impl FoldPlan {
+    /// Applies the charges to the snapshot's accounts, in journal order. The
+    /// costly part of a fold (every charge times every patient it names),
+    /// done without holding any lock a query needs.
+    pub(crate) fn compute(self) -> Folded {
+        let FoldPlan {
+            charges,
+            through,
+            mut bases,
+        } = self;
+        for charge in &charges {
+            for p in &charge.patients {
+                if let Some(account) = bases.get_mut(p) {
+                    if account.folded_through < charge.seq {
+                        account.add_charge(charge);
+                    }
+                }
+            }
+        }
+        for account in bases.values_mut() {
+            account.folded_through = account.folded_through.max(through);
+        }
+        Folded {
+            through,
+            accounts: bases,
+        }
+    }
+
+    /// The number of the newest charge this fold includes.
+    pub(crate) fn through(&self) -> u64 {
+        self.through
     }
 }
 

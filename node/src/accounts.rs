@@ -177,43 +177,66 @@ pub(crate) fn charge(
 }
 
 impl Pending {
-    /// Applies the charge in memory (its batch is on disk), then folds the
-    /// journal into the accounts if it grew long. A failed fold leaves the
-    /// journal, which still counts, and is tried again after the next charge.
+    /// Applies the charge in memory (its batch is on disk): at once to
+    /// capped patients, whose next query depends on it; the rest wait for
+    /// [`fold_if_due`], which the engine calls after the ledger lock is released.
     pub(crate) fn apply(self, node: &Node) {
         let mut guard = crate::locks::lock(&node.patient_accounts.loaded);
         // Not loaded means a later use reads it from the store, which already has it.
-        let Some(memory) = guard.as_mut() else {
-            return;
-        };
-        memory.apply(self.0);
-        if memory.unfolded >= FOLD_EVERY {
-            if let Err(e) = fold(node, memory) {
-                tracing::warn!("patient accounts not folded (the journal still counts; retried after the next answer): {e}");
-            }
+        if let Some(memory) = guard.as_mut() {
+            memory.apply(self.0);
         }
     }
 }
 
-/// Writes every account changed since the last fold and deletes the journal
-/// charges they now include, in one synced batch.
-fn fold(node: &Node, memory: &mut Memory) -> Result<(), Error> {
-    memory.materialize();
-    let mut batch = node.store.batch();
-    for p in &memory.dirty {
-        if let Some(account) = memory.all.get_mut(p) {
-            account.folded_through = memory.last;
-            batch.put(cf::BUDGET, &account_key(p), &*account)?;
+/// Folds the journal into the accounts once [`FOLD_EVERY`] charges wait:
+/// writes every account they changed and deletes the charges they now
+/// include, in one synced batch. A failed fold leaves the journal, which
+/// still counts, and is tried again after the next answer.
+///
+/// Called without the ledger lock. The accounts' lock is held only to take
+/// a snapshot and to install the result; applying the charges and writing
+/// happen outside it, so queries go on while a fold runs. One fold at a
+/// time: a caller that finds one running returns at once.
+pub(crate) fn fold_if_due(node: &Node) {
+    let _folding = match node.patient_accounts.folding.try_lock() {
+        Ok(guard) => guard,
+        // A panicking fold wrote nothing it had not finished: the journal still counts.
+        Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => return,
+    };
+    let plan = match crate::locks::lock(&node.patient_accounts.loaded).as_ref() {
+        Some(memory) => memory.fold_snapshot(),
+        None => None,
+    };
+    let Some(plan) = plan else {
+        return;
+    };
+    let through = plan.through();
+    let folded = plan.compute();
+    let writes = match crate::locks::lock(&node.patient_accounts.loaded).as_mut() {
+        Some(memory) => memory.fold_install(folded),
+        None => return,
+    };
+    if let Err(e) = write_fold(node, &writes, through) {
+        tracing::warn!("patient accounts not folded (the journal still counts; retried after the next answer): {e}");
+        if let Some(memory) = crate::locks::lock(&node.patient_accounts.loaded).as_mut() {
+            memory.dirty.extend(writes.iter().map(|(p, _)| *p));
         }
+    }
+}
+
+fn write_fold(node: &Node, writes: &[(Pseudonym, Account)], through: u64) -> Result<(), Error> {
+    let mut batch = node.store.batch();
+    for (p, account) in writes {
+        batch.put(cf::BUDGET, &account_key(p), account)?;
     }
     batch.delete_range(
         cf::BUDGET,
         &journal_key(0),
-        &journal_key(memory.last.saturating_add(1)),
+        &journal_key(through.saturating_add(1)),
     );
     node.store.write_durable(batch)?;
-    memory.dirty.clear();
-    memory.unfolded = 0;
     Ok(())
 }
 
@@ -244,7 +267,9 @@ pub fn set_cap(node: &Node, text: &str, now: i64) -> Result<CapSet, Error> {
     if !node.store.contains(cf::PATIENTS, &p.0)? {
         return Err(Error::UnknownPatient(p));
     }
-    // Serialized with charges, so a query never sees half a cap change.
+    // Not while a fold writes accounts (it could write this one over), and
+    // serialized with charges, so a query never sees half a cap change.
+    let _folding = crate::locks::lock(&node.patient_accounts.folding);
     let _ledger = crate::locks::lock(&node.ledger_lock);
     let record_key = cap_request_key(&request.id);
     if node.store.contains(cf::CONSENTS, &record_key)? {

@@ -167,8 +167,26 @@ fn budget_left(
 
 /// The ledger lock; a poisoned lock only means another query panicked
 /// between check and commit, which wrote nothing, so the ledger is intact.
-fn lock_ledger(node: &Node) -> std::sync::MutexGuard<'_, ()> {
-    crate::locks::lock(&node.ledger_lock)
+fn lock_ledger(node: &Node) -> LedgerGuard<'_> {
+    LedgerGuard {
+        node,
+        guard: Some(crate::locks::lock(&node.ledger_lock)),
+    }
+}
+
+/// The ledger lock, held until the end of a query; once it is released,
+/// the patient accounts are folded if enough charges wait, so that work
+/// never holds up the next query's check and commit.
+struct LedgerGuard<'a> {
+    node: &'a Node,
+    guard: Option<std::sync::MutexGuard<'a, ()>>,
+}
+
+impl Drop for LedgerGuard<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        accounts::fold_if_due(self.node);
+    }
 }
 
 /// Answers `query` from `researcher`, who presents `credential`.

@@ -657,3 +657,71 @@ fn accounts_fold_their_journal_and_read_back_the_same_after_a_restart() {
         Some(1e3)
     );
 }
+
+#[test]
+fn folds_running_beside_concurrent_queries_and_cap_changes_lose_and_double_no_charge() {
+    let f = fixture(1e6, 0);
+    let researchers: Vec<Researcher> = (0..4).map(|seed| researcher(&f, 10 + seed)).collect();
+    let (p, patient) = f.patients.iter().find(|(_, p)| p.consents).unwrap().clone();
+    let per_thread = accounts::FOLD_EVERY as usize;
+    let kinds = [Kind::CountAll, Kind::CountOver65, Kind::MeanHeartRateOver65];
+    std::thread::scope(|scope| {
+        for (t, r) in researchers.iter().enumerate() {
+            let f = &f;
+            scope.spawn(move || {
+                for n in 0..per_thread {
+                    let kind = kinds[(t + n) % kinds.len()];
+                    let epsilon = 0.01 * (1 + (t + n) % 5) as f64;
+                    let query = kind.query(&format!("t{t}-{n}"), epsilon);
+                    ask(f, r, &query, NOW + n as i64).unwrap();
+                }
+            });
+        }
+        // Caps set and lifted while folds run: each waits for a running fold.
+        let f = &f;
+        let patient = &patient;
+        scope.spawn(move || {
+            for id in 0..6u8 {
+                let cap = if id % 2 == 0 { Some(1e5) } else { None };
+                set_cap(f, p, patient, cap, 100 + id, NOW + id as i64);
+            }
+        });
+    });
+    let mut want: BTreeMap<Pseudonym, (f64, u64)> = BTreeMap::new();
+    for t in 0..researchers.len() {
+        for n in 0..per_thread {
+            let kind = kinds[(t + n) % kinds.len()];
+            let epsilon = 0.01 * (1 + (t + n) % 5) as f64;
+            for (q, patient) in &f.patients {
+                if kind.includes(patient) {
+                    let entry = want.entry(*q).or_default();
+                    entry.0 += epsilon;
+                    entry.1 += 1;
+                }
+            }
+        }
+    }
+    let check = |node: &Node, when: &str| {
+        for (q, patient) in &f.patients {
+            let a = accounts::of(node, q).unwrap();
+            let (epsilon, answers) = want.get(q).copied().unwrap_or_default();
+            assert!(
+                close(a.total_epsilon, epsilon) && a.answers == answers,
+                "{when}: patient {}: {} over {} answers, want {epsilon} over {answers}",
+                patient.record_id,
+                a.total_epsilon,
+                a.answers
+            );
+        }
+    };
+    check(&f.node, "running");
+    let dir = f.node.dir.0.clone();
+    drop(f.node);
+    let reopened = Node::open(&dir, NOW + 1_000).unwrap();
+    check(&reopened, "after a restart");
+    assert_eq!(
+        accounts::of(&reopened, &p).unwrap().cap,
+        None,
+        "the last change lifted the cap"
+    );
+}
