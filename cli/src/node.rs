@@ -73,6 +73,19 @@ pub struct RunArgs {
     /// (`--http` alone: 127.0.0.1:4080). Loopback only: put a TLS proxy in front for anything else.
     #[arg(long, num_args = 0..=1, default_missing_value = "127.0.0.1:4080")]
     pub http: Option<String>,
+    /// NEWS2 from device readings: a fresh set is the newest reading of each
+    /// of the seven parameters within this many seconds.
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u32).range(60..=86_400))]
+    pub news2_window_seconds: u32,
+    /// Store (and stream) a NEWS2 alert when a patient's band rises to this
+    /// one or above: low, low-medium, medium or high.
+    #[arg(long, default_value = "low-medium", value_parser = parse_band)]
+    pub alert_band: witmed_protocol::device_request::Band,
+}
+
+fn parse_band(text: &str) -> std::result::Result<witmed_protocol::device_request::Band, String> {
+    serde_json::from_value(serde_json::Value::String(text.to_string()))
+        .map_err(|_| format!("{text:?} is not a NEWS2 band; use low, low-medium, medium or high"))
 }
 
 /// Runs one `node` subcommand.
@@ -174,7 +187,11 @@ pub fn serve(args: &RunArgs, sign_response: Option<server::SignResponse>) -> Res
             ),
         }
         if let Some(addr) = http {
-            start_http(node.clone(), addr).await?;
+            let devices = witmed_node::ingest::Settings {
+                window_seconds: args.news2_window_seconds,
+                alert_band: args.alert_band,
+            };
+            start_http(node.clone(), addr, devices).await?;
         }
         server::run(node, config, shutdown_signal())
             .await
@@ -207,8 +224,16 @@ fn http_address(text: &str) -> Result<std::net::SocketAddr> {
 }
 
 /// Starts the HTTP API beside the libp2p side; it stops with the node.
-async fn start_http(node: Arc<Node>, addr: std::net::SocketAddr) -> Result<()> {
-    let state = witmed_api::State::new(node, &witmed_api::Config::default())
+async fn start_http(
+    node: Arc<Node>,
+    addr: std::net::SocketAddr,
+    devices: witmed_node::ingest::Settings,
+) -> Result<()> {
+    let config = witmed_api::Config {
+        devices,
+        ..witmed_api::Config::default()
+    };
+    let state = witmed_api::State::new(node, &config)
         .map_err(|e| Failure::new(Code::HttpFailed, format!("staff token: {e}")))?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
