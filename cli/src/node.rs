@@ -80,6 +80,19 @@ pub struct RunArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, requires_all = ["http", "tls_cert"])]
     pub tls_key: Option<PathBuf>,
+    /// NEWS2 from device readings: a fresh set is the newest reading of each
+    /// of the seven parameters within this many seconds.
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u32).range(60..=86_400))]
+    pub news2_window_seconds: u32,
+    /// Store (and stream) a NEWS2 alert when a patient's band rises to this
+    /// one or above: low, low-medium, medium or high.
+    #[arg(long, default_value = "low-medium", value_parser = parse_band)]
+    pub alert_band: witmed_protocol::device_request::Band,
+}
+
+fn parse_band(text: &str) -> std::result::Result<witmed_protocol::device_request::Band, String> {
+    serde_json::from_value(serde_json::Value::String(text.to_string()))
+        .map_err(|_| format!("{text:?} is not a NEWS2 band; use low, low-medium, medium or high"))
 }
 
 /// Runs one `node` subcommand.
@@ -185,7 +198,11 @@ pub fn serve(args: &RunArgs, sign_response: Option<server::SignResponse>) -> Res
             ),
         }
         if let Some(http) = http {
-            start_http(node.clone(), http).await?;
+            let devices = witmed_node::ingest::Settings {
+                window_seconds: args.news2_window_seconds,
+                alert_band: args.alert_band,
+            };
+            start_http(node.clone(), http, devices).await?;
         }
         server::run(node, config, shutdown_signal())
             .await
@@ -236,9 +253,17 @@ fn http_listener(
 }
 
 /// Starts the HTTP API beside the libp2p side; it stops with the node.
-async fn start_http(node: Arc<Node>, http: HttpListener) -> Result<()> {
+async fn start_http(
+    node: Arc<Node>,
+    http: HttpListener,
+    devices: witmed_node::ingest::Settings,
+) -> Result<()> {
     let HttpListener { addr, tls } = http;
-    let state = witmed_api::State::new(node, &witmed_api::Config::default())
+    let config = witmed_api::Config {
+        devices,
+        ..witmed_api::Config::default()
+    };
+    let state = witmed_api::State::new(node, &config)
         .map_err(|e| Failure::new(Code::HttpFailed, format!("staff token: {e}")))?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await

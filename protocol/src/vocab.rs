@@ -139,6 +139,8 @@ pub const VITAL_SIGN_CODES: &[&str] = &[
     "9269-2",  // Glasgow coma score
     "9187-6",  // urine output
     "55284-4", // blood pressure panel
+    "3151-8",  // inhaled oxygen flow rate (device readings)
+    "67775-7", // level of responsiveness, ACVPU (device readings)
 ];
 
 /// The category of an observation code.

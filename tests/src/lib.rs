@@ -21,9 +21,9 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// The directory of every crate in the workspace.
-pub const CRATE_DIRS: [&str; 12] = [
-    "crypto", "protocol", "policies", "import", "node", "net", "api", "cli", "simnet", "lab",
-    "tests", "fuzz",
+pub const CRATE_DIRS: [&str; 13] = [
+    "crypto", "protocol", "policies", "import", "care", "node", "net", "api", "cli", "simnet",
+    "lab", "tests", "fuzz",
 ];
 
 /// Every `.rs` file under the workspace's crates, sorted.

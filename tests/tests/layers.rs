@@ -13,14 +13,17 @@ use witmed_e2e::{workspace_root, CRATE_DIRS};
 /// formats (it drives binaries by their command line), and the lab (demo,
 /// benchmarks, faults, simulated consent) sits on top of everything, so
 /// nothing a hospital installs can reach it.
-const ALLOWED: [(&str, &[&str]); 12] = [
+const ALLOWED: [(&str, &[&str]); 13] = [
     ("crypto", &[]),
     ("protocol", &["witmed-crypto"]),
     ("policies", &["witmed-crypto", "witmed-protocol"]),
     ("import", &["witmed-protocol"]),
+    // Pure clinical functions (codes, units, plausibility, NEWS2): at most the wire formats.
+    ("care", &["witmed-protocol"]),
     (
         "node",
         &[
+            "witmed-care",
             "witmed-crypto",
             "witmed-import",
             "witmed-policies",
@@ -87,12 +90,14 @@ const ALLOWED: [(&str, &[&str]); 12] = [
 ];
 
 /// External crates that do IO a layer must not do: storage, networking, an async runtime.
-const FORBIDDEN_EXTERNAL: [(&str, &[&str]); 6] = [
+const FORBIDDEN_EXTERNAL: [(&str, &[&str]); 7] = [
     ("crypto", &["rocksdb", "libp2p", "tokio"]),
     ("protocol", &["rocksdb", "libp2p", "tokio"]),
     ("policies", &["rocksdb", "libp2p", "tokio"]),
     // Pure parsers: fuzzed and tested without a store.
     ("import", &["rocksdb", "libp2p", "tokio"]),
+    // Pure clinical functions: no IO, no clock, no runtime.
+    ("care", &["rocksdb", "libp2p", "tokio", "axum"]),
     // The core keeps its store and local admin socket; the network is net's.
     ("node", &["libp2p"]),
     // HTTP for staff and patients; peers talk over libp2p only.
