@@ -65,6 +65,7 @@ const ALLOWED: [(&str, &[&str]); 13] = [
         &[
             "witmed",
             "witmed-api",
+            "witmed-care",
             "witmed-crypto",
             "witmed-import",
             "witmed-net",
