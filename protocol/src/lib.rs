@@ -9,6 +9,7 @@
 pub mod analysis;
 pub mod answer;
 pub mod combine;
+pub mod device_request;
 pub mod encrypted;
 pub mod examples;
 pub mod interval;
