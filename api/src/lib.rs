@@ -9,6 +9,7 @@
 //! * [`patient`]: a patient's own record, vital signs, conditions,
 //!   consents, audit view and privacy account; grant and revoke consent,
 //!   set a privacy cap.
+//! * [`clinician_page`]: the clinician's ward page (static files) and its NEWS2 views.
 //! * [`limits`]: request rates per address and per key, bounded.
 //! * [`error`]: one JSON error shape with stable codes.
 //! * [`openapi`]: the OpenAPI document the server serves and the repo keeps.
@@ -18,6 +19,7 @@
 //! authenticated.
 
 pub mod auth;
+pub mod clinician_page;
 pub mod error;
 pub mod health;
 pub mod limits;

@@ -44,6 +44,8 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/api/v1/patient/audit", get(patient::audit))
         .route("/api/v1/patient/account", get(patient::account))
         .route("/api/v1/patient/cap", post(patient::cap))
+        // The clinician page (static files; its data comes from the staff routes above).
+        .merge(crate::clinician_page::router())
         .fallback(not_found)
         .with_state(state)
 }

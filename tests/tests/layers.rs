@@ -41,6 +41,7 @@ const ALLOWED: [(&str, &[&str]); 13] = [
     (
         "api",
         &[
+            "witmed-care",
             "witmed-crypto",
             "witmed-node",
             "witmed-policies",
