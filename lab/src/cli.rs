@@ -135,6 +135,27 @@ pub enum BenchCommand {
         #[arg(long)]
         csv: Option<PathBuf>,
     },
+    /// Signed device readings per second into one node over HTTP, with its memory, beside raw synced writes; federated query latency while it ingests.
+    Ingest {
+        /// PhysioNet set dir (default: $WITMED_DATA_DIR/physionet2012/set-a).
+        #[arg(long)]
+        set_dir: Option<PathBuf>,
+        /// Simulated devices (one PhysioNet stay each).
+        #[arg(long, default_value_t = 50)]
+        patients: usize,
+        /// Hospitals in the federation queried meanwhile.
+        #[arg(long, default_value_t = 3)]
+        hospitals: usize,
+        /// Seconds of ingestion.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Parallel device connections.
+        #[arg(long, default_value_t = 2)]
+        connections: usize,
+        /// Readings per signed batch.
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+    },
     /// Local query latency over a synthetic cohort beside a plain loop.
     Query {
         /// Synthetic patients on the node.
@@ -389,6 +410,21 @@ fn bench(command: BenchCommand) -> Result<(), Failure> {
             patients,
             repetitions,
         } => bench::query(patients, repetitions),
+        BenchCommand::Ingest {
+            set_dir,
+            patients,
+            hospitals,
+            seconds,
+            connections,
+            batch,
+        } => bench::ingest::run(&bench::ingest::Config {
+            set_dir: set_dir.unwrap_or_else(shared_set_a),
+            patients: patients.clamp(1, 4000),
+            hospitals: hospitals.clamp(1, 20),
+            seconds: seconds.clamp(1, 3600),
+            connections: connections.clamp(1, 64),
+            batch: batch.clamp(1, 256),
+        }),
         BenchCommand::Federation {
             hospitals,
             patients,
