@@ -40,6 +40,34 @@ pub enum ApiError {
     Refused { code: &'static str, message: String },
     #[error("internal error: {0}; the node logged it")]
     Internal(String),
+    /// A device request or device/alert operation refused, with its own status and stable code.
+    #[error("{message}")]
+    Device {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+    },
+}
+
+impl From<witmed_node::devices::Error> for ApiError {
+    fn from(e: witmed_node::devices::Error) -> Self {
+        use witmed_node::devices::Error as E;
+        let status = match &e {
+            E::Store(_) => return ApiError::Internal(e.to_string()),
+            E::NotEnrolled(_) => StatusCode::UNAUTHORIZED,
+            E::Retired { .. } => StatusCode::FORBIDDEN,
+            E::OtherPatient { .. } => StatusCode::CONFLICT,
+            E::UnknownPatient(_) | E::UnknownAlert(_) => StatusCode::NOT_FOUND,
+            E::Invalid(_) => StatusCode::BAD_REQUEST,
+            E::Reading { code, .. } if code.ends_with("_sequence") => StatusCode::CONFLICT,
+            E::Reading { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        };
+        ApiError::Device {
+            status,
+            code: e.code(),
+            message: e.to_string(),
+        }
+    }
 }
 
 impl ApiError {
@@ -62,6 +90,7 @@ impl ApiError {
             ApiError::UnknownPatient(_) => "unknown_patient",
             ApiError::Refused { code, .. } => code,
             ApiError::Internal(_) => "internal_error",
+            ApiError::Device { code, .. } => code,
         }
     }
 
@@ -82,6 +111,7 @@ impl ApiError {
             ApiError::NotFound(_) | ApiError::UnknownPatient(_) => StatusCode::NOT_FOUND,
             ApiError::Refused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Device { status, .. } => *status,
         }
     }
 }

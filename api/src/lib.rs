@@ -10,6 +10,8 @@
 //!   consents, audit view and privacy account; grant and revoke consent,
 //!   set a privacy cap.
 //! * [`clinician_page`]: the clinician's ward page (static files) and its NEWS2 views.
+//! * [`device`]: a device's signed batch of readings; staff enrol and retire devices.
+//! * [`alerts`]: NEWS2 alerts (list, acknowledge, a live stream), a patient's vitals and hypercapnic flag.
 //! * [`limits`]: request rates per address and per key, bounded.
 //! * [`error`]: one JSON error shape with stable codes.
 //! * [`openapi`]: the OpenAPI document the server serves and the repo keeps.
@@ -18,8 +20,10 @@
 //! (unknown fields refused), and nothing is stored before the request is
 //! authenticated.
 
+pub mod alerts;
 pub mod auth;
 pub mod clinician_page;
+pub mod device;
 pub mod error;
 pub mod health;
 pub mod limits;

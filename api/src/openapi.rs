@@ -23,6 +23,15 @@ use utoipa::OpenApi;
         crate::patient::audit,
         crate::patient::account,
         crate::patient::cap,
+        crate::device::readings,
+        crate::device::list,
+        crate::device::enrol,
+        crate::device::retire,
+        crate::alerts::list,
+        crate::alerts::ack,
+        crate::alerts::stream,
+        crate::alerts::vitals,
+        crate::alerts::hypercapnic,
     )
 )]
 pub struct Doc;

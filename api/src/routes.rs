@@ -9,10 +9,10 @@ use axum::Router;
 
 use crate::error::ApiError;
 use crate::server::State;
-use crate::{health, openapi, patient, staff};
+use crate::{alerts, device, health, openapi, patient, staff};
 
 /// Every route the server serves, as `(method, path)`; the OpenAPI document lists exactly these.
-pub const ROUTES: [(&str, &str); 12] = [
+pub const ROUTES: [(&str, &str); 21] = [
     ("GET", "/api/v1/health"),
     ("GET", "/api/v1/openapi.json"),
     ("GET", "/api/v1/staff/patients"),
@@ -25,6 +25,16 @@ pub const ROUTES: [(&str, &str); 12] = [
     ("GET", "/api/v1/patient/audit"),
     ("GET", "/api/v1/patient/account"),
     ("POST", "/api/v1/patient/cap"),
+    // Devices and NEWS2 alerts.
+    ("POST", "/api/v1/device/readings"),
+    ("GET", "/api/v1/staff/devices"),
+    ("POST", "/api/v1/staff/devices"),
+    ("POST", "/api/v1/staff/devices/{device}/retire"),
+    ("GET", "/api/v1/staff/alerts"),
+    ("POST", "/api/v1/staff/alerts/{id}/ack"),
+    ("GET", "/api/v1/staff/alerts/stream"),
+    ("GET", "/api/v1/staff/patients/{patient}/vitals"),
+    ("POST", "/api/v1/staff/patients/{patient}/hypercapnic"),
 ];
 
 /// The API's router.
@@ -44,6 +54,27 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/api/v1/patient/audit", get(patient::audit))
         .route("/api/v1/patient/account", get(patient::account))
         .route("/api/v1/patient/cap", post(patient::cap))
+        // Devices and NEWS2 alerts.
+        .route("/api/v1/device/readings", post(device::readings))
+        .route(
+            "/api/v1/staff/devices",
+            get(device::list).post(device::enrol),
+        )
+        .route(
+            "/api/v1/staff/devices/{device}/retire",
+            post(device::retire),
+        )
+        .route("/api/v1/staff/alerts", get(alerts::list))
+        .route("/api/v1/staff/alerts/{id}/ack", post(alerts::ack))
+        .route("/api/v1/staff/alerts/stream", get(alerts::stream))
+        .route(
+            "/api/v1/staff/patients/{patient}/vitals",
+            get(alerts::vitals),
+        )
+        .route(
+            "/api/v1/staff/patients/{patient}/hypercapnic",
+            post(alerts::hypercapnic),
+        )
         // The clinician page (static files; its data comes from the staff routes above).
         .merge(crate::clinician_page::router())
         .fallback(not_found)

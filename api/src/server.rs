@@ -13,6 +13,9 @@ use crate::auth::{self, Nonces, Signed};
 use crate::error::ApiError;
 use crate::limits::RateLimit;
 
+/// Live alert streams served at once.
+pub const MAX_ALERT_STREAMS: usize = 32;
+
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -21,8 +24,10 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub struct Config {
     /// Requests per minute from one source address.
     pub per_address_per_minute: u32,
-    /// Requests per minute signed by one patient key (or with the staff token).
+    /// Requests per minute signed by one patient key (or with the staff token, or by one device).
     pub per_key_per_minute: u32,
+    /// NEWS2 window and alert band for device readings.
+    pub devices: witmed_node::ingest::Settings,
 }
 
 impl Default for Config {
@@ -30,6 +35,7 @@ impl Default for Config {
         Config {
             per_address_per_minute: 600,
             per_key_per_minute: 120,
+            devices: witmed_node::ingest::Settings::default(),
         }
     }
 }
@@ -41,6 +47,10 @@ pub struct State {
     pub nonces: Nonces,
     pub by_address: RateLimit<std::net::IpAddr>,
     pub by_key: RateLimit<String>,
+    /// NEWS2 settings of device ingestion.
+    pub devices: witmed_node::ingest::Settings,
+    /// Slots of live alert streams ([`MAX_ALERT_STREAMS`]).
+    pub alert_streams: Arc<tokio::sync::Semaphore>,
 }
 
 impl State {
@@ -53,6 +63,8 @@ impl State {
             nonces: Nonces::default(),
             by_address: RateLimit::new(config.per_address_per_minute),
             by_key: RateLimit::new(config.per_key_per_minute),
+            devices: config.devices,
+            alert_streams: Arc::new(tokio::sync::Semaphore::new(MAX_ALERT_STREAMS)),
         })
     }
 }

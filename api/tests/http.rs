@@ -609,6 +609,7 @@ fn requests_over_the_rate_are_refused_per_key() {
     let w = world_with(Config {
         per_address_per_minute: 1000,
         per_key_per_minute: 3,
+        ..Config::default()
     });
     // Counts are per calendar minute: start well inside one.
     while witmed_node::unix_now().rem_euclid(60) > 50 {

@@ -10,6 +10,7 @@
 //! * [`import`]: PhysioNet 2012 and FHIR R4 import.
 //! * [`consents`], [`consent_ops`]: enrolment, consent tokens, revocations.
 //! * [`admin`]: the local channel through which a running node accepts consent changes.
+//! * [`devices`], [`ingest`]: bedside devices, their readings, NEWS2 alerts.
 //! * [`index`]: in-memory columns that queries read.
 //! * [`engine`]: one query from policy check to charged answer.
 //! * [`dp`]: OpenDP measurements and accuracy.
@@ -24,11 +25,14 @@ pub mod admin;
 pub mod audit;
 pub mod consent_ops;
 pub mod consents;
+pub mod device_feed;
+pub mod devices;
 pub mod dp;
 pub mod encrypted;
 pub mod engine;
 pub mod import;
 pub mod index;
+pub mod ingest;
 pub mod ledger;
 pub mod locks;
 pub mod node;

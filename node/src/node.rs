@@ -208,6 +208,8 @@ pub struct Node {
     pub(crate) patient_accounts: crate::account_book::Accounts,
     /// The last eligibility mask computed, reused while nothing it depends on changed.
     eligibility: Mutex<Option<EligibilityCache>>,
+    /// Bedside devices: the write lock, the alert counter and live alert subscribers.
+    pub devices: crate::device_feed::Live,
 }
 
 /// Which patients of an index are eligible for one use, and for how long that holds.
@@ -479,6 +481,7 @@ impl Node {
             ledger_lock: Mutex::new(()),
             patient_accounts: crate::account_book::Accounts::default(),
             eligibility: Mutex::new(None),
+            devices: crate::device_feed::Live::default(),
         })
     }
 

@@ -19,6 +19,7 @@
 //! | `audit`        | sequence number (8, big endian)                       | [`crate::audit::Entry`] (hash-chained, [`crate::audit::chain`]) |
 //! | `budget`       | `c2/`, `a2/`, `h2`: keyed digests only (see [`crate::ledger`])   | charges, stored answers, ledger head |
 //! | `meta`         | ASCII names; `audit_head/` sequence number (8, big endian) | format version, import markers, trust seal; signed audit heads |
+//! | `devices`      | `d/` device key (32), `r/` pseudonym (16) time (8, ordered) device key (32) seq (8), `a/` alert id (8), `p/` pseudonym | [`crate::devices`]: devices, readings, alerts, NEWS2 state |
 //!
 //! Observation keys sort by patient, then code, then time, so "all heart
 //! rates of this patient within 24 hours of admission" is one range scan.
@@ -71,8 +72,10 @@ pub mod cf {
     pub const AUDIT: &str = "audit";
     pub const BUDGET: &str = "budget";
     pub const META: &str = "meta";
+    /// Enrolled devices, their readings' log, NEWS2 alerts, patients' NEWS2 state ([`crate::devices`]).
+    pub const DEVICES: &str = "devices";
     /// Every family, in creation order.
-    pub const ALL: [&str; 7] = [
+    pub const ALL: [&str; 8] = [
         PATIENTS,
         OBSERVATIONS,
         CONDITIONS,
@@ -80,6 +83,7 @@ pub mod cf {
         AUDIT,
         BUDGET,
         META,
+        DEVICES,
     ];
 }
 
@@ -224,11 +228,11 @@ pub fn condition_key(patient: &Pseudonym, code: &CodeDigest, onset: Option<i64>)
 }
 
 /// Big-endian with the sign bit flipped, so byte order equals numeric order.
-fn ordered_i64(v: i64) -> [u8; 8] {
+pub fn ordered_i64(v: i64) -> [u8; 8] {
     ((v as u64) ^ (1 << 63)).to_be_bytes()
 }
 
-fn unordered_i64(b: [u8; 8]) -> i64 {
+pub fn unordered_i64(b: [u8; 8]) -> i64 {
     (u64::from_be_bytes(b) ^ (1 << 63)) as i64
 }
 
@@ -610,6 +614,39 @@ impl Store {
             visit(&key, &value)?;
         }
         Ok(())
+    }
+
+    /// Visits every (key, sealed value) in `[from, to)` of `family`, in key order.
+    pub fn scan_range(
+        &self,
+        family: &'static str,
+        from: &[u8],
+        to: &[u8],
+        mut visit: impl FnMut(&[u8], &[u8]) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let mode = IteratorMode::From(from, rocksdb::Direction::Forward);
+        for item in self.db.iterator_cf(self.handle(family), mode) {
+            let (key, value) = item.map_err(|e| self.rocks_err(e))?;
+            if &key[..] >= to {
+                break;
+            }
+            visit(&key, &value)?;
+        }
+        Ok(())
+    }
+
+    /// The greatest key with `prefix` in `family`, if any.
+    pub fn last_key(&self, family: &'static str, prefix: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        let mut end = prefix.to_vec();
+        end.extend_from_slice(&[0xff; 64]);
+        let mode = IteratorMode::From(&end, rocksdb::Direction::Reverse);
+        match self.db.iterator_cf(self.handle(family), mode).next() {
+            Some(item) => {
+                let (key, _) = item.map_err(|e| self.rocks_err(e))?;
+                Ok(key.starts_with(prefix).then(|| key.to_vec()))
+            }
+            None => Ok(None),
+        }
     }
 
     /// Visits and opens every record with `prefix` in `family`.

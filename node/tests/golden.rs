@@ -862,3 +862,71 @@ fn scan(root: &std::path::Path, dir: &std::path::Path, allowed: &[&str], found: 
         }
     }
 }
+
+#[test]
+fn device_records_match_their_golden_bytes() {
+    use witmed_node::devices::{
+        AckRecord, AlertRecord, DeviceRecord, PatientState, ReadingRecord, SourceRecord,
+    };
+    use witmed_protocol::device_request::Band;
+    let v = RECORD_VERSION;
+    let device = key(Role::Patient, 9).public();
+    golden(
+        "device_record",
+        &DeviceRecord {
+            version: v,
+            patient: patient(),
+            label: "ward 3 bed 12".into(),
+            enrolled_at: T,
+            retired_at: Some(T + 86_400),
+            last_seq: Some(41),
+        },
+    );
+    golden(
+        "device_reading_record",
+        &ReadingRecord {
+            version: v,
+            device,
+            seq: 41,
+            code: "8310-5".into(),
+            time: T + 60,
+            value: 39.2,
+            unit: "Cel".into(),
+        },
+    );
+    golden(
+        "news2_alert_record",
+        &AlertRecord {
+            version: v,
+            patient: patient(),
+            at: T + 60,
+            raised_at: T + 61,
+            score: 6,
+            band: Band::Medium,
+            spo2_scale_2: true,
+            sources: vec![SourceRecord {
+                device,
+                seq: 41,
+                code: "8310-5".into(),
+                time: T + 60,
+                value: 39.2,
+                unit: "Cel".into(),
+                sub_score: 2,
+            }],
+            ack: Some(AckRecord {
+                by: "Dr Okafor".into(),
+                at: T + 120,
+            }),
+        },
+    );
+    golden(
+        "patient_news2_state",
+        &PatientState {
+            version: v,
+            hypercapnic: true,
+            last_band: Some(Band::LowMedium),
+            last_score: Some(3),
+            last_at: Some(T + 60),
+        },
+    );
+}

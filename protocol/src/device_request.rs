@@ -453,7 +453,9 @@ pub struct Device {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Band {
-    /// Aggregate 0-4 with no single parameter scoring 3.
+    /// Aggregate 0.
+    Zero,
+    /// Aggregate 1-4 with no single parameter scoring 3.
     Low,
     /// Aggregate 0-4 with one parameter scoring 3 (urgent ward-based response).
     LowMedium,

@@ -23,6 +23,7 @@ const ALLOWED: [(&str, &[&str]); 13] = [
     (
         "node",
         &[
+            "witmed-care",
             "witmed-crypto",
             "witmed-import",
             "witmed-policies",
