@@ -10,14 +10,23 @@
 //! readings the node stored, exactly as ingestion does, so the page shows no number the node
 //! did not compute.
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use axum::extract::{Path, State as Extract};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
-use axum::Router;
+use axum::{Json, Router};
 use serde::Serialize;
 use witmed_care::news2::{self, Parameter, Reading, SpO2Scale, Trend};
 use witmed_care::Vital;
+use witmed_crypto::Pseudonym;
+use witmed_node::devices;
 use witmed_protocol::device_request as wire;
+
+use crate::error::ApiError;
+use crate::server::{blocking, now, FromStaff, State};
 
 /// The page's own routes, as `(method, path)`: not API routes, so not in the OpenAPI document.
 pub const PAGE_ROUTES: [(&str, &str); 4] = [
@@ -39,9 +48,71 @@ frame-ancestors 'none'";
 /// Open alerts listed on the ward at most.
 pub const MAX_WARD_ALERTS: usize = 100;
 
-/// The page's routes, to merge into the API's router.
-pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
+/// Patients listed on the ward at most (those with an active device, by pseudonym).
+pub const MAX_WARD_PATIENTS: usize = 200;
+
+/// `GET /api/v1/staff/ward`: every patient with an active device, their latest vitals, NEWS2 and
+/// trend; open alerts newest first.
+#[utoipa::path(get, path = "/api/v1/staff/ward",
+    responses((status = 200, description = "the ward (api::clinician_page::Ward)"),
+        (status = 401, body = crate::error::ErrorBody)))]
+pub async fn ward_view(
+    Extract(state): Extract<Arc<State>>,
+    _staff: FromStaff,
+) -> Result<Json<Ward>, ApiError> {
+    let node = state.node.clone();
+    let window = state.devices.window_seconds;
+    blocking(move || {
+        let now = now();
+        let patients: BTreeSet<String> = devices::list(&node)?
+            .into_iter()
+            .filter(|d| d.retired_at.is_none())
+            .map(|d| d.patient)
+            .collect();
+        let mut rows = Vec::new();
+        let mut alerts = Vec::new();
+        for hex in patients.into_iter().take(MAX_WARD_PATIENTS) {
+            let patient: Pseudonym = hex
+                .parse()
+                .map_err(|e| ApiError::Internal(format!("stored device patient {hex}: {e}")))?;
+            let vitals = devices::vitals(&node, &patient, now)?;
+            alerts.extend(vitals.alerts.iter().filter(|a| a.ack.is_none()).cloned());
+            rows.push(ward_patient(&vitals, now, window));
+        }
+        Ok(Json(ward(rows, alerts, now, window)))
+    })
+    .await
+}
+
+/// `GET /api/v1/staff/ward/{patient}`: one patient's readings, NEWS2 now and over time, alerts.
+#[utoipa::path(get, path = "/api/v1/staff/ward/{patient}",
+    params(("patient" = String, Path, description = "the patient's pseudonym, hex")),
+    responses((status = 200, description = "the patient's page (api::clinician_page::Detail)"),
+        (status = 422, body = crate::error::ErrorBody)))]
+pub async fn patient_view(
+    Extract(state): Extract<Arc<State>>,
+    patient: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    _staff: FromStaff,
+) -> Result<Json<Detail>, ApiError> {
+    let Path(hex) = patient.map_err(|e| ApiError::BadRequest(format!("path: {e}")))?;
+    let patient: Pseudonym = hex
+        .parse()
+        .map_err(|e| ApiError::BadRequest(format!("patient: {e}")))?;
+    let node = state.node.clone();
+    let window = state.devices.window_seconds;
+    blocking(move || {
+        let now = now();
+        let vitals = devices::vitals(&node, &patient, now)?;
+        Ok(Json(detail(vitals, now, window)))
+    })
+    .await
+}
+
+/// The page's routes and its two staff API routes, to merge into the API's router.
+pub fn router() -> Router<Arc<State>> {
     Router::new()
+        .route("/api/v1/staff/ward", get(ward_view))
+        .route("/api/v1/staff/ward/{patient}", get(patient_view))
         .route("/clinician", get(|| async { Redirect::to(PAGE_PATH) }))
         .route(
             "/clinician/",
