@@ -73,6 +73,12 @@ pub struct RunArgs {
     /// (`--http` alone: 127.0.0.1:4080). Loopback only: put a TLS proxy in front for anything else.
     #[arg(long, num_args = 0..=1, default_missing_value = "127.0.0.1:4080")]
     pub http: Option<String>,
+    /// HTTP requests per minute from one address (a ward's device gateway sends for every bed).
+    #[arg(long, default_value_t = witmed_api::Config::default().per_address_per_minute)]
+    pub http_per_address_per_minute: u32,
+    /// HTTP requests per minute signed by one key (a patient, a device) or with the staff token.
+    #[arg(long, default_value_t = witmed_api::Config::default().per_key_per_minute)]
+    pub http_per_key_per_minute: u32,
 }
 
 /// Runs one `node` subcommand.
@@ -174,7 +180,12 @@ pub fn serve(args: &RunArgs, sign_response: Option<server::SignResponse>) -> Res
             ),
         }
         if let Some(addr) = http {
-            start_http(node.clone(), addr).await?;
+            let limits = witmed_api::Config {
+                per_address_per_minute: args.http_per_address_per_minute.max(1),
+                per_key_per_minute: args.http_per_key_per_minute.max(1),
+                ..witmed_api::Config::default()
+            };
+            start_http(node.clone(), addr, &limits).await?;
         }
         server::run(node, config, shutdown_signal())
             .await
@@ -207,8 +218,12 @@ fn http_address(text: &str) -> Result<std::net::SocketAddr> {
 }
 
 /// Starts the HTTP API beside the libp2p side; it stops with the node.
-async fn start_http(node: Arc<Node>, addr: std::net::SocketAddr) -> Result<()> {
-    let state = witmed_api::State::new(node, &witmed_api::Config::default())
+async fn start_http(
+    node: Arc<Node>,
+    addr: std::net::SocketAddr,
+    config: &witmed_api::Config,
+) -> Result<()> {
+    let state = witmed_api::State::new(node, config)
         .map_err(|e| Failure::new(Code::HttpFailed, format!("staff token: {e}")))?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await

@@ -370,14 +370,15 @@ fn device_simulate(args: DeviceSimulateArgs) -> Result<(), Failure> {
         outln!("refused (HTTP {status}): {body}");
     }
     outln!(
-        "sent {} readings in {} requests over {:.1}s; stored {} ({:.0}/s); {} alerts; {} batches refused",
+        "sent {} readings in {} requests over {:.1}s; stored {} ({:.0}/s); {} alerts; {} batches refused; {} waits on a busy node",
         summary.sent,
         summary.requests,
         summary.elapsed.as_secs_f64(),
         summary.stored,
         summary.stored_per_second(),
         summary.alerts.len(),
-        summary.refusals.len()
+        summary.refusals.len(),
+        summary.throttled
     );
     Ok(())
 }

@@ -89,6 +89,8 @@ pub struct Summary {
     pub alerts: Vec<(String, wire::Alert)>,
     /// Refused batches: HTTP status and the node's answer.
     pub refusals: Vec<(u16, String)>,
+    /// Times a batch waited because the node was busy or rate-limited it (then resent).
+    pub throttled: u64,
     pub elapsed: Duration,
 }
 
@@ -306,7 +308,7 @@ fn replay_share(
                 .iter()
                 .map(|(n, v)| (*n, v.as_str()))
                 .collect();
-            let answer = client.send("POST", wire::PATH_READINGS, &headers, &signed.body)?;
+            let answer = send_with_backoff(&mut client, &headers, &signed.body, summary, stop)?;
             record(summary, device, readings.len(), &answer);
             sent = sent.saturating_add(readings.len() as u64);
             pace(start, sent, rate);
@@ -314,6 +316,33 @@ fn replay_share(
         if !any {
             return Ok(());
         }
+    }
+}
+
+/// Most times one batch is resent after the node said it was busy or rate-limited.
+const MAX_RETRIES: u32 = 40;
+
+/// Sends a signed batch; while the node answers 429 (rate limited) or 503 (busy), waits and
+/// resends the same batch (nothing of it was stored), counting each wait.
+fn send_with_backoff(
+    client: &mut Client,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    summary: &Mutex<Summary>,
+    stop: &AtomicBool,
+) -> Result<http::Response, Error> {
+    let mut tries = 0;
+    loop {
+        let answer = client.send("POST", wire::PATH_READINGS, headers, body)?;
+        let busy = matches!(answer.status, 429 | 503);
+        if !busy || tries >= MAX_RETRIES || stop.load(Ordering::Relaxed) {
+            return Ok(answer);
+        }
+        tries += 1;
+        if let Ok(mut s) = summary.lock() {
+            s.throttled += 1;
+        }
+        std::thread::sleep(Duration::from_millis(250));
     }
 }
 
