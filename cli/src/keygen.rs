@@ -1,4 +1,4 @@
-//! `witmed keygen`: a key pair for a patient, researcher, hospital admin or authority, and its public half to hand over.
+//! `witmed keygen`: a key pair for a patient, researcher, hospital admin, authority or bedside device, and its public half to hand over.
 
 use std::path::{Path, PathBuf};
 
@@ -12,7 +12,7 @@ use crate::files::write_new;
 
 #[derive(Debug, Args)]
 pub struct KeygenArgs {
-    /// patient, researcher, hospital or authority
+    /// patient, researcher, hospital, authority or device
     #[arg(long)]
     pub role: String,
     /// Where to write the key (created 0600; never overwritten).

@@ -6,7 +6,8 @@
 //! [`code::Code`]), and the process exits non-zero.
 //!
 //! Each command group (`node`, `import`, `keygen`, `patient`, `consent`,
-//! `credential`, `policy`, `query`, `study`, `consortium`, `audit`) is one
+//! `credential`, `policy`, `query`, `study`, `consortium`, `audit`,
+//! `device`, `alerts`) is one
 //! module holding its arguments, its handlers and what it prints. The
 //! pieces they share are small modules of their own: `args` (the data dir,
 //! durations), `code` and `failure` (errors), `files` (the bounded reader),
@@ -42,10 +43,12 @@ mod researcher;
 mod runtime;
 pub mod stdout;
 
+pub mod alerts;
 pub mod audit;
 pub mod consent;
 pub mod consortium;
 pub mod credential;
+pub mod device;
 pub mod import;
 pub mod keygen;
 pub mod node;
@@ -104,6 +107,11 @@ pub enum Command {
     Consortium(consortium::ConsortiumCommand),
     /// Read the node's audit log.
     Audit(audit::AuditArgs),
+    /// Staff: enrol, retire and list bedside devices; the hypercapnic flag.
+    #[command(subcommand)]
+    Device(device::DeviceCommand),
+    /// NEWS2 alerts raised from device readings; `alerts ack ID --by NAME`.
+    Alerts(alerts::AlertsArgs),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -129,6 +137,8 @@ pub fn run(command: Command) -> Result<(), Failure> {
         Command::Study(c) => study::run(c),
         Command::Consortium(c) => consortium::run(c),
         Command::Audit(a) => audit::run(a),
+        Command::Device(c) => device::run(c),
+        Command::Alerts(a) => alerts::run(a),
     }
 }
 

@@ -79,6 +79,19 @@ pub struct RunArgs {
     /// HTTP requests per minute signed by one key (a patient, a device) or with the staff token.
     #[arg(long, default_value_t = witmed_api::Config::default().per_key_per_minute)]
     pub http_per_key_per_minute: u32,
+    /// NEWS2 from device readings: a fresh set is the newest reading of each
+    /// of the seven parameters within this many seconds.
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u32).range(60..=86_400))]
+    pub news2_window_seconds: u32,
+    /// Store (and stream) a NEWS2 alert when a patient's band rises to this
+    /// one or above: low, low-medium, medium or high.
+    #[arg(long, default_value = "low-medium", value_parser = parse_band)]
+    pub alert_band: witmed_protocol::device_request::Band,
+}
+
+fn parse_band(text: &str) -> std::result::Result<witmed_protocol::device_request::Band, String> {
+    serde_json::from_value(serde_json::Value::String(text.to_string()))
+        .map_err(|_| format!("{text:?} is not a NEWS2 band; use low, low-medium, medium or high"))
 }
 
 /// Runs one `node` subcommand.
@@ -180,12 +193,15 @@ pub fn serve(args: &RunArgs, sign_response: Option<server::SignResponse>) -> Res
             ),
         }
         if let Some(addr) = http {
-            let limits = witmed_api::Config {
+            let config = witmed_api::Config {
                 per_address_per_minute: args.http_per_address_per_minute.max(1),
                 per_key_per_minute: args.http_per_key_per_minute.max(1),
-                ..witmed_api::Config::default()
+                devices: witmed_node::ingest::Settings {
+                    window_seconds: args.news2_window_seconds,
+                    alert_band: args.alert_band,
+                },
             };
-            start_http(node.clone(), addr, &limits).await?;
+            start_http(node.clone(), addr, &config).await?;
         }
         server::run(node, config, shutdown_signal())
             .await

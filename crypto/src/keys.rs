@@ -29,6 +29,8 @@ pub enum Role {
     Authority,
     /// A hospital node's own identity (libp2p peer id and answer signatures).
     Node,
+    /// A bedside device (or its gateway), which signs batches of readings.
+    Device,
 }
 
 impl Role {
@@ -40,6 +42,7 @@ impl Role {
             Role::Hospital => "hospital",
             Role::Authority => "authority",
             Role::Node => "node",
+            Role::Device => "device",
         }
     }
 }
@@ -59,6 +62,7 @@ impl FromStr for Role {
             "hospital" => Ok(Role::Hospital),
             "authority" => Ok(Role::Authority),
             "node" => Ok(Role::Node),
+            "device" => Ok(Role::Device),
             other => Err(Error::UnknownRole(other.to_string())),
         }
     }
@@ -102,7 +106,9 @@ pub enum Error {
     #[error("public key {0:?} is not 64 hex characters")]
     BadPublicKey(String),
     /// The role name is not one of patient, researcher, hospital, authority, node.
-    #[error("unknown key role {0:?}; use patient, researcher, hospital, authority or node")]
+    #[error(
+        "unknown key role {0:?}; use patient, researcher, hospital, authority, node or device"
+    )]
     UnknownRole(String),
     /// The OS random source failed.
     #[error("the operating system's random source failed")]

@@ -209,6 +209,14 @@ pub fn all() -> Vec<Target> {
             dictionary: PHYSIONET_WORDS,
             max_len: 32 * 1024,
         },
+        Target {
+            name: "device-batch",
+            about: "a device's batch of readings, JSON or a FHIR Bundle (protocol/src/device_request.rs parse_body)",
+            seeds: device_batch_seeds,
+            run: device_batch_run,
+            dictionary: DEVICE_WORDS,
+            max_len: 66 * 1024,
+        },
     ]
 }
 
@@ -1440,5 +1448,84 @@ fn physionet_outcomes_run(data: &[u8]) -> Verdict {
             rejected.len().min(3)
         )),
         Err(e) => Ok(class(e)),
+    }
+}
+
+// ---------------------------------------------------------------- devices
+
+const DEVICE_WORDS: &[&str] = &[
+    "seq",
+    "time",
+    "code",
+    "value",
+    "unit",
+    "8867-4",
+    "8310-5",
+    "[degF]",
+    "kPa",
+    "urn:witmed:device-seq",
+    "http://loinc.org",
+    "http://unitsofmeasure.org",
+    "effectiveDateTime",
+    "valueQuantity",
+    "identifier",
+    "component",
+];
+
+fn device_batch_seeds() -> Vec<Vec<u8>> {
+    use witmed_protocol::device_request::{Batch, Reading, VERSION};
+    let readings = vec![
+        Reading {
+            seq: 1,
+            time: NOW,
+            code: "8867-4".into(),
+            value: 72.0,
+            unit: "/min".into(),
+        },
+        Reading {
+            seq: 2,
+            time: NOW + 60,
+            code: "8310-5".into(),
+            value: 98.6,
+            unit: "[degF]".into(),
+        },
+    ];
+    let batch = Batch {
+        version: VERSION,
+        readings: readings.clone(),
+    };
+    let fhir = witmed_protocol::device_request::fhir_bundle(&readings);
+    vec![
+        with_mode(0, serde_json::to_vec(&batch).unwrap_or_default()),
+        with_mode(1, serde_json::to_vec(&fhir).unwrap_or_default()),
+    ]
+}
+
+/// Mode 0: `application/json`; mode 1: `application/fhir+json`. What parses
+/// is within the batch limit and reads back the same from its JSON form.
+fn device_batch_run(data: &[u8]) -> Verdict {
+    use witmed_protocol::device_request::{self as wire, Batch};
+    let (mode, rest) = mode(data, 2);
+    let content_type = if mode == 0 {
+        wire::CONTENT_TYPE_JSON
+    } else {
+        wire::CONTENT_TYPE_FHIR
+    };
+    let readings = match wire::parse_body(content_type, rest) {
+        Ok(readings) => readings,
+        Err(e) => return Ok(class(e)),
+    };
+    if readings.is_empty() || readings.len() > wire::MAX_READINGS {
+        return Err(format!("{} readings accepted", readings.len()));
+    }
+    let again = serde_json::to_vec(&Batch {
+        version: wire::VERSION,
+        readings: readings.clone(),
+    })
+    .map_err(|e| format!("an accepted batch does not encode: {e}"))?;
+    match wire::parse_body(wire::CONTENT_TYPE_JSON, &again) {
+        Ok(back) if back.len() == readings.len() => accepted("device batch"),
+        Ok(_) => Err("a batch read back with another length".into()),
+        Err(e) => Err(format!("an accepted batch does not read back: {e}")),
     }
 }

@@ -93,4 +93,5 @@ harness_tests! {
     fuzz_fhir => "fhir",
     fuzz_physionet_record => "physionet-record",
     fuzz_physionet_outcomes => "physionet-outcomes",
+    fuzz_device_batch => "device-batch",
 }

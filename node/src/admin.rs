@@ -29,6 +29,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 use witmed_crypto::{Pseudonym, PublicKey};
+use witmed_protocol::device_request as wire;
 
 use crate::consent_ops::{self, Submitted};
 use crate::node::Node;
@@ -39,6 +40,8 @@ use crate::unix_now;
 pub const ADMIN_VERSION: u32 = 1;
 /// Largest request or response, in bytes (signed objects are at most 16 KiB).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Largest response a client reads (lists of devices and alerts are longer than a request).
+pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 4;
 /// Time a client has to send its whole request.
@@ -75,6 +78,22 @@ pub enum Request {
     Cap { text: String },
     /// A patient's privacy account (pseudonym in hex), for staff.
     Account { patient: String },
+    /// Enrol a device key (hex) for a patient (pseudonym, hex).
+    DeviceEnrol {
+        device: String,
+        patient: String,
+        label: String,
+    },
+    /// Retire a device (key in hex).
+    DeviceRetire { device: String },
+    /// Every device.
+    Devices,
+    /// The newest NEWS2 alerts (only unacknowledged ones with `open_only`).
+    Alerts { open_only: bool },
+    /// A clinician acknowledges an alert.
+    AlertAck { id: String, by: String },
+    /// Score a patient's SpO2 on NEWS2 scale 2 (hypercapnic) or back on scale 1.
+    Hypercapnic { patient: String, hypercapnic: bool },
 }
 
 /// The node's answer.
@@ -112,6 +131,22 @@ pub enum Response {
     Account {
         patient: String,
         account: Box<crate::accounts::Account>,
+    },
+    Device {
+        device: Box<wire::Device>,
+    },
+    Devices {
+        devices: Vec<wire::Device>,
+    },
+    Alerts {
+        alerts: Vec<wire::Alert>,
+    },
+    Alert {
+        alert: Box<wire::Alert>,
+    },
+    HypercapnicSet {
+        patient: String,
+        hypercapnic: bool,
     },
     /// Refused: a stable code and a message that says what to do.
     Error {
@@ -180,7 +215,78 @@ pub fn execute(node: &Node, request: &Request, now: i64) -> Response {
             Err(e) => Response::error(e.code(), e),
         },
         Request::Account { patient } => account(node, patient),
+        r @ (Request::DeviceEnrol { .. }
+        | Request::DeviceRetire { .. }
+        | Request::Devices
+        | Request::Alerts { .. }
+        | Request::AlertAck { .. }
+        | Request::Hypercapnic { .. }) => devices(node, r, now),
     }
+}
+
+/// The device and alert requests.
+fn devices(node: &Node, request: &Request, now: i64) -> Response {
+    let done = match request {
+        Request::DeviceEnrol {
+            device,
+            patient,
+            label,
+        } => parse_device(device).and_then(|d| {
+            let p = parse_patient(patient)?;
+            Ok(Response::Device {
+                device: Box::new(crate::devices::enrol(node, d, p, label, now)?),
+            })
+        }),
+        Request::DeviceRetire { device } => parse_device(device).and_then(|d| {
+            Ok(Response::Device {
+                device: Box::new(crate::devices::retire(node, d, now)?),
+            })
+        }),
+        Request::Devices => crate::devices::list(node)
+            .map(|devices| Response::Devices { devices })
+            .map_err(Response::from),
+        Request::Alerts { open_only } => {
+            let filter = crate::devices::AlertFilter {
+                open_only: *open_only,
+                patient: None,
+            };
+            crate::devices::alerts(node, filter)
+                .map(|alerts| Response::Alerts { alerts })
+                .map_err(Response::from)
+        }
+        Request::AlertAck { id, by } => crate::devices::acknowledge(node, id, by, now)
+            .map(|alert| Response::Alert {
+                alert: Box::new(alert),
+            })
+            .map_err(Response::from),
+        Request::Hypercapnic {
+            patient,
+            hypercapnic,
+        } => parse_patient(patient).and_then(|p| {
+            crate::devices::set_hypercapnic(node, p, *hypercapnic, now)?;
+            Ok(Response::HypercapnicSet {
+                patient: p.to_hex(),
+                hypercapnic: *hypercapnic,
+            })
+        }),
+        _ => Err(Response::error("bad_request", "not a device request")),
+    };
+    done.unwrap_or_else(|refusal| refusal)
+}
+
+impl From<crate::devices::Error> for Response {
+    fn from(e: crate::devices::Error) -> Self {
+        Response::error(e.code(), e)
+    }
+}
+
+fn parse_device(hex: &str) -> Result<PublicKey, Response> {
+    hex.parse()
+        .map_err(|e| Response::error("bad_public_key", e))
+}
+
+fn parse_patient(hex: &str) -> Result<Pseudonym, Response> {
+    hex.parse().map_err(|e| Response::error("bad_pseudonym", e))
 }
 
 fn account(node: &Node, patient: &str) -> Response {
@@ -414,7 +520,7 @@ pub fn call(data_dir: &Path, request: &Request) -> Result<Option<Response>, Clie
     let mut len = [0u8; 4];
     stream.read_exact(&mut len).map_err(io)?;
     let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_MESSAGE_BYTES {
+    if len > MAX_RESPONSE_BYTES {
         return Err(ClientError::Malformed(format!("a response of {len} bytes")));
     }
     let mut body = vec![0u8; len];
