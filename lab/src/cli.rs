@@ -31,7 +31,7 @@ pub struct SimulateArgs {
     pub seed: u64,
 }
 
-/// `witmed-lab device simulate`.
+/// SIMULATION: enrol one device per PhysioNet stay and replay the stays as signed readings.
 #[derive(Debug, Args)]
 pub struct DeviceSimulateArgs {
     /// The node's HTTP API, e.g. http://127.0.0.1:4080 (`witmed node run --http`).
