@@ -9,6 +9,7 @@
 //! * [`patient`]: a patient's own record, vital signs, conditions,
 //!   consents, audit view and privacy account; grant and revoke consent,
 //!   set a privacy cap.
+//! * [`clinician_page`]: the clinician's ward page (static files) and its NEWS2 views.
 //! * [`device`]: a device's signed batch of readings; staff enrol and retire devices.
 //! * [`alerts`]: NEWS2 alerts (list, acknowledge, a live stream), a patient's vitals and hypercapnic flag.
 //! * [`limits`]: request rates per address and per key, bounded.
@@ -23,6 +24,7 @@
 
 pub mod alerts;
 pub mod auth;
+pub mod clinician_page;
 pub mod device;
 pub mod error;
 pub mod health;

@@ -32,6 +32,8 @@ use utoipa::OpenApi;
         crate::alerts::stream,
         crate::alerts::vitals,
         crate::alerts::hypercapnic,
+        crate::clinician_page::ward_view,
+        crate::clinician_page::patient_view,
     )
 )]
 pub struct Doc;

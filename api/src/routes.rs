@@ -12,7 +12,7 @@ use crate::transport::{self, Limits};
 use crate::{alerts, device, health, openapi, patient, staff};
 
 /// Every route the server serves, as `(method, path)`; the OpenAPI document lists exactly these.
-pub const ROUTES: [(&str, &str); 21] = [
+pub const ROUTES: [(&str, &str); 23] = [
     ("GET", "/api/v1/health"),
     ("GET", "/api/v1/openapi.json"),
     ("GET", "/api/v1/staff/patients"),
@@ -35,6 +35,9 @@ pub const ROUTES: [(&str, &str); 21] = [
     ("GET", "/api/v1/staff/alerts/stream"),
     ("GET", "/api/v1/staff/patients/{patient}/vitals"),
     ("POST", "/api/v1/staff/patients/{patient}/hypercapnic"),
+    // The clinician page's data.
+    ("GET", "/api/v1/staff/ward"),
+    ("GET", "/api/v1/staff/ward/{patient}"),
 ];
 
 /// The API's router.
@@ -75,6 +78,8 @@ pub fn router(state: Arc<State>) -> Router {
             "/api/v1/staff/patients/{patient}/hypercapnic",
             post(alerts::hypercapnic),
         )
+        // The clinician page: static files and its ward views.
+        .merge(crate::clinician_page::router())
         .fallback(not_found)
         .with_state(state)
 }

@@ -80,6 +80,12 @@ pub struct RunArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, requires_all = ["http", "tls_cert"])]
     pub tls_key: Option<PathBuf>,
+    /// HTTP requests per minute from one address (a ward's device gateway sends for every bed).
+    #[arg(long, default_value_t = witmed_api::Config::default().per_address_per_minute)]
+    pub http_per_address_per_minute: u32,
+    /// HTTP requests per minute signed by one key (a patient, a device) or with the staff token.
+    #[arg(long, default_value_t = witmed_api::Config::default().per_key_per_minute)]
+    pub http_per_key_per_minute: u32,
     /// NEWS2 from device readings: a fresh set is the newest reading of each
     /// of the seven parameters within this many seconds.
     #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u32).range(60..=86_400))]
@@ -198,11 +204,15 @@ pub fn serve(args: &RunArgs, sign_response: Option<server::SignResponse>) -> Res
             ),
         }
         if let Some(http) = http {
-            let devices = witmed_node::ingest::Settings {
-                window_seconds: args.news2_window_seconds,
-                alert_band: args.alert_band,
+            let config = witmed_api::Config {
+                per_address_per_minute: args.http_per_address_per_minute.max(1),
+                per_key_per_minute: args.http_per_key_per_minute.max(1),
+                devices: witmed_node::ingest::Settings {
+                    window_seconds: args.news2_window_seconds,
+                    alert_band: args.alert_band,
+                },
             };
-            start_http(node.clone(), http, devices).await?;
+            start_http(node.clone(), http, &config).await?;
         }
         server::run(node, config, shutdown_signal())
             .await
@@ -256,14 +266,10 @@ fn http_listener(
 async fn start_http(
     node: Arc<Node>,
     http: HttpListener,
-    devices: witmed_node::ingest::Settings,
+    config: &witmed_api::Config,
 ) -> Result<()> {
     let HttpListener { addr, tls } = http;
-    let config = witmed_api::Config {
-        devices,
-        ..witmed_api::Config::default()
-    };
-    let state = witmed_api::State::new(node, &config)
+    let state = witmed_api::State::new(node, config)
         .map_err(|e| Failure::new(Code::HttpFailed, format!("staff token: {e}")))?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await

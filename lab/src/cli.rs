@@ -31,6 +31,38 @@ pub struct SimulateArgs {
     pub seed: u64,
 }
 
+/// SIMULATION: enrol one device per PhysioNet stay and replay the stays as signed readings.
+#[derive(Debug, Args)]
+pub struct DeviceSimulateArgs {
+    /// The node's HTTP API, e.g. http://127.0.0.1:4080 (`witmed node run --http`).
+    #[arg(long)]
+    pub node: String,
+    /// Simulated patients (one device each); the deteriorating demo patient comes first.
+    #[arg(long, default_value_t = 10)]
+    pub patients: usize,
+    /// Readings per second, all devices together.
+    #[arg(long, default_value_t = 20.0)]
+    pub rate: f64,
+    /// PhysioNet 2012 set dir (default: $WITMED_DATA_DIR/physionet2012/set-a, then ../shared/data/...).
+    #[arg(long)]
+    pub set: Option<PathBuf>,
+    /// File holding the staff token (default: admin/api.token in --data-dir).
+    #[arg(long)]
+    pub staff_token_file: Option<PathBuf>,
+    /// The node's own directory, to read the staff token from; or set WITMED_NODE_DIR.
+    #[arg(long, env = "WITMED_NODE_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Readings per signed request.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Parallel connections.
+    #[arg(long, default_value_t = 1)]
+    pub connections: usize,
+    /// Loop the stays for this long (e.g. 60s) instead of replaying each once.
+    #[arg(long, value_parser = witmed::args::parse_duration)]
+    pub duration: Option<std::time::Duration>,
+}
+
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Number of hospital nodes.
@@ -103,6 +135,27 @@ pub enum BenchCommand {
         #[arg(long)]
         csv: Option<PathBuf>,
     },
+    /// Signed device readings per second into one node over HTTP, with its memory, beside raw synced writes; federated query latency while it ingests.
+    Ingest {
+        /// PhysioNet set dir (default: $WITMED_DATA_DIR/physionet2012/set-a).
+        #[arg(long)]
+        set_dir: Option<PathBuf>,
+        /// Simulated devices (one PhysioNet stay each).
+        #[arg(long, default_value_t = 50)]
+        patients: usize,
+        /// Hospitals in the federation queried meanwhile.
+        #[arg(long, default_value_t = 3)]
+        hospitals: usize,
+        /// Seconds of ingestion.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Parallel device connections.
+        #[arg(long, default_value_t = 2)]
+        connections: usize,
+        /// Readings per signed batch.
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+    },
     /// Local query latency over a synthetic cohort beside a plain loop.
     Query {
         /// Synthetic patients on the node.
@@ -119,6 +172,7 @@ enum Parsed {
     Demo(DemoArgs),
     Bench(BenchCommand),
     Simulate(SimulateArgs),
+    DeviceSimulate(DeviceSimulateArgs),
     FaultyNode(RunArgs, Misbehave),
     Hospital(witmed::Command),
 }
@@ -133,7 +187,22 @@ pub fn command() -> clap::Command {
         .long("fault")
         .value_name("FAULT")
         .help("Answer wrongly on purpose (fault injection for tests): bad-signature, garbage, oversized, wrong-query, or an encrypted-mode fault");
-    witmed::Cli::command()
+    let device_simulate = DeviceSimulateArgs::augment_args(clap::Command::new("simulate").about(
+        "SIMULATION: enrol one device per PhysioNet stay and replay the stays as signed readings",
+    ));
+    let hospital = witmed::Cli::command();
+    // `witmed` may have a `device` command of its own: add `simulate` to it, or make one.
+    let hospital = if hospital.find_subcommand("device").is_some() {
+        hospital.mut_subcommand("device", |c| c.subcommand(device_simulate))
+    } else {
+        hospital.subcommand(
+            clap::Command::new("device")
+                .about("Bedside devices")
+                .subcommand_required(true)
+                .subcommand(device_simulate),
+        )
+    };
+    hospital
         .name("witmed-lab")
         .bin_name("witmed-lab")
         .about("witmed-lab: the witmed command line plus the demo, benchmarks, fault injection and simulated consent. Never install it at a hospital.")
@@ -158,6 +227,12 @@ fn parse(matches: &ArgMatches) -> Result<Parsed, clap::Error> {
         Some(("bench", m)) => Ok(Parsed::Bench(BenchCommand::from_arg_matches(m)?)),
         Some(("consent", m)) => match m.subcommand() {
             Some(("simulate", s)) => Ok(Parsed::Simulate(SimulateArgs::from_arg_matches(s)?)),
+            _ => hospital(matches),
+        },
+        Some(("device", m)) => match m.subcommand() {
+            Some(("simulate", s)) => Ok(Parsed::DeviceSimulate(
+                DeviceSimulateArgs::from_arg_matches(s)?,
+            )),
             _ => hospital(matches),
         },
         Some(("node", m)) => match m.subcommand() {
@@ -203,6 +278,7 @@ fn run(parsed: Parsed) -> Result<(), Failure> {
         Parsed::Demo(args) => demo(args),
         Parsed::Bench(command) => bench(command),
         Parsed::Simulate(args) => simulate(args),
+        Parsed::DeviceSimulate(args) => device_simulate(args),
         Parsed::FaultyNode(args, how) => faulty_node(&args, how),
         Parsed::Hospital(command) => witmed::run(command),
     }
@@ -228,6 +304,81 @@ fn simulate(args: SimulateArgs) -> Result<(), Failure> {
         done.patients,
         args.purposes.join(","),
         done.already
+    );
+    Ok(())
+}
+
+fn shared_set_a() -> PathBuf {
+    std::env::var_os("WITMED_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("../shared/data"))
+        .join("physionet2012/set-a")
+}
+
+fn device_simulate(args: DeviceSimulateArgs) -> Result<(), Failure> {
+    use crate::device::simulate;
+    let token_file = match (&args.staff_token_file, &args.data_dir) {
+        (Some(file), _) => file.clone(),
+        (None, Some(dir)) => witmed_api::auth::staff_token_path(dir),
+        (None, None) => return Err(Failure::new(
+            Code::MissingKey,
+            "give --staff-token-file or --data-dir (the node's directory holding admin/api.token)",
+        )),
+    };
+    let staff_token = std::fs::read_to_string(&token_file)
+        .map_err(|e| Failure::new(Code::ReadFailed, format!("{}: {e}", token_file.display())))?
+        .trim()
+        .to_string();
+    let set = args.set.unwrap_or_else(shared_set_a);
+    let failed = |e: simulate::Error| Failure::from_layer(e.code(), e);
+    let stays = simulate::choose_stays(&set, args.patients.clamp(1, 10_000)).map_err(|e| {
+        Failure::new(
+            Code::ImportSourceUnreadable,
+            format!("{}: {e}", set.display()),
+        )
+    })?;
+    if stays.is_empty() {
+        return Err(failed(simulate::Error::NoStays(set.display().to_string())));
+    }
+    let config = simulate::Config {
+        node: args.node,
+        staff_token,
+        rate: args.rate.clamp(0.01, 1e7),
+        batch: args.batch,
+        connections: args.connections,
+        duration: args.duration,
+    };
+    let (node_id, devices) = simulate::enrol(&config, stays).map_err(failed)?;
+    outln!(
+        "enrolled {} simulated devices at node {}; replaying at {} readings/s (first: PhysioNet {})",
+        devices.len(),
+        &node_id[..node_id.len().min(16)],
+        config.rate,
+        devices.first().map_or("-", |d| d.record_id.as_str())
+    );
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let summary = simulate::replay(&config, &node_id, devices, stop).map_err(failed)?;
+    for (record, alert) in &summary.alerts {
+        outln!(
+            "ALERT PhysioNet {record}: NEWS2 {} ({:?}) patient {}",
+            alert.score,
+            alert.band,
+            &alert.patient[..alert.patient.len().min(16)]
+        );
+    }
+    for (status, body) in summary.refusals.iter().take(5) {
+        outln!("refused (HTTP {status}): {body}");
+    }
+    outln!(
+        "sent {} readings in {} requests over {:.1}s; stored {} ({:.0}/s); {} alerts; {} batches refused; {} waits on a busy node",
+        summary.sent,
+        summary.requests,
+        summary.elapsed.as_secs_f64(),
+        summary.stored,
+        summary.stored_per_second(),
+        summary.alerts.len(),
+        summary.refusals.len(),
+        summary.throttled
     );
     Ok(())
 }
@@ -260,6 +411,21 @@ fn bench(command: BenchCommand) -> Result<(), Failure> {
             patients,
             repetitions,
         } => bench::query(patients, repetitions),
+        BenchCommand::Ingest {
+            set_dir,
+            patients,
+            hospitals,
+            seconds,
+            connections,
+            batch,
+        } => bench::ingest::run(&bench::ingest::Config {
+            set_dir: set_dir.unwrap_or_else(shared_set_a),
+            patients: patients.clamp(1, 4000),
+            hospitals: hospitals.clamp(1, 20),
+            seconds: seconds.clamp(1, 3600),
+            connections: connections.clamp(1, 64),
+            batch: batch.clamp(1, 256),
+        }),
         BenchCommand::Federation {
             hospitals,
             patients,

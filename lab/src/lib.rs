@@ -6,6 +6,7 @@
 //! * [`bench`]: `witmed-lab bench`, speed beside the raw limit of the same work.
 //! * [`fault`]: `witmed-lab node run --fault`, a node that answers wrongly on purpose.
 //! * [`simulate`]: `witmed-lab consent simulate`, consent made without patients.
+//! * [`device`]: `witmed-lab device simulate`, PhysioNet stays replayed as signed device readings.
 //! * [`setup`]: ready-made set-ups the demo, benchmarks and tests share.
 //! * [`cli`]: the command line that adds these to `witmed`'s.
 //!
@@ -26,6 +27,7 @@ macro_rules! outln {
 pub mod bench;
 pub mod cli;
 pub mod demo;
+pub mod device;
 pub mod fault;
 pub mod setup;
 pub mod simulate;

@@ -73,6 +73,8 @@ pub struct Member {
     /// The multiaddr researchers dial (the proxy's, when proxied).
     pub address: String,
     misbehave: Option<String>,
+    /// More arguments of `node run` (e.g. `--http 127.0.0.1:PORT`).
+    extra_args: Vec<String>,
     proxy: Option<Proxy>,
     /// Holds the node's port until the node starts.
     reservation: Option<TcpListener>,
@@ -242,6 +244,7 @@ impl Cluster {
         if let Some(fault) = &m.misbehave {
             command.args(["--fault", fault]);
         }
+        command.args(&m.extra_args);
         let mut child = command
             .env_remove("WITMED_DATA_DIR")
             .env_remove("WITMED_NODE_DIR")
@@ -252,6 +255,11 @@ impl Cluster {
         let stdout = child.stdout.take().expect("stdout is piped");
         m.process = Some(child);
         wait_listening(stdout, &m.name, &log_path)
+    }
+
+    /// Sets more arguments of node `i`'s `node run` from its next start (e.g. `--http ADDR`).
+    pub fn set_node_args(&mut self, i: usize, args: Vec<String>) {
+        self.members[i].extra_args = args;
     }
 
     /// Sets how node `i` misbehaves from its next start (`None`: honest).
@@ -583,6 +591,7 @@ fn build_member(
         listen,
         address,
         misbehave: spec.misbehave.clone(),
+        extra_args: Vec::new(),
         proxy,
         reservation: Some(reservation),
         process: None,

@@ -42,6 +42,7 @@ const ALLOWED: [(&str, &[&str]); 13] = [
     (
         "api",
         &[
+            "witmed-care",
             "witmed-crypto",
             "witmed-node",
             "witmed-policies",
@@ -66,6 +67,7 @@ const ALLOWED: [(&str, &[&str]); 13] = [
         &[
             "witmed",
             "witmed-api",
+            "witmed-care",
             "witmed-crypto",
             "witmed-import",
             "witmed-net",
