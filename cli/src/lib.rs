@@ -42,6 +42,7 @@ mod researcher;
 mod runtime;
 pub mod stdout;
 
+pub mod analysis;
 pub mod audit;
 pub mod consent;
 pub mod consortium;

@@ -538,3 +538,125 @@ fn the_engine_charges_each_analysis_once_and_refuses_bad_ones_uncharged() {
     );
     assert_eq!(charges().len(), before, "a refused analysis was charged");
 }
+
+/// Through the command line over libp2p: three `witmed node run` processes,
+/// one query of each analysis with `--json` and `--svg`; every figure is in
+/// the JSON and the table's counts are the raw files' within the noise.
+/// (Epsilons 1, 1 and 7 fit the default budget of 10; 7 keeps the
+/// logistic rounds' information positive definite on 2400 patients.)
+#[test]
+fn each_analysis_runs_through_the_cli_over_a_real_federation() {
+    use witmed_simnet::cluster::{self, Cluster, Options};
+    let tmp = tempfile::tempdir().unwrap();
+    let records: Vec<PathBuf> = physionet_files(&set_a()).into_iter().take(2400).collect();
+    let options = Options {
+        outcomes: Some(outcomes_a()),
+        ..cluster_options(tmp.path())
+    };
+    let mut c = Cluster::build(&options, &cluster::split(&records, 3)).unwrap();
+    c.start_all().unwrap();
+    let ask = |name: &str, text: &str, svg: Option<&str>| {
+        let file = tmp.path().join(format!("{name}.toml"));
+        std::fs::write(&file, text).unwrap();
+        let svg_path = svg.map(|s| tmp.path().join(s));
+        let extra: Vec<&str> = svg_path.iter().flat_map(|p| ["--svg", s(p)]).collect();
+        let out = c
+            .query_with(&c.researcher_key, &c.credential, &file, "10s", &extra)
+            .unwrap();
+        let drawn = svg_path.map(|p| std::fs::read_to_string(p).unwrap());
+        (out, drawn)
+    };
+
+    let (km, svg) = ask(
+        "km",
+        &witmed_protocol::examples::survival_by_icu_type("cli-km", 1.0),
+        Some("km.svg"),
+    );
+    assert_eq!(km["hospitals_combined"], 3, "{km}");
+    let curves = km["result"]["survival"]["curves"].as_array().unwrap();
+    assert_eq!(curves.len(), 4, "{km}");
+    for curve in curves {
+        let survival: Vec<f64> = serde_json::from_value(curve["survival"].clone()).unwrap();
+        let band: Vec<(f64, f64)> = serde_json::from_value(curve["band"].clone()).unwrap();
+        assert!(survival.windows(2).all(|w| w[1] <= w[0]), "{curve}");
+        assert!(
+            survival
+                .iter()
+                .zip(&band)
+                .all(|(s, (lo, hi))| lo <= s && s <= hi),
+            "{curve}"
+        );
+    }
+    assert!(
+        km["result"]["survival"]["log_rank"]["p_value"].is_number(),
+        "{km}"
+    );
+    let svg = svg.unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.matches("<polygon").count() == 4,
+        "{svg}"
+    );
+
+    let (table, _) = ask(
+        "t",
+        &witmed_protocol::examples::sex_by_death("cli-t", 1.0),
+        None,
+    );
+    let counts: Vec<f64> =
+        serde_json::from_value(table["result"]["table"]["counts"].clone()).unwrap();
+    let outcomes = outcomes();
+    let mut exact = [0.0; 4];
+    for r in records.iter().map(|f| raw_of(f, &outcomes)) {
+        if let (Some(s), Some(d)) = (level01(r.sex), level01(r.death)) {
+            exact[s * 2 + d] += 1.0;
+        }
+    }
+    // Three discrete Laplace noises of scale 1 exceed 30 together with probability below 1e-9.
+    for (noisy, exact) in counts.iter().zip(exact) {
+        assert!((noisy - exact).abs() <= 30.0, "{counts:?} against {exact}");
+    }
+    assert!(
+        table["result"]["table"]["odds_ratio"]["ci95"].is_array(),
+        "{table}"
+    );
+    assert!(
+        table["result"]["table"]["chi_square"]["p_value"].is_number(),
+        "{table}"
+    );
+
+    let (lr, svg) = ask(
+        "lr",
+        &witmed_protocol::examples::death_on_age_sex_icu("cli-lr", 7.0),
+        Some("lr.svg"),
+    );
+    let queries: Vec<String> = serde_json::from_value(lr["queries"].clone()).unwrap();
+    assert_eq!(
+        queries,
+        ["cli-lr.round-1", "cli-lr.round-2", "cli-lr.round-3"],
+        "{lr}"
+    );
+    let spent = lr["epsilon_spent"].as_f64().unwrap();
+    assert!(
+        (spent - 7.0).abs() < 1e-6,
+        "the rounds spent {spent}, not the query's 7"
+    );
+    let coefficients = lr["result"]["regression"]["coefficients"]
+        .as_array()
+        .unwrap();
+    let names: Vec<&str> = coefficients
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "intercept",
+            "age",
+            "sex",
+            "icu_type=2",
+            "icu_type=3",
+            "icu_type=4"
+        ]
+    );
+    assert_eq!(svg.unwrap().matches("<circle").count(), 6);
+}
