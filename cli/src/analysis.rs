@@ -200,9 +200,10 @@ fn print_readable(query: &Query, done: &Done) {
         _ => {}
     }
     outln!(
-        "epsilon spent at each hospital: {:.4} (over {} queries)",
+        "epsilon spent at each hospital: {:.4} (over {} quer{})",
         done.epsilon_spent,
-        done.rounds.len()
+        done.rounds.len(),
+        if done.rounds.len() == 1 { "y" } else { "ies" }
     );
 }
 
