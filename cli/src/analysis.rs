@@ -51,6 +51,14 @@ pub fn run(
     Ok(())
 }
 
+/// Runs `query` (every round) through `ask` and returns the result without printing (for benchmarks).
+pub fn outcome_of(
+    query: &Query,
+    ask: &mut dyn FnMut(&Query) -> Result<Answers>,
+) -> Result<Outcome> {
+    compute(query, ask).map(|done| done.outcome)
+}
+
 fn failed(e: impl std::fmt::Display) -> Failure {
     Failure::new(Code::CombineFailed, e.to_string())
 }

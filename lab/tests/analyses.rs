@@ -500,6 +500,15 @@ fn the_engine_charges_each_analysis_once_and_refuses_bad_ones_uncharged() {
         assert_eq!(charges().len(), before + 1);
     }
     let good = query(&witmed_protocol::examples::death_on_age_sex_icu("bad", 1.0));
+    // README's survival example is a valid query of the same layout as the shared example.
+    let readme = query(&readme_toml("## Survival, tables and regression"));
+    assert_eq!(
+        readme.aggregate,
+        query(&witmed_protocol::examples::survival_by_icu_type(
+            "km-icu", 1.0
+        ))
+        .aggregate
+    );
     let mut refusals = Vec::new();
     let mut missing_bounds = good.clone();
     let mut singular = good.clone();
