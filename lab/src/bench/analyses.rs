@@ -72,7 +72,8 @@ pub fn run(
         "p95 ms",
         "unusable"
     );
-    for &n in hospitals {
+    // A hospital count of 0 skips the latency part.
+    for &n in hospitals.iter().filter(|n| **n > 0) {
         latency(set_dir, outcomes, n, repetitions)?;
     }
     outln!("(logistic: three Newton rounds, each a federated query; unusable: noisy sums too small for a result at this epsilon)");
@@ -155,8 +156,9 @@ fn latency(set_dir: &Path, outcomes: &Path, hospitals: usize, repetitions: usize
 
 /// Five in-process nodes over set-a; each one's exact sums for `query`.
 struct Nodes {
-    _scratch: crate::ScratchDir,
+    // Declared first, so dropped (closed) before the scratch dir is removed.
     nodes: Vec<Node>,
+    _scratch: crate::ScratchDir,
 }
 
 fn nodes(set_dir: &Path, outcomes: &Path) -> Result<Nodes> {
@@ -241,14 +243,18 @@ fn noisy(plan: &VectorPlan, sums: &[Vectors]) -> Result<Summed> {
     outcome::add_up(sums.first().map_or(0, |v| v.sum.len()), &parts).map_err(err)
 }
 
-/// Rounds of a logistic regression at `epsilon` in all; `None` epsilon: noise-free. `None` when a round's information is unusable.
-fn logistic(nodes: &Nodes, epsilon: Option<f64>, rounds: u32) -> Result<Option<Vec<f64>>> {
+/// `steps` Newton steps of a logistic regression at `epsilon` in all (at
+/// most [`witmed_protocol::analysis::MAX_NEWTON_ROUNDS`] noisy ones); `None`
+/// epsilon: noise-free, as many steps as asked. `None` when a round's information is unusable.
+fn logistic(nodes: &Nodes, epsilon: Option<f64>, steps: u32) -> Result<Option<Vec<f64>>> {
+    let rounds = steps.min(witmed_protocol::analysis::MAX_NEWTON_ROUNDS);
     let text = examples::death_on_age_sex_icu("acc", epsilon.unwrap_or(1.0))
         .replace("rounds = 3", &format!("rounds = {rounds}"));
     let mut query = Query::from_toml(&text).map_err(err)?;
     let mut at = vec![0.0; 6];
     let mut fit = None;
-    for number in 1..=rounds {
+    for step in 0..steps {
+        let number = step % rounds + 1;
         if let Aggregate::Regression(r) = &mut query.aggregate {
             r.round = Some(Round {
                 number,
