@@ -44,6 +44,7 @@ mod runtime;
 pub mod stdout;
 
 pub mod alerts;
+pub mod analysis;
 pub mod audit;
 pub mod consent;
 pub mod consortium;

@@ -48,6 +48,9 @@ pub struct LocalQueryArgs {
     /// Print the result as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Survival and regression queries: also draw the curves with their bands, or the coefficients, into this new SVG file.
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -66,6 +69,9 @@ pub struct RunQueryArgs {
     /// Print the result as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Survival and regression queries: also draw the curves with their bands, or the coefficients, into this new SVG file.
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
 }
 
 /// Runs one `query` subcommand.
@@ -91,6 +97,14 @@ fn local(args: LocalQueryArgs) -> Result<()> {
         witmed_policies::parse_signed(&text).map_err(|e| Failure::from_layer(e.error_code(), e))?;
     let query = read_query(&args.query)?;
     let node = local_node::open(&args.dir.data_dir)?;
+    if query.aggregate.analysis().is_some() {
+        let mut ask = |q: &Query| -> Result<crate::analysis::Answers> {
+            let answer = engine::answer(&node, q, &researcher.public(), &credential, unix_now())
+                .map_err(|e| Failure::from_layer(e.code(), e))?;
+            Ok(vec![(node.config.name.clone(), answer)])
+        };
+        return crate::analysis::run(&query, &mut ask, args.json, args.svg.as_deref());
+    }
     let answer = engine::answer(&node, &query, &researcher.public(), &credential, unix_now())
         .map_err(|e| Failure::from_layer(e.code(), e))?;
     print_answer(&query, &answer, args.json);
@@ -105,6 +119,32 @@ fn federated(args: RunQueryArgs) -> Result<()> {
         .map_err(|e| Failure::new(Code::RandomFailed, e))?;
     if query.privacy.mode == Mode::Encrypted {
         return encrypted(&args, &researcher, &request, &targets);
+    }
+    if query.aggregate.analysis().is_some() {
+        let runtime = runtime::start()?;
+        let mut ask = |q: &Query| -> Result<crate::analysis::Answers> {
+            let request = client::request_for(q.clone(), &credential, unix_now())
+                .map_err(|e| Failure::new(Code::RandomFailed, e))?;
+            let results = runtime
+                .block_on(client::ask(&researcher, &request, &targets, args.timeout))
+                .map_err(|e| Failure::new(Code::NetworkFailed, e))?;
+            for r in &results {
+                if !matches!(r.status, Status::Answered(_)) {
+                    eprintln!(
+                        "{} {}: {} {}",
+                        q.id,
+                        r.name,
+                        r.status.label(),
+                        r.status.reason().unwrap_or_default()
+                    );
+                }
+            }
+            Ok(client::answered(&results)
+                .into_iter()
+                .map(|(name, a)| (name.to_string(), a.clone()))
+                .collect())
+        };
+        return crate::analysis::run(&query, &mut ask, args.json, args.svg.as_deref());
     }
     let results = runtime::start()?
         .block_on(client::ask(&researcher, &request, &targets, args.timeout))

@@ -156,6 +156,24 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 128)]
         batch: usize,
     },
+    /// Survival, table and logistic regression: latency over libp2p per hospital count, and accuracy against epsilon.
+    Analyses {
+        /// PhysioNet set dir (default: $WITMED_DATA_DIR/physionet2012/set-a).
+        #[arg(long)]
+        set_dir: Option<PathBuf>,
+        /// Hospital counts to measure, comma separated.
+        #[arg(long, value_delimiter = ',', default_value = "3,10")]
+        hospitals: Vec<usize>,
+        /// Runs per row.
+        #[arg(long, default_value_t = 10)]
+        repetitions: usize,
+        /// Also write the accuracy table as CSV.
+        #[arg(long)]
+        csv: Option<PathBuf>,
+        /// Also draw the survival accuracy against epsilon as an SVG chart.
+        #[arg(long)]
+        svg: Option<PathBuf>,
+    },
     /// Local query latency over a synthetic cohort beside a plain loop.
     Query {
         /// Synthetic patients on the node.
@@ -407,6 +425,29 @@ fn bench(command: BenchCommand) -> Result<(), Failure> {
     use crate::bench;
     match command {
         BenchCommand::Import { set_dir, patients } => bench::import(set_dir.as_deref(), patients),
+        BenchCommand::Analyses {
+            set_dir,
+            hospitals,
+            repetitions,
+            csv,
+            svg,
+        } => {
+            let data = std::env::var_os("WITMED_DATA_DIR")
+                .map_or_else(|| PathBuf::from("../shared/data"), PathBuf::from)
+                .join("physionet2012");
+            let set = set_dir.unwrap_or_else(|| data.join("set-a"));
+            let outcomes = set
+                .parent()
+                .map_or_else(|| data.join("Outcomes-a.txt"), |p| p.join("Outcomes-a.txt"));
+            bench::analyses::run(
+                &set,
+                &outcomes,
+                &hospitals,
+                repetitions,
+                csv.as_deref(),
+                svg.as_deref(),
+            )
+        }
         BenchCommand::Query {
             patients,
             repetitions,

@@ -431,7 +431,8 @@ impl Cluster {
         )
     }
 
-    fn query_with(
+    /// Runs `witmed query run --json` with the given key and credential and `extra` arguments.
+    pub fn query_with(
         &self,
         key: &Path,
         credential: &Path,

@@ -19,6 +19,7 @@ use witmed_node::import::{self, physionet};
 use witmed_node::node::{self, Node};
 use witmed_node::{consent_ops, engine, unix_now};
 
+pub mod analyses;
 pub mod encrypted;
 pub mod ingest;
 
