@@ -84,6 +84,36 @@ pub async fn ask_aggregator(
     (key, study_id): (&ClientKey, &str),
     timeout: Duration,
 ) -> Result<(EncryptedTotal, Combined), AskError> {
+    let total = fetch_total(researcher, request, targets, study_id, timeout).await?;
+    let members = directory_keys(targets);
+    let combined = reveal(
+        &request.query,
+        &researcher.public(),
+        &total,
+        key,
+        study_id,
+        &members,
+    )?;
+    Ok((total, combined))
+}
+
+/// The directory's members as (name, signing key), as [`open`] and [`reveal`] check against.
+pub fn directory_keys(targets: &[client::Target]) -> Vec<(String, PublicKey)> {
+    targets
+        .iter()
+        .map(|t| (t.name.clone(), t.signing_key))
+        .collect()
+}
+
+/// Sends `request` to the aggregator it names and returns its encrypted
+/// total, unchecked: [`open`] or [`reveal`] checks it before use.
+pub async fn fetch_total(
+    researcher: &KeyPair,
+    request: &QueryRequest,
+    targets: &[client::Target],
+    study_id: &str,
+    timeout: Duration,
+) -> Result<EncryptedTotal, AskError> {
     let query = &request.query;
     let named = query.privacy.study.as_deref().unwrap_or_default();
     if named != study_id {
@@ -104,23 +134,17 @@ pub async fn ask_aggregator(
         timeout,
     )
     .await?;
-    let total = match results.into_iter().next().map(|r| r.status) {
-        Some(client::Status::Aggregated(total)) => total,
+    match results.into_iter().next().map(|r| r.status) {
+        Some(client::Status::Aggregated(total)) => Ok(total),
         other => {
             let other = other.unwrap_or(client::Status::TimedOut);
-            return Err(AskError::Aggregator {
+            Err(AskError::Aggregator {
                 name: name.to_string(),
                 label: other.label(),
                 reason: other.reason().unwrap_or_default(),
-            });
+            })
         }
-    };
-    let members: Vec<(String, PublicKey)> = targets
-        .iter()
-        .map(|t| (t.name.clone(), t.signing_key))
-        .collect();
-    let combined = reveal(query, &researcher.public(), &total, key, study_id, &members)?;
-    Ok((total, combined))
+    }
 }
 
 /// Checks `total` against the query, the researcher and the directory's
@@ -133,6 +157,55 @@ pub fn reveal(
     study_id: &str,
     members: &[(String, PublicKey)],
 ) -> Result<Combined, Error> {
+    let opened = open(query, researcher, total, client, study_id, members)?;
+    let half = gaussian_sum_halfwidth(opened.share_scale, opened.shares, ALPHA);
+    let interval = |v: f64| (v - half, v + half);
+    let as_f64: Vec<f64> = opened.totals.iter().map(|v| *v as f64).collect();
+    let histogram = matches!(query.aggregate, Aggregate::Histogram { .. });
+    // Total: the shape was checked against the query, but a decoded total
+    // without a first value is refused rather than indexed.
+    let first = match as_f64.first() {
+        Some(v) => *v,
+        None => return inconsistent("decrypts to no value"),
+    };
+    Ok(Combined {
+        value: (!histogram).then_some(first),
+        ci95: (!histogram).then(|| interval(first)),
+        ci95s: if histogram {
+            as_f64.iter().map(|v| interval(*v)).collect()
+        } else {
+            vec![]
+        },
+        values: if histogram { as_f64 } else { vec![] },
+        epsilon_spent_max: opened.epsilon_spent_max,
+        nodes: opened.shares,
+        suppressed_nodes: vec![],
+    })
+}
+
+/// A verified, decrypted total: the integer sums of every share and what the receipts say about their noise.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Opened {
+    /// One integer total per value of the query (limbs recombined).
+    pub totals: Vec<i64>,
+    /// The discrete Gaussian scale of every share (one scale, checked).
+    pub share_scale: f64,
+    /// How many shares were added (at least `min_hospitals`).
+    pub shares: usize,
+    /// The largest privacy loss charged at one member.
+    pub epsilon_spent_max: f64,
+}
+
+/// Checks `total` against the query, the researcher and the directory's
+/// `members`, adds the shares, decrypts the sum and recombines its limbs.
+pub fn open(
+    query: &Query,
+    researcher: &PublicKey,
+    total: &EncryptedTotal,
+    client: &ClientKey,
+    study_id: &str,
+    members: &[(String, PublicKey)],
+) -> Result<Opened, Error> {
     if total.version != SECAGG_VERSION {
         return inconsistent(format!(
             "has version {}; this witmed reads version {SECAGG_VERSION}",
@@ -187,31 +260,13 @@ pub fn reveal(
         return inconsistent("holds no share");
     };
     let slots = client.decrypt(&sum, total.shares.len())?;
-    let decrypted = limbs::decode(&slots, witmed_node::encrypted::shares::layout(query).limbs)
+    let totals = limbs::decode(&slots, witmed_node::encrypted::shares::layout(query).limbs)
         .map_or_else(|| inconsistent("does not recombine from its limbs"), Ok)?;
-    let half = gaussian_sum_halfwidth(scale, total.shares.len(), ALPHA);
-    let interval = |v: f64| (v - half, v + half);
-    let as_f64: Vec<f64> = decrypted.iter().map(|v| *v as f64).collect();
-    let epsilon_spent_max = receipts.iter().map(|r| r.epsilon_spent).fold(0.0, f64::max);
-    let histogram = matches!(query.aggregate, Aggregate::Histogram { .. });
-    // Total: the shape was checked against the query, but a decoded total
-    // without a first value is refused rather than indexed.
-    let first = match as_f64.first() {
-        Some(v) => *v,
-        None => return inconsistent("decrypts to no value"),
-    };
-    Ok(Combined {
-        value: (!histogram).then_some(first),
-        ci95: (!histogram).then(|| interval(first)),
-        ci95s: if histogram {
-            as_f64.iter().map(|v| interval(*v)).collect()
-        } else {
-            vec![]
-        },
-        values: if histogram { as_f64 } else { vec![] },
-        epsilon_spent_max,
-        nodes: total.shares.len(),
-        suppressed_nodes: vec![],
+    Ok(Opened {
+        totals,
+        share_scale: scale,
+        shares: total.shares.len(),
+        epsilon_spent_max: receipts.iter().map(|r| r.epsilon_spent).fold(0.0, f64::max),
     })
 }
 
