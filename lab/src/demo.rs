@@ -281,7 +281,10 @@ fn exact_of(query: &Query, values: &[f64]) -> Option<f64> {
                 .filter(|v| witmed_node::dp::bin_of(**v, edges) == 0)
                 .count() as f64,
         ),
-        Aggregate::Quantiles { .. } => None,
+        Aggregate::Quantiles { .. }
+        | Aggregate::Survival(_)
+        | Aggregate::Table(_)
+        | Aggregate::Regression(_) => None,
     }
 }
 

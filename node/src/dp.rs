@@ -11,6 +11,7 @@
 //! | sum, mean  | composition of [clamp, sum, Laplace] and [count, discrete Laplace]    |
 //! | histogram  | `make_count_by_categories` over bin indices, discrete Laplace per bin |
 //! | quantiles  | a histogram over equal bins of the bounds, post-processed              |
+//! | survival, table, regression | [`VectorPlan`]: discrete Laplace on the summed integer vector (`make_laplace` on `i64` vectors, L1) |
 //!
 //! Each patient contributes exactly one row (the engine reduces patients to
 //! one value before calling here), so symmetric distance 1 is one patient.
@@ -122,6 +123,12 @@ impl Plan {
                     bounds.ok_or_else(|| Error::Unsupported("quantiles need bounds".into()))?;
                 let edges = uniform_edges(lower, upper, *bins as usize);
                 bins_plan(eps, edges, Some(probabilities.clone()))?
+            }
+            Aggregate::Survival(_) | Aggregate::Table(_) | Aggregate::Regression(_) => {
+                return Err(Error::Unsupported(format!(
+                    "a {} query is released through dp::VectorPlan",
+                    query.aggregate.kind()
+                )))
             }
         };
         let epsilon = kind.privacy_loss()?;
@@ -401,6 +408,136 @@ fn release_bins(
         epsilon_spent: 0.0,
         suppressed: false,
     })
+}
+
+type VectorMeas =
+    Measurement<VectorDomain<AtomDomain<i64>>, L1Distance<i64>, MaxDivergence, Vec<i64>>;
+
+/// Fixed-point steps per unit of the regressions' real vectors: each entry
+/// (at most 1 in size) becomes an integer of at most 4096, rounded to nearest.
+pub const REGRESSION_RESOLUTION: u32 = witmed_protocol::analysis::MAX_RESOLUTION;
+
+/// The measurement of an analysis query: OpenDP's discrete Laplace on the
+/// hospital's summed integer vector, calibrated to the L1 bound of one
+/// patient's vector.
+///
+/// The engine adds the patients' vectors itself (exactly, in checked `i64`);
+/// the measurement's input metric is the L1 distance between such sums, and
+/// one patient moves the sum by at most `l1` (one-hot counts: 1; regressions:
+/// every entry's bound times the resolution, which rounding to nearest
+/// never exceeds), so the loss charged is OpenDP's privacy map at `d_in = l1`.
+pub struct VectorPlan {
+    meas: VectorMeas,
+    /// Steps per unit (1 for counts); released values are divided by it.
+    resolution: u32,
+    l1: i64,
+    scale: f64,
+    epsilon: f64,
+    len: usize,
+}
+
+impl std::fmt::Debug for VectorPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "VectorPlan(len = {}, l1 = {}, epsilon = {})",
+            self.len, self.l1, self.epsilon
+        )
+    }
+}
+
+impl VectorPlan {
+    /// The plan of `analysis` at `epsilon`, its loss read from OpenDP's privacy map.
+    pub fn new(
+        analysis: &witmed_protocol::analysis::query::Analysis<'_>,
+        epsilon: f64,
+    ) -> Result<VectorPlan, Error> {
+        let resolution = if analysis.is_integer() {
+            1
+        } else {
+            REGRESSION_RESOLUTION
+        };
+        let l1_real = analysis.sensitivity().l1 * f64::from(resolution);
+        if !(1.0..1e12).contains(&l1_real) {
+            return Err(Error::Unsupported(format!(
+                "sensitivity {l1_real} is not usable"
+            )));
+        }
+        let l1 = l1_real.ceil() as i64;
+        let scale = l1 as f64 / epsilon;
+        let meas = make_laplace(
+            VectorDomain::new(AtomDomain::<i64>::default()),
+            L1Distance::<i64>::default(),
+            scale,
+            None,
+        )?;
+        let epsilon = meas.map(&l1)?;
+        Ok(VectorPlan {
+            meas,
+            resolution,
+            l1,
+            scale,
+            epsilon,
+            len: analysis.len(),
+        })
+    }
+
+    /// The privacy loss this measurement spends, from OpenDP's privacy map at `d_in = l1`.
+    pub fn epsilon(&self) -> f64 {
+        self.epsilon
+    }
+
+    /// Steps per unit of the integer sums (1 for counts).
+    pub fn resolution(&self) -> u32 {
+        self.resolution
+    }
+
+    /// Runs the measurement on the summed vector. `noisy_cohort` reads the
+    /// noisy number of patients from the released values, which the node's
+    /// minimum is compared with ([`crate::analysis::noisy_cohort`]).
+    pub fn release(
+        &self,
+        sum: &[i64],
+        min_cohort: u64,
+        noisy_cohort: impl Fn(&[f64]) -> f64,
+    ) -> Result<Released, Error> {
+        if sum.len() != self.len {
+            return Err(Error::Unsupported(format!(
+                "summed vector has {} entries, the analysis needs {}",
+                sum.len(),
+                self.len
+            )));
+        }
+        let noisy = self.meas.invoke(&sum.to_vec())?;
+        let r = f64::from(self.resolution);
+        let values: Vec<f64> = noisy.iter().map(|v| *v as f64 / r).collect();
+        let accuracy = count_accuracy(self.scale, ALPHA)? / r;
+        let components = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                component(
+                    &witmed_protocol::analysis::outcome::component_name(i),
+                    *v,
+                    self.scale / r,
+                    Mechanism::DiscreteLaplace,
+                    accuracy,
+                )
+            })
+            .collect();
+        if min_cohort > 0 && noisy_cohort(&values) < min_cohort as f64 {
+            return Ok(Released::suppressed(self.epsilon));
+        }
+        Ok(Released {
+            value: None,
+            values: vec![],
+            ci95: None,
+            ci95s: vec![],
+            components,
+            epsilon_spent: self.epsilon,
+            suppressed: false,
+        })
+    }
 }
 
 fn component(

@@ -23,6 +23,7 @@ use witmed_crypto::secagg::{self, Ephemeral};
 use witmed_crypto::{Envelope, PublicKey};
 use witmed_policies::credential::{self, VerifiedCredential};
 use witmed_policies::evaluate::{self, Refusal, Request, Use};
+use witmed_protocol::analysis::query::Analysis;
 use witmed_protocol::answer::{Answer, ANSWER_VERSION};
 use witmed_protocol::encrypted::{
     Contribution, Ready, Receipt, RosterEntry, SealedShare, ENCRYPTED_VERSION, SECAGG_VERSION,
@@ -82,6 +83,9 @@ pub enum Error {
     NotInRoster(String),
     #[error("cannot mask the share: {0}")]
     Secagg(#[from] secagg::Error),
+    /// The analysis cannot be computed as asked (nothing was charged when it is refused before release).
+    #[error("analysis refused: {0}")]
+    Analysis(witmed_protocol::analysis::Error),
 }
 
 impl Error {
@@ -105,6 +109,7 @@ impl Error {
             Error::NotInRoster(_) => "not_in_roster",
             Error::Secagg(secagg::Error::Random) => "random_failed",
             Error::Secagg(_) => "bad_roster",
+            Error::Analysis(e) => e.error_code(),
         }
     }
 }
@@ -195,12 +200,12 @@ pub fn answer(
     {
         return replay(stored, query, Answer::from_bytes);
     }
-    let plan = Plan::new(query)?;
+    let plan = Release::new(query)?;
     // DP mode's measurements are pure: no delta.
     let loss = Loss::new(plan.epsilon(), 0.0);
     let left = budget_left(node, &account, researcher, query, loss, now)?;
-    let selected = select_rows(node, query, &use_, loss, now)?;
-    let released = plan.release(&selected.rows.values, policy.min_cohort)?;
+    let mut selected = select_rows(node, query, &use_, loss, now)?;
+    let released = plan.release(&mut selected, policy.min_cohort)?;
     let answer = Answer {
         version: ANSWER_VERSION,
         query_id: query.id.clone(),
@@ -236,6 +241,59 @@ pub fn answer(
     )?;
     tracing::info!(researcher = %researcher.short(), query = %query.id, epsilon = plan.epsilon(), suppressed = answer.released.suppressed, "query answered");
     Ok(answer)
+}
+
+/// The DP measurement of a query: one value per patient, or an analysis's vector per patient.
+enum Release<'q> {
+    Values(Plan),
+    Vector(dp::VectorPlan, Analysis<'q>),
+}
+
+impl<'q> Release<'q> {
+    /// Built (and its loss known) before any data is read; a bad analysis is refused here, uncharged.
+    fn new(query: &'q Query) -> Result<Release<'q>, Error> {
+        match query.aggregate.analysis() {
+            Some(analysis) => {
+                analysis.validate().map_err(Error::Analysis)?;
+                let plan = dp::VectorPlan::new(&analysis, query.privacy.epsilon)?;
+                Ok(Release::Vector(plan, analysis))
+            }
+            None => Ok(Release::Values(Plan::new(query)?)),
+        }
+    }
+
+    fn epsilon(&self) -> f64 {
+        match self {
+            Release::Values(plan) => plan.epsilon(),
+            Release::Vector(plan, _) => plan.epsilon(),
+        }
+    }
+
+    /// Runs the measurement; for an analysis, `selected` keeps only the
+    /// patients whose vectors were added (those charged).
+    fn release(
+        &self,
+        selected: &mut Selected,
+        min_cohort: u64,
+    ) -> Result<witmed_protocol::answer::Released, Error> {
+        match self {
+            Release::Values(plan) => Ok(plan.release(&selected.rows.values, min_cohort)?),
+            Release::Vector(plan, analysis) => {
+                let vectors = crate::analysis::add_up(
+                    &selected.index,
+                    analysis,
+                    &selected.rows.patients,
+                    plan.resolution(),
+                )
+                .map_err(Error::Analysis)?;
+                selected.rows.patients = vectors.patients;
+                selected.rows.values.clear();
+                Ok(plan.release(&vectors.sum, min_cohort, |values| {
+                    crate::analysis::noisy_cohort(analysis, values)
+                })?)
+            }
+        }
+    }
 }
 
 /// Encrypted mode, round 1 ("prepare"): this node's noisy share of `query`,

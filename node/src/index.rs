@@ -301,6 +301,25 @@ impl Index {
         self.attributes.get(name).map_or(f64::NAN, |c| c[i])
     }
 
+    /// Patient `i`'s recorded sex.
+    pub fn sex(&self, i: usize) -> Sex {
+        self.sex.get(i).copied().unwrap_or(Sex::Unknown)
+    }
+
+    /// Whether patient `i` has at least one of `codes`.
+    pub fn has_any_condition(&self, i: usize, codes: &[String]) -> bool {
+        codes.iter().any(|code| {
+            self.conditions
+                .get(code)
+                .is_some_and(|ps| ps.binary_search(&(i as u32)).is_ok())
+        })
+    }
+
+    /// Patient `i`'s reduced value of an observation feature, if any.
+    pub fn observation_value(&self, i: usize, feature: &ObservationFeature) -> Option<f64> {
+        reduce_series(self.series(&feature.code), i, feature)
+    }
+
     /// Patient `i`'s one value of `feature`, or None if the patient has none.
     pub fn feature_value(&self, i: usize, feature: &Feature) -> Option<f64> {
         match feature {

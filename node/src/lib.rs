@@ -21,6 +21,7 @@
 pub mod account_book;
 pub mod accounts;
 pub mod admin;
+pub mod analysis;
 pub mod audit;
 pub mod consent_ops;
 pub mod consents;

@@ -275,6 +275,11 @@ fn total(node: &KeyPair) -> EncryptedTotal {
 fn policy(node: PublicKey) -> NodePolicy {
     let mut policy = NodePolicy::default_for(node, vec![key(Role::Authority, 4).public()]);
     policy.issued_at = T;
+    // The kinds of the fixture's time; later kinds (the analyses) are names, not layout.
+    policy.query_kinds = ["count", "sum", "mean", "histogram", "quantiles"]
+        .iter()
+        .map(|k| k.to_string())
+        .collect();
     policy
 }
 
@@ -284,6 +289,26 @@ fn sent_types_match_their_golden_bytes() {
     let researcher = key(Role::Researcher, 2);
     let node = key(Role::Hospital, 1);
     golden("query", &query());
+    golden(
+        "query.v2.survival",
+        &Query::from_toml(&witmed_protocol::examples::survival_by_icu_type(
+            "golden-km",
+            1.0,
+        ))
+        .unwrap(),
+    );
+    golden(
+        "query.v2.regression",
+        &Query::from_toml(&witmed_protocol::examples::death_on_age_sex_icu(
+            "golden-lr",
+            1.0,
+        ))
+        .unwrap(),
+    );
+    golden(
+        "query.v2.table",
+        &Query::from_toml(&witmed_protocol::examples::sex_by_death("golden-t", 1.0)).unwrap(),
+    );
     golden("answer", &answer());
     let request = QueryRequest {
         version: 1,

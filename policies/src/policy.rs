@@ -25,7 +25,16 @@ pub const POLICY_VERSION: u32 = 2;
 /// Envelope domain of node policies.
 pub const POLICY_DOMAIN: &str = "witmed/node-policy/v1";
 /// Query kinds a policy may allow (the names of `witmed_protocol::query::Aggregate::kind`).
-pub const QUERY_KINDS: [&str; 5] = ["count", "sum", "mean", "histogram", "quantiles"];
+pub const QUERY_KINDS: [&str; 8] = [
+    "count",
+    "sum",
+    "mean",
+    "histogram",
+    "quantiles",
+    "survival",
+    "table",
+    "regression",
+];
 /// Length of the default budget window: 30 days.
 pub const DEFAULT_WINDOW_SECONDS: i64 = 30 * 24 * 60 * 60;
 /// Delta of the default budget window: 100 encrypted-mode queries at their

@@ -47,6 +47,71 @@ epsilon = {epsilon:?}
     )
 }
 
+/// Kaplan-Meier curves of in-hospital survival by ICU type over the length
+/// of stay (censored at discharge), with the log-rank test, in DP mode.
+pub fn survival_by_icu_type(id: &str, epsilon: f64) -> String {
+    format!(
+        r#"version = 2
+id = "{id}"
+purpose = "HMB"
+
+[aggregate.survival]
+time = "length_of_stay_days"
+event = "in_hospital_death"
+bin_edges = [0.0, 2.0, 4.0, 7.0, 10.0, 14.0, 21.0, 30.0, 60.0]
+group = {{ name = "icu_type" }}
+
+[privacy]
+mode = "dp"
+epsilon = {epsilon:?}
+"#
+    )
+}
+
+/// The 2x2 table of sex by in-hospital death, with the chi-square test and the odds ratio.
+pub fn sex_by_death(id: &str, epsilon: f64) -> String {
+    format!(
+        r#"version = 2
+id = "{id}"
+purpose = "HMB"
+
+[aggregate.table]
+variables = [{{ name = "sex" }}, {{ name = "in_hospital_death" }}]
+
+[privacy]
+mode = "dp"
+epsilon = {epsilon:?}
+"#
+    )
+}
+
+/// Logistic regression of in-hospital death on age, sex and ICU type
+/// (indicators against coronary care), three Newton rounds at epsilon / 3 each.
+pub fn death_on_age_sex_icu(id: &str, epsilon: f64) -> String {
+    format!(
+        r#"version = 2
+id = "{id}"
+purpose = "HMB"
+
+[aggregate.regression]
+model = "logistic"
+outcome = {{ name = "in_hospital_death" }}
+covariates = [
+  {{ name = "age", bounds = {{ lower = 15.0, upper = 90.0 }} }},
+  {{ name = "sex" }},
+  {{ name = "icu_type=2" }},
+  {{ name = "icu_type=3" }},
+  {{ name = "icu_type=4" }},
+]
+rounds = 3
+
+[privacy]
+mode = "dp"
+epsilon = {epsilon:?}
+"#
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,6 +127,25 @@ mod tests {
             let q = Query::from_toml(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
             assert_eq!((q.id.as_str(), q.aggregate), ("a", aggregate));
             assert!(text.contains("epsilon = 0.5"), "{text}");
+        }
+    }
+
+    #[test]
+    fn every_analysis_example_parses_and_round_trips() {
+        for (text, kind) in [
+            (survival_by_icu_type("a", 0.5), "survival"),
+            (sex_by_death("a", 0.5), "table"),
+            (death_on_age_sex_icu("a", 0.5), "regression"),
+        ] {
+            let q = Query::from_toml(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!((q.aggregate.kind(), q.version), (kind, 2));
+            assert_eq!(Query::from_wire(&q.to_wire()).unwrap(), q);
+            assert_eq!(
+                Query::from_toml(&q.to_toml()).unwrap(),
+                q,
+                "{}",
+                q.to_toml()
+            );
         }
     }
 }

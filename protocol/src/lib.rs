@@ -13,6 +13,7 @@ pub mod encrypted;
 pub mod examples;
 pub mod interval;
 pub mod limbs;
+pub mod observation;
 pub mod patient_request;
 pub mod query;
 pub mod status;

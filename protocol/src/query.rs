@@ -34,12 +34,21 @@ use serde::{Deserialize, Serialize};
 
 use witmed_crypto::versioned;
 
+pub use crate::observation::{ObservationFeature, Reduce, Window};
+
+use crate::analysis::query::{Analysis, RegressionQuery, SurvivalQuery, TableQuery};
 use crate::vocab::{
     category_of_attribute, category_of_code, known_attribute_names, Category, Mode, Sex,
 };
 
-/// Query format version written today.
-pub const QUERY_VERSION: u32 = 1;
+/// Query format version written today: 2 added the analysis aggregates
+/// (`survival`, `table`, `regression`). Version 1's layout is version 2's
+/// without those three variants, appended last, so a version-1 query reads
+/// with today's layout unchanged (same bytes, same digest) and
+/// [`Query::validate`] refuses the new variants under version 1.
+pub const QUERY_VERSION: u32 = 2;
+/// The version of queries without an analysis, which nodes of every release read.
+pub const QUERY_VERSION_1: u32 = 1;
 /// Longest accepted query id.
 pub const MAX_ID_LEN: usize = 128;
 /// Most histogram bins a query may ask for.
@@ -121,41 +130,11 @@ pub enum Feature {
     Attribute(AttributeFeature),
 }
 
-/// Observations of `code` within `window`, reduced to one value.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ObservationFeature {
-    pub code: String,
-    pub reduce: Reduce,
-    /// Hours since the patient's index time (ICU admission); whole stay if absent.
-    #[serde(default)]
-    pub window: Option<Window>,
-}
-
 /// A named attribute as the feature.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AttributeFeature {
     pub name: String,
-}
-
-/// A half-open time window `[from_hours, to_hours)` relative to the index time.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Window {
-    pub from_hours: f64,
-    pub to_hours: f64,
-}
-
-/// How a patient's observations in the window become one value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Reduce {
-    Latest,
-    Mean,
-    Min,
-    Max,
-    Count,
 }
 
 /// How per-patient values are aggregated.
@@ -172,6 +151,12 @@ pub enum Aggregate {
     Histogram { edges: Vec<f64> },
     /// Quantiles estimated from a noisy histogram of `bins` equal bins over the bounds.
     Quantiles { probabilities: Vec<f64>, bins: u32 },
+    /// Kaplan-Meier curves and the log-rank test (version 2).
+    Survival(Box<SurvivalQuery>),
+    /// A contingency table, chi-square test and odds ratio (version 2).
+    Table(Box<TableQuery>),
+    /// Linear or logistic regression (version 2).
+    Regression(Box<RegressionQuery>),
 }
 
 impl Aggregate {
@@ -183,6 +168,19 @@ impl Aggregate {
             Aggregate::Mean => "mean",
             Aggregate::Histogram { .. } => "histogram",
             Aggregate::Quantiles { .. } => "quantiles",
+            Aggregate::Survival(_) => "survival",
+            Aggregate::Table(_) => "table",
+            Aggregate::Regression(_) => "regression",
+        }
+    }
+
+    /// The analysis this aggregate asks for, if it is one of the three.
+    pub fn analysis(&self) -> Option<Analysis<'_>> {
+        match self {
+            Aggregate::Survival(q) => Some(Analysis::Survival(q)),
+            Aggregate::Table(q) => Some(Analysis::Table(q)),
+            Aggregate::Regression(q) => Some(Analysis::Regression(q)),
+            _ => None,
         }
     }
 }
@@ -242,13 +240,29 @@ pub enum Error {
     Wire(String),
     #[error("query is {len} bytes, over the limit of {max}")]
     TooLarge { len: usize, max: usize },
-    #[error("query has version {0}; this witmed reads version {QUERY_VERSION}")]
+    #[error(
+        "query has version {0}; this witmed reads versions {QUERY_VERSION_1} and {QUERY_VERSION}"
+    )]
     UnsupportedVersion(u32),
     #[error("query is invalid: {0}")]
     Invalid(String),
+    /// An analysis the numerics refuse; `code` is [`crate::analysis::Error::error_code`].
+    #[error("query is invalid ({code}): {message}")]
+    Analysis { code: &'static str, message: String },
 }
 
-witmed_crypto::single_version!(Query, "query", QUERY_VERSION);
+impl versioned::Evolving for Query {
+    const WHAT: &'static str = "query";
+    const CURRENT: u32 = QUERY_VERSION;
+    fn from_version(version: u32, layout: versioned::Layout<'_>) -> Result<Self, versioned::Error> {
+        match version {
+            // Version 1 is version 2's layout without the analysis variants;
+            // validation refuses them under version 1.
+            QUERY_VERSION | QUERY_VERSION_1 => layout.read::<Self>(),
+            found => Err(versioned::unknown::<Self>(found)),
+        }
+    }
+}
 
 impl Query {
     /// Parses and validates the TOML form.
@@ -320,13 +334,16 @@ impl Query {
             Some(Feature::Attribute(a)) => out.extend(category_of_attribute(&a.name)),
             None => {}
         }
+        if let Some(analysis) = self.aggregate.analysis() {
+            out.extend(analysis.categories());
+        }
         out
     }
 
     /// Checks everything that can be checked without data.
     pub fn validate(&self) -> Result<(), Error> {
         let invalid = |msg: String| Err(Error::Invalid(msg));
-        if self.version != QUERY_VERSION {
+        if self.version != QUERY_VERSION && self.version != QUERY_VERSION_1 {
             return Err(Error::UnsupportedVersion(self.version));
         }
         if self.id.is_empty() || self.id.len() > MAX_ID_LEN {
@@ -338,7 +355,30 @@ impl Query {
         self.validate_privacy()?;
         self.validate_cohort()?;
         self.validate_feature()?;
-        self.validate_aggregate()
+        match self.aggregate.analysis() {
+            Some(analysis) => self.validate_analysis(&analysis),
+            None => self.validate_aggregate(),
+        }
+    }
+
+    /// An analysis reads its own variables: no `[feature]` or `[bounds]`,
+    /// and version 2.
+    fn validate_analysis(&self, analysis: &Analysis<'_>) -> Result<(), Error> {
+        let kind = self.aggregate.kind();
+        if self.version < QUERY_VERSION {
+            return Err(Error::Invalid(format!(
+                "a {kind} query needs version = {QUERY_VERSION}"
+            )));
+        }
+        if self.feature.is_some() || self.bounds.is_some() {
+            return Err(Error::Invalid(format!(
+                "a {kind} query names its variables in [aggregate.{kind}]; remove [feature] and [bounds]"
+            )));
+        }
+        analysis.validate().map_err(|e| Error::Analysis {
+            code: e.error_code(),
+            message: e.to_string(),
+        })
     }
 
     fn validate_privacy(&self) -> Result<(), Error> {
@@ -653,6 +693,75 @@ min_hospitals = 3
         let mean = hr_over_65().replace("mode = \"dp\"", "mode = \"encrypted\"");
         let err = Query::from_toml(&mean).unwrap_err().to_string();
         assert!(err.contains("only count, sum and histogram"), "{err}");
+    }
+
+    /// Version 1 queries read exactly as before; the analyses need version 2.
+    #[test]
+    fn version_1_queries_keep_their_bytes_and_analyses_need_version_2() {
+        let old = Query::from_toml(&hr_over_65()).unwrap();
+        assert_eq!(old.version, QUERY_VERSION_1);
+        assert_eq!(
+            Query::from_wire(&old.to_wire()).unwrap().to_wire(),
+            old.to_wire()
+        );
+        let survival = crate::examples::survival_by_icu_type("km", 1.0);
+        let as_v1 = survival.replace("version = 2", "version = 1");
+        let err = Query::from_toml(&as_v1).unwrap_err().to_string();
+        assert!(err.contains("needs version = 2"), "{err}");
+        let v3 = survival.replace("version = 2", "version = 3");
+        assert_eq!(
+            Query::from_toml(&v3).unwrap_err(),
+            Error::UnsupportedVersion(3)
+        );
+    }
+
+    /// Bad analyses are refused before anything is charged, each with the numerics' stable code.
+    #[test]
+    fn bad_analyses_are_refused_with_a_stable_code() {
+        let survival = crate::examples::survival_by_icu_type("km", 1.0);
+        let table = crate::examples::sex_by_death("t", 1.0);
+        let logistic = crate::examples::death_on_age_sex_icu("r", 1.0);
+        let many_bins: Vec<String> = (0..70).map(|i| format!("{i}.0")).collect();
+        let cases = [
+            (survival.replace("\"icu_type\"", "\"bmi\""), "unknown_variable"),
+            (survival.replace("event = \"in_hospital_death\"", "event = \"age\""), "unknown_variable"),
+            (survival.replace("0.0, 2.0, 4.0", "4.0, 2.0, 0.0"), "bad_bins"),
+            (survival.replace("0.0, 2.0, 4.0", &many_bins.join(", ")), "too_large"),
+            (table.replace("{ name = \"sex\" }, ", ""), "too_small"),
+            (
+                table.replace(
+                    "{ name = \"sex\" }",
+                    "{ name = \"age\", edges = [0.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0] }, { name = \"icu_type\" }",
+                ),
+                "too_large",
+            ),
+            (logistic.replace(", bounds = { lower = 15.0, upper = 90.0 }", ""), "missing_bounds"),
+            (logistic.replace("lower = 15.0", "lower = 95.0"), "bad_bounds"),
+            (logistic.replace("rounds = 3", "rounds = 9"), "too_large"),
+            (logistic.replace("\"icu_type=4\"", "\"icu_type=3\""), "unknown_variable"),
+            (
+                logistic.replace(
+                    "{ name = \"sex\" },",
+                    "{ name = \"sex\" }, { name = \"sofa\", bounds = { lower = 0.0, upper = 24.0 } }, { name = \"saps1\", bounds = { lower = 0.0, upper = 60.0 } }, { name = \"weight_kg\", bounds = { lower = 30.0, upper = 200.0 } }, { name = \"height_cm\", bounds = { lower = 120.0, upper = 220.0 } },",
+                ),
+                "too_large",
+            ),
+        ];
+        for (text, code) in cases {
+            match Query::from_toml(&text) {
+                Err(Error::Analysis {
+                    code: found,
+                    message,
+                }) => {
+                    assert_eq!(found, code, "{message}\n{text}")
+                }
+                other => panic!("expected {code}, got {other:?}\n{text}"),
+            }
+        }
+        let with_feature =
+            table.replace("[privacy]", "[bounds]\nlower = 0.0\nupper = 1.0\n[privacy]");
+        let err = Query::from_toml(&with_feature).unwrap_err().to_string();
+        assert!(err.contains("remove [feature] and [bounds]"), "{err}");
     }
 
     #[test]

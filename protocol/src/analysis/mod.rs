@@ -41,6 +41,8 @@ pub mod encoding;
 pub mod exact;
 mod linalg;
 pub mod noise;
+pub mod outcome;
+pub mod query;
 pub mod regression;
 pub mod stats;
 pub mod survival;
