@@ -46,6 +46,7 @@ pub mod audit;
 pub mod consent;
 pub mod consortium;
 pub mod credential;
+mod encrypted_analysis;
 pub mod import;
 pub mod keygen;
 pub mod node;

@@ -104,7 +104,7 @@ fn federated(args: RunQueryArgs) -> Result<()> {
     let request = client::request_for(query.clone(), &credential, unix_now())
         .map_err(|e| Failure::new(Code::RandomFailed, e))?;
     if query.privacy.mode == Mode::Encrypted {
-        return encrypted(&args, &researcher, &request, &targets);
+        return encrypted(&args, &researcher, (&credential, &request), &targets);
     }
     let results = runtime::start()?
         .block_on(client::ask(&researcher, &request, &targets, args.timeout))
@@ -116,7 +116,7 @@ fn federated(args: RunQueryArgs) -> Result<()> {
 fn encrypted(
     args: &RunQueryArgs,
     researcher: &KeyPair,
-    request: &QueryRequest,
+    (credential, request): (&Envelope, &QueryRequest),
     targets: &[client::Target],
 ) -> Result<()> {
     let query = &request.query;
@@ -129,6 +129,16 @@ fn encrypted(
     })?;
     let (info, client_key) =
         study::load_client(study_dir).map_err(|e| Failure::from_layer(e.code(), e))?;
+    if query.aggregate.analysis().is_some() {
+        return crate::encrypted_analysis::run(
+            researcher,
+            (query, credential),
+            targets,
+            (&client_key, &info.id),
+            args.timeout,
+            args.json,
+        );
+    }
     let (total, combined) = runtime::start()?
         .block_on(reveal::ask_aggregator(
             researcher,

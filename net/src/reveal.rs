@@ -16,7 +16,10 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use witmed_crypto::fhe::{self, Ciphertext, ClientKey};
-use witmed_crypto::{KeyPair, PublicKey};
+use witmed_crypto::{Envelope, KeyPair, PublicKey};
+use witmed_protocol::analysis::encoding::Encoding;
+use witmed_protocol::analysis::outcome::{self, Outcome, Summed};
+use witmed_protocol::analysis::query::{Model, Round};
 use witmed_protocol::combine::Combined;
 use witmed_protocol::encrypted::{
     roster_hash, verify_roster, EncryptedTotal, Included, Receipt, RosterEntry, SECAGG_VERSION,
@@ -59,6 +62,12 @@ pub enum AskError {
     },
     #[error(transparent)]
     Total(#[from] Error),
+    /// A round's query could not be signed with a fresh nonce.
+    #[error("cannot sign the query: {0}")]
+    Random(String),
+    /// The decrypted sums do not give a result (too noisy, singular), or a round's query is invalid.
+    #[error("analysis failed: {0}")]
+    Analysis(witmed_protocol::analysis::Error),
 }
 
 impl AskError {
@@ -70,6 +79,8 @@ impl AskError {
             AskError::Network(_) => "network_failed",
             AskError::Aggregator { .. } => "aggregation_failed",
             AskError::Total(_) => "bad_total",
+            AskError::Random(_) => "random_failed",
+            AskError::Analysis(e) => e.error_code(),
         }
     }
 }
@@ -181,6 +192,163 @@ pub fn reveal(
         nodes: opened.shares,
         suppressed_nodes: vec![],
     })
+}
+
+/// An analysis's result in encrypted mode, and the total behind each of its queries.
+#[derive(Debug, Clone)]
+pub struct AnalysisRun {
+    pub outcome: Outcome,
+    /// One total per query asked: one, or one per logistic Newton round.
+    pub totals: Vec<EncryptedTotal>,
+    /// The last query's summed vectors.
+    pub summed: Summed,
+}
+
+/// Runs an analysis query in encrypted mode: one encrypted total, or for a
+/// logistic regression one per Newton round ([`round_query`]: each round a
+/// query of its own, at epsilon / rounds, so the rounds together spend the
+/// query's epsilon), then the researcher's analysis of the decrypted sums.
+/// `seed` drives the simulated p-values.
+pub async fn run_analysis(
+    researcher: &KeyPair,
+    (query, credential): (&Query, &Envelope),
+    targets: &[client::Target],
+    study: (&ClientKey, &str),
+    timeout: Duration,
+    seed: u64,
+) -> Result<AnalysisRun, AskError> {
+    let analysis_error = AskError::Analysis;
+    let rounds = match &query.aggregate {
+        Aggregate::Regression(r) if r.model == Model::Logistic && r.round.is_none() => r.rounds(),
+        _ => 0,
+    };
+    if rounds == 0 {
+        let (total, summed) = ask_analysis(
+            researcher,
+            &request(query, credential)?,
+            targets,
+            study,
+            timeout,
+        )
+        .await?;
+        let analysis = query.aggregate.analysis().ok_or_else(|| {
+            AskError::Total(Error::Inconsistent(format!(
+                "is for a {}, not an analysis",
+                query.aggregate.kind()
+            )))
+        })?;
+        let outcome = outcome::analyse(&analysis, &summed, seed).map_err(analysis_error)?;
+        return Ok(AnalysisRun {
+            outcome,
+            totals: vec![total],
+            summed,
+        });
+    }
+    let mut at = None;
+    let mut totals = Vec::new();
+    let mut last = None;
+    for number in 1..=rounds {
+        let round = round_query(query, number, at.take()).map_err(analysis_error)?;
+        let (total, summed) = ask_analysis(
+            researcher,
+            &request(&round, credential)?,
+            targets,
+            study,
+            timeout,
+        )
+        .await?;
+        let analysis = round.aggregate.analysis().expect("a round is a regression");
+        let step = outcome::logistic_step(&analysis, &summed).map_err(analysis_error)?;
+        at = Some(step.next_scaled);
+        totals.push(total);
+        last = Some((step.fit, summed));
+    }
+    let (fit, summed) = last.expect("at least one round");
+    Ok(AnalysisRun {
+        outcome: Outcome::Regression(fit),
+        totals,
+        summed,
+    })
+}
+
+fn request(query: &Query, credential: &Envelope) -> Result<QueryRequest, AskError> {
+    client::request_for(query.clone(), credential, witmed_node::unix_now())
+        .map_err(AskError::Random)
+}
+
+/// Logistic round `number` of `query`: id `<id>/round-<number>`, epsilon /
+/// rounds, computed at `at` (the previous round's coefficients; zero for the first).
+pub fn round_query(
+    query: &Query,
+    number: u32,
+    at: Option<Vec<f64>>,
+) -> Result<Query, witmed_protocol::analysis::Error> {
+    let mut round = query.clone();
+    round.id = format!("{}/round-{number}", query.id);
+    if let Aggregate::Regression(r) = &mut round.aggregate {
+        round.privacy.epsilon = query.privacy.epsilon / f64::from(r.rounds().max(1));
+        let start = vec![0.0; r.covariates.len() + 1];
+        r.round = Some(Round {
+            number,
+            at: at.unwrap_or(start),
+        });
+    }
+    round
+        .validate()
+        .map_err(|e| witmed_protocol::analysis::Error::BadCoefficients(e.to_string()))?;
+    Ok(round)
+}
+
+/// An analysis query (survival, table, regression) in encrypted mode: ask
+/// the aggregator, check and decrypt its total, and give the researcher's
+/// analysis its sums and the noise each carries
+/// ([`witmed_protocol::analysis::encoding`]).
+pub async fn ask_analysis(
+    researcher: &KeyPair,
+    request: &QueryRequest,
+    targets: &[client::Target],
+    (key, study_id): (&ClientKey, &str),
+    timeout: Duration,
+) -> Result<(EncryptedTotal, Summed), AskError> {
+    let total = fetch_total(researcher, request, targets, study_id, timeout).await?;
+    let members = directory_keys(targets);
+    let summed = reveal_summed(
+        &request.query,
+        &researcher.public(),
+        &total,
+        key,
+        study_id,
+        &members,
+    )?;
+    Ok((total, summed))
+}
+
+/// [`open`], then the decrypted integer totals as an analysis's real sums
+/// with their noise: the sum of the shares' discrete Gaussians, divided by
+/// the encoding's resolution.
+pub fn reveal_summed(
+    query: &Query,
+    researcher: &PublicKey,
+    total: &EncryptedTotal,
+    client: &ClientKey,
+    study_id: &str,
+    members: &[(String, PublicKey)],
+) -> Result<Summed, Error> {
+    let Some(analysis) = query.aggregate.analysis() else {
+        return inconsistent(format!(
+            "is for a {}, not an analysis",
+            query.aggregate.kind()
+        ));
+    };
+    let opened = open(query, researcher, total, client, study_id, members)?;
+    Encoding::of(&analysis)
+        .summed(
+            &opened.totals,
+            opened.share_scale,
+            opened.shares,
+            opened.epsilon_spent_max,
+        )
+        .map_err(|e| Error::Inconsistent(format!("does not give the analysis its sums: {e}")))
 }
 
 /// A verified, decrypted total: the integer sums of every share and what the receipts say about their noise.

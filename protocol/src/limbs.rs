@@ -126,12 +126,18 @@ impl Layout {
                 }
                 (1, largest as i64)
             }
-            other => {
-                return Err(format!(
-                    "a {} does not add up under encryption; use dp mode",
-                    other.kind()
-                ))
-            }
+            other => match other.analysis() {
+                Some(analysis) => {
+                    let e = crate::analysis::encoding::Encoding::of(&analysis);
+                    return Layout::of_vector(e.len, e.largest);
+                }
+                None => {
+                    return Err(format!(
+                        "a {} does not add up under encryption; use dp mode",
+                        other.kind()
+                    ))
+                }
+            },
         };
         Layout::fit(values, largest_value, query.aggregate.kind())
     }

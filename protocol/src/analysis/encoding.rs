@@ -21,6 +21,8 @@
 //! noise and the sampling error of any analysis worth running, and not
 //! counted in the intervals.
 
+use super::outcome::Summed;
+use super::query::Analysis;
 use super::{to_fixed_point, Error, Noise, NoiseKind, Sensitivity, MAX_RESOLUTION};
 
 /// Steps per unit of encrypted mode's fixed point: the finest allowed, so
@@ -41,6 +43,15 @@ pub struct Encoding {
 }
 
 impl Encoding {
+    /// How `analysis` travels: counts for survival and tables, fixed point for regressions.
+    pub fn of(analysis: &Analysis<'_>) -> Encoding {
+        if analysis.is_integer() {
+            Encoding::counts(analysis.len(), analysis.sensitivity())
+        } else {
+            Encoding::fixed_point(analysis.len(), analysis.sensitivity())
+        }
+    }
+
     /// One-hot count vectors (survival, table) of `len` components, sent as they are.
     pub fn counts(len: usize, sensitivity: Sensitivity) -> Encoding {
         Encoding {
@@ -116,6 +127,29 @@ impl Encoding {
         let noises = vec![noise; self.len];
         super::noise::check(&noises, self.len)?;
         Ok((sums, noises))
+    }
+}
+
+impl Encoding {
+    /// What the researcher's analysis takes from a decrypted total of
+    /// `shares` shares: the real sums, each with the sum of `shares`
+    /// discrete Gaussians of `share_scale` (integer units) as its noise.
+    pub fn summed(
+        &self,
+        totals: &[i64],
+        share_scale: f64,
+        shares: usize,
+        epsilon_spent_max: f64,
+    ) -> Result<Summed, Error> {
+        let contributors = u32::try_from(shares).unwrap_or(u32::MAX);
+        let (sums, noises) = self.decode(totals, share_scale, contributors)?;
+        Ok(Summed {
+            sums,
+            noises,
+            nodes: shares,
+            suppressed_nodes: vec![],
+            epsilon_spent_max,
+        })
     }
 }
 

@@ -18,7 +18,10 @@ use opendp::domains::{AtomDomain, VectorDomain};
 use opendp::measurements::make_gaussian;
 use opendp::metrics::{L2Distance, SymmetricDistance};
 use witmed_protocol::analysis::encoding::Encoding;
+use witmed_protocol::analysis::query::Analysis;
 use witmed_protocol::limbs::{self, Layout};
+
+use crate::index::Index;
 
 use super::{check_noise_fits, share_scale, Sensitivity, Zcdp};
 use crate::dp::Error;
@@ -110,6 +113,32 @@ impl VectorPlan {
             self.layout.limbs,
         ))
     }
+}
+
+/// The integer vectors of the `candidates` (index positions: eligible, in
+/// the cohort, under their cap) and the patients they belong to. A patient
+/// with a value missing, or whose vector is zero, is left out and not
+/// charged, as in DP mode ([`crate::analysis::add_up`]).
+pub fn rows_of(
+    index: &Index,
+    analysis: &Analysis<'_>,
+    candidates: &[usize],
+    encoding: &Encoding,
+) -> Result<(Vec<usize>, Vec<Vec<i64>>), witmed_protocol::analysis::Error> {
+    let mut patients = Vec::new();
+    let mut rows = Vec::new();
+    for &i in candidates {
+        let Some(vector) = crate::analysis::vector(index, analysis, i)? else {
+            continue;
+        };
+        let row = encoding.encode(&vector)?;
+        if row.iter().all(|v| *v == 0) {
+            continue;
+        }
+        patients.push(i);
+        rows.push(row);
+    }
+    Ok((patients, rows))
 }
 
 /// Whether one patient's integer vector is within the encoding's bound.
