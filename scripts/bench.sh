@@ -18,3 +18,5 @@ run bench-federation.txt bench federation --hospitals "${HOSPITALS:-1,3,10}" --p
     --repetitions 50 --csv docs/bench-federation.csv --svg docs/bench-federation.svg
 run bench-encrypted.txt bench encrypted --hospitals 3,10 --patients 1000 --repetitions 20 \
     --csv docs/bench-encrypted.csv
+run bench-encrypted-analysis.txt bench encrypted-analysis --hospitals 3,10 --patients 1000 --repetitions 5 \
+    --csv docs/bench-encrypted-analysis.csv

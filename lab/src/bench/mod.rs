@@ -20,6 +20,7 @@ use witmed_node::node::{self, Node};
 use witmed_node::{consent_ops, engine, unix_now};
 
 pub mod encrypted;
+pub mod encrypted_analysis;
 
 type Result<T> = std::result::Result<T, String>;
 
