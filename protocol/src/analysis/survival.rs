@@ -23,7 +23,8 @@
 //! contribution by the delta method (the gradient of log S with respect to
 //! every raw component, times that component's noise variance), on the
 //! log(-log) scale of Kalbfleisch & Prentice (1980), which keeps the band in
-//! [0, 1]. The delta method rather than simulation because the noise is
+//! [0, 1]; with noise, joined with the plain log band (clamped to 1), which
+//! alone reaches S = 1 while the estimate is below it only by noise. The delta method rather than simulation because the noise is
 //! additive, independent across components and small next to the counts an
 //! analysis should be run on, so the linearisation is accurate, exact for
 //! zero noise, and cheap and deterministic.
@@ -270,9 +271,14 @@ impl Block {
         let mut previous_upper: f64 = 1.0;
         for k in 0..self.bins {
             greenwood += log_gradients.greenwood_term(k);
-            let variance = greenwood + self.noise_variance_of_log_survival(&log_gradients, k);
+            let from_noise = self.noise_variance_of_log_survival(&log_gradients, k);
             let s = survival.get(k).copied().unwrap_or(0.0);
-            let interval = log_log_band(s, variance, z, previous_upper);
+            let interval = log_log_band(s, greenwood + from_noise, z, previous_upper);
+            let interval = if from_noise > 0.0 {
+                with_log_band(interval, s, greenwood + from_noise, z)
+            } else {
+                interval
+            };
             previous_upper = interval.1;
             band.push(interval);
         }
@@ -374,6 +380,19 @@ fn log_log_band(s: f64, log_variance: f64, z: f64, previous_upper: f64) -> Inter
     let spread = z * sigma / s.ln().abs();
     let lower = s.powf(spread.exp());
     let upper = s.powf((-spread).exp());
+    (lower.clamp(0.0, 1.0), upper.clamp(0.0, 1.0))
+}
+
+/// The hull of `band` with the plain log band S e^(±z sigma), for noisy
+/// curves: the log(-log) band never reaches 1 once any event is estimated,
+/// and noise makes events appear where there were none (a curve truly still at 1).
+fn with_log_band(band: Interval, s: f64, log_variance: f64, z: f64) -> Interval {
+    if s <= 0.0 {
+        return band;
+    }
+    let sigma = log_variance.max(0.0).sqrt();
+    let lower = band.0.min(s * (-z * sigma).exp());
+    let upper = band.1.max(s * (z * sigma).exp());
     (lower.clamp(0.0, 1.0), upper.clamp(0.0, 1.0))
 }
 
