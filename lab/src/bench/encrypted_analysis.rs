@@ -21,8 +21,11 @@ use witmed_simnet::cohort;
 
 use super::{err, machine, ms, pct, tempdir, Result};
 
+/// An example query's DP-mode text, from its id and epsilon.
+type Example = fn(&str, f64) -> String;
+
 /// The analyses measured: name and the DP-mode text of the query.
-fn analyses() -> Vec<(&'static str, fn(&str, f64) -> String)> {
+fn analyses() -> Vec<(&'static str, Example)> {
     vec![
         ("survival by ICU type", examples::survival_by_icu_type),
         ("table sex x death", examples::sex_by_death),
