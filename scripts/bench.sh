@@ -20,3 +20,5 @@ run bench-encrypted.txt bench encrypted --hospitals 3,10 --patients 1000 --repet
     --csv docs/bench-encrypted.csv
 run bench-analyses.txt bench analyses --hospitals 3,10 --repetitions 10 \
     --csv docs/bench-analyses.csv --svg docs/bench-analyses.svg
+run bench-encrypted-analysis.txt bench encrypted-analysis --hospitals 3,10 --patients 1000 --repetitions 5 \
+    --csv docs/bench-encrypted-analysis.csv

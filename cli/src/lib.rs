@@ -50,6 +50,7 @@ pub mod consent;
 pub mod consortium;
 pub mod credential;
 pub mod device;
+mod encrypted_analysis;
 pub mod import;
 pub mod keygen;
 pub mod node;

@@ -118,7 +118,7 @@ fn federated(args: RunQueryArgs) -> Result<()> {
     let request = client::request_for(query.clone(), &credential, unix_now())
         .map_err(|e| Failure::new(Code::RandomFailed, e))?;
     if query.privacy.mode == Mode::Encrypted {
-        return encrypted(&args, &researcher, &request, &targets);
+        return encrypted(&args, &researcher, (&credential, &request), &targets);
     }
     if query.aggregate.analysis().is_some() {
         let runtime = runtime::start()?;
@@ -156,7 +156,7 @@ fn federated(args: RunQueryArgs) -> Result<()> {
 fn encrypted(
     args: &RunQueryArgs,
     researcher: &KeyPair,
-    request: &QueryRequest,
+    (credential, request): (&Envelope, &QueryRequest),
     targets: &[client::Target],
 ) -> Result<()> {
     let query = &request.query;
@@ -169,6 +169,16 @@ fn encrypted(
     })?;
     let (info, client_key) =
         study::load_client(study_dir).map_err(|e| Failure::from_layer(e.code(), e))?;
+    if query.aggregate.analysis().is_some() {
+        return crate::encrypted_analysis::run(
+            researcher,
+            (query, credential),
+            targets,
+            (&client_key, &info.id),
+            args.timeout,
+            args.json,
+        );
+    }
     let (total, combined) = runtime::start()?
         .block_on(reveal::ask_aggregator(
             researcher,

@@ -51,8 +51,13 @@ pub mod params {
     pub const MAX_CONTRIBUTIONS: usize = 127;
     /// Largest absolute value of a total (27-bit signed messages).
     pub const MAX_ABS_TOTAL: i64 = (1 << 26) - 1;
-    /// Most values in one ciphertext (histogram bins).
-    pub const MAX_VALUES: usize = 64;
+    /// Most values in one ciphertext: the longest vector an analysis adds
+    /// (a survival analysis of 8 groups over 64 time bins, `8 * (2 * 64 + 1)`).
+    /// At most [`LWE_DIMENSION`], so every value of a ciphertext shares one
+    /// mask of the compact list: a value costs 8 bytes more on the wire and
+    /// the same noise bound as any other.
+    pub const MAX_VALUES: usize = 1032;
+    const _: () = assert!(MAX_VALUES <= LWE_DIMENSION);
     /// Worst-case noise of one fresh encryption: `2 * 2048 * 2^17 + 2^17`.
     pub const NOISE_PER_ENCRYPTION: u64 = (2 * LWE_DIMENSION as u64 + 1) << NOISE_BOUND_LOG2;
 }
@@ -490,6 +495,33 @@ mod tests {
             client.decrypt(&total, params::MAX_CONTRIBUTIONS + 1),
             Err(Error::TooManyContributions(_))
         ));
+    }
+
+    /// The longest vector: every value shares the list's one mask, keeps the
+    /// noise bound of one value at the most contributions, and costs 8 bytes.
+    #[test]
+    fn a_ciphertext_of_the_most_values_decodes_exactly_and_stays_small() {
+        let (client, public) = keys();
+        let n = params::MAX_VALUES;
+        let values: Vec<i64> = (0..n as i64)
+            .map(|i| if i % 2 == 0 { i } else { -i })
+            .collect();
+        let one = public.encrypt(&values).unwrap();
+        let mut total = one.clone();
+        for _ in 1..params::MAX_CONTRIBUTIONS {
+            total.add_assign(&one).unwrap();
+        }
+        let c = params::MAX_CONTRIBUTIONS as i64;
+        let expected: Vec<i64> = values.iter().map(|v| v * c).collect();
+        assert_eq!(
+            client.decrypt(&total, params::MAX_CONTRIBUTIONS).unwrap(),
+            expected
+        );
+        let bytes = one.to_bytes();
+        let bound = (params::LWE_DIMENSION + n) * 8 + 512;
+        assert!(bytes.len() <= bound, "{} bytes", bytes.len());
+        assert_eq!(Ciphertext::from_bytes(&bytes, n).unwrap(), one);
+        assert!(public.encrypt(&vec![0; n + 1]).is_err());
     }
 
     #[test]

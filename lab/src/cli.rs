@@ -123,6 +123,21 @@ pub enum BenchCommand {
         #[arg(long)]
         csv: Option<PathBuf>,
     },
+    /// Encrypted-mode latency of each analysis (survival, table, logistic) over real nodes.
+    EncryptedAnalysis {
+        /// Hospital counts to measure, comma separated.
+        #[arg(long, value_delimiter = ',', default_value = "3,10")]
+        hospitals: Vec<usize>,
+        /// Synthetic patients per hospital.
+        #[arg(long, default_value_t = 1000)]
+        patients: usize,
+        /// Runs timed per analysis and hospital count.
+        #[arg(long, default_value_t = 5)]
+        repetitions: usize,
+        /// Also write the figures as CSV.
+        #[arg(long)]
+        csv: Option<PathBuf>,
+    },
     /// DP error against epsilon on one node: mean absolute error and interval half-widths.
     DpError {
         /// Synthetic patients on the node.
@@ -486,6 +501,12 @@ fn bench(command: BenchCommand) -> Result<(), Failure> {
             repetitions,
             csv,
         } => bench::encrypted::run(&hospitals, patients, repetitions, csv.as_deref()),
+        BenchCommand::EncryptedAnalysis {
+            hospitals,
+            patients,
+            repetitions,
+            csv,
+        } => bench::encrypted_analysis::run(&hospitals, patients, repetitions, csv.as_deref()),
         BenchCommand::DpError {
             patients,
             repetitions,

@@ -16,7 +16,10 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use witmed_crypto::fhe::{self, Ciphertext, ClientKey};
-use witmed_crypto::{KeyPair, PublicKey};
+use witmed_crypto::{Envelope, KeyPair, PublicKey};
+use witmed_protocol::analysis::encoding::Encoding;
+use witmed_protocol::analysis::outcome::{self, Outcome, Summed};
+use witmed_protocol::analysis::query::{Model, Round};
 use witmed_protocol::combine::Combined;
 use witmed_protocol::encrypted::{
     roster_hash, verify_roster, EncryptedTotal, Included, Receipt, RosterEntry, SECAGG_VERSION,
@@ -59,6 +62,12 @@ pub enum AskError {
     },
     #[error(transparent)]
     Total(#[from] Error),
+    /// A round's query could not be signed with a fresh nonce.
+    #[error("cannot sign the query: {0}")]
+    Random(String),
+    /// The decrypted sums do not give a result (too noisy, singular), or a round's query is invalid.
+    #[error("analysis failed: {0}")]
+    Analysis(witmed_protocol::analysis::Error),
 }
 
 impl AskError {
@@ -70,6 +79,8 @@ impl AskError {
             AskError::Network(_) => "network_failed",
             AskError::Aggregator { .. } => "aggregation_failed",
             AskError::Total(_) => "bad_total",
+            AskError::Random(_) => "random_failed",
+            AskError::Analysis(e) => e.error_code(),
         }
     }
 }
@@ -84,6 +95,36 @@ pub async fn ask_aggregator(
     (key, study_id): (&ClientKey, &str),
     timeout: Duration,
 ) -> Result<(EncryptedTotal, Combined), AskError> {
+    let total = fetch_total(researcher, request, targets, study_id, timeout).await?;
+    let members = directory_keys(targets);
+    let combined = reveal(
+        &request.query,
+        &researcher.public(),
+        &total,
+        key,
+        study_id,
+        &members,
+    )?;
+    Ok((total, combined))
+}
+
+/// The directory's members as (name, signing key), as [`open`] and [`reveal`] check against.
+pub fn directory_keys(targets: &[client::Target]) -> Vec<(String, PublicKey)> {
+    targets
+        .iter()
+        .map(|t| (t.name.clone(), t.signing_key))
+        .collect()
+}
+
+/// Sends `request` to the aggregator it names and returns its encrypted
+/// total, unchecked: [`open`] or [`reveal`] checks it before use.
+pub async fn fetch_total(
+    researcher: &KeyPair,
+    request: &QueryRequest,
+    targets: &[client::Target],
+    study_id: &str,
+    timeout: Duration,
+) -> Result<EncryptedTotal, AskError> {
     let query = &request.query;
     let named = query.privacy.study.as_deref().unwrap_or_default();
     if named != study_id {
@@ -104,23 +145,17 @@ pub async fn ask_aggregator(
         timeout,
     )
     .await?;
-    let total = match results.into_iter().next().map(|r| r.status) {
-        Some(client::Status::Aggregated(total)) => total,
+    match results.into_iter().next().map(|r| r.status) {
+        Some(client::Status::Aggregated(total)) => Ok(total),
         other => {
             let other = other.unwrap_or(client::Status::TimedOut);
-            return Err(AskError::Aggregator {
+            Err(AskError::Aggregator {
                 name: name.to_string(),
                 label: other.label(),
                 reason: other.reason().unwrap_or_default(),
-            });
+            })
         }
-    };
-    let members: Vec<(String, PublicKey)> = targets
-        .iter()
-        .map(|t| (t.name.clone(), t.signing_key))
-        .collect();
-    let combined = reveal(query, &researcher.public(), &total, key, study_id, &members)?;
-    Ok((total, combined))
+    }
 }
 
 /// Checks `total` against the query, the researcher and the directory's
@@ -133,6 +168,212 @@ pub fn reveal(
     study_id: &str,
     members: &[(String, PublicKey)],
 ) -> Result<Combined, Error> {
+    let opened = open(query, researcher, total, client, study_id, members)?;
+    let half = gaussian_sum_halfwidth(opened.share_scale, opened.shares, ALPHA);
+    let interval = |v: f64| (v - half, v + half);
+    let as_f64: Vec<f64> = opened.totals.iter().map(|v| *v as f64).collect();
+    let histogram = matches!(query.aggregate, Aggregate::Histogram { .. });
+    // Total: the shape was checked against the query, but a decoded total
+    // without a first value is refused rather than indexed.
+    let first = match as_f64.first() {
+        Some(v) => *v,
+        None => return inconsistent("decrypts to no value"),
+    };
+    Ok(Combined {
+        value: (!histogram).then_some(first),
+        ci95: (!histogram).then(|| interval(first)),
+        ci95s: if histogram {
+            as_f64.iter().map(|v| interval(*v)).collect()
+        } else {
+            vec![]
+        },
+        values: if histogram { as_f64 } else { vec![] },
+        epsilon_spent_max: opened.epsilon_spent_max,
+        nodes: opened.shares,
+        suppressed_nodes: vec![],
+    })
+}
+
+/// An analysis's result in encrypted mode, and the total behind each of its queries.
+#[derive(Debug, Clone)]
+pub struct AnalysisRun {
+    pub outcome: Outcome,
+    /// One total per query asked: one, or one per logistic Newton round.
+    pub totals: Vec<EncryptedTotal>,
+    /// The last query's summed vectors.
+    pub summed: Summed,
+}
+
+/// Runs an analysis query in encrypted mode: one encrypted total, or for a
+/// logistic regression one per Newton round ([`round_query`]: each round a
+/// query of its own, at epsilon / rounds, so the rounds together spend the
+/// query's epsilon), then the researcher's analysis of the decrypted sums.
+/// `seed` drives the simulated p-values.
+pub async fn run_analysis(
+    researcher: &KeyPair,
+    (query, credential): (&Query, &Envelope),
+    targets: &[client::Target],
+    study: (&ClientKey, &str),
+    timeout: Duration,
+    seed: u64,
+) -> Result<AnalysisRun, AskError> {
+    let analysis_error = AskError::Analysis;
+    let rounds = match &query.aggregate {
+        Aggregate::Regression(r) if r.model == Model::Logistic && r.round.is_none() => r.rounds(),
+        _ => 0,
+    };
+    if rounds == 0 {
+        let (total, summed) = ask_analysis(
+            researcher,
+            &request(query, credential)?,
+            targets,
+            study,
+            timeout,
+        )
+        .await?;
+        let analysis = query.aggregate.analysis().ok_or_else(|| {
+            AskError::Total(Error::Inconsistent(format!(
+                "is for a {}, not an analysis",
+                query.aggregate.kind()
+            )))
+        })?;
+        let outcome = outcome::analyse(&analysis, &summed, seed).map_err(analysis_error)?;
+        return Ok(AnalysisRun {
+            outcome,
+            totals: vec![total],
+            summed,
+        });
+    }
+    let mut at = None;
+    let mut totals = Vec::new();
+    let mut last = None;
+    for number in 1..=rounds {
+        let round = round_query(query, number, at.take()).map_err(analysis_error)?;
+        let (total, summed) = ask_analysis(
+            researcher,
+            &request(&round, credential)?,
+            targets,
+            study,
+            timeout,
+        )
+        .await?;
+        let analysis = round.aggregate.analysis().expect("a round is a regression");
+        let step = outcome::logistic_step(&analysis, &summed).map_err(analysis_error)?;
+        at = Some(step.next_scaled);
+        totals.push(total);
+        last = Some((step.fit, summed));
+    }
+    let (fit, summed) = last.expect("at least one round");
+    Ok(AnalysisRun {
+        outcome: Outcome::Regression(fit),
+        totals,
+        summed,
+    })
+}
+
+fn request(query: &Query, credential: &Envelope) -> Result<QueryRequest, AskError> {
+    client::request_for(query.clone(), credential, witmed_node::unix_now())
+        .map_err(AskError::Random)
+}
+
+/// Logistic round `number` of `query`: id `<id>/round-<number>`, epsilon /
+/// rounds, computed at `at` (the previous round's coefficients; zero for the first).
+pub fn round_query(
+    query: &Query,
+    number: u32,
+    at: Option<Vec<f64>>,
+) -> Result<Query, witmed_protocol::analysis::Error> {
+    let mut round = query.clone();
+    round.id = format!("{}/round-{number}", query.id);
+    if let Aggregate::Regression(r) = &mut round.aggregate {
+        round.privacy.epsilon = query.privacy.epsilon / f64::from(r.rounds().max(1));
+        let start = vec![0.0; r.covariates.len() + 1];
+        r.round = Some(Round {
+            number,
+            at: at.unwrap_or(start),
+        });
+    }
+    round
+        .validate()
+        .map_err(|e| witmed_protocol::analysis::Error::BadCoefficients(e.to_string()))?;
+    Ok(round)
+}
+
+/// An analysis query (survival, table, regression) in encrypted mode: ask
+/// the aggregator, check and decrypt its total, and give the researcher's
+/// analysis its sums and the noise each carries
+/// ([`witmed_protocol::analysis::encoding`]).
+pub async fn ask_analysis(
+    researcher: &KeyPair,
+    request: &QueryRequest,
+    targets: &[client::Target],
+    (key, study_id): (&ClientKey, &str),
+    timeout: Duration,
+) -> Result<(EncryptedTotal, Summed), AskError> {
+    let total = fetch_total(researcher, request, targets, study_id, timeout).await?;
+    let members = directory_keys(targets);
+    let summed = reveal_summed(
+        &request.query,
+        &researcher.public(),
+        &total,
+        key,
+        study_id,
+        &members,
+    )?;
+    Ok((total, summed))
+}
+
+/// [`open`], then the decrypted integer totals as an analysis's real sums
+/// with their noise: the sum of the shares' discrete Gaussians, divided by
+/// the encoding's resolution.
+pub fn reveal_summed(
+    query: &Query,
+    researcher: &PublicKey,
+    total: &EncryptedTotal,
+    client: &ClientKey,
+    study_id: &str,
+    members: &[(String, PublicKey)],
+) -> Result<Summed, Error> {
+    let Some(analysis) = query.aggregate.analysis() else {
+        return inconsistent(format!(
+            "is for a {}, not an analysis",
+            query.aggregate.kind()
+        ));
+    };
+    let opened = open(query, researcher, total, client, study_id, members)?;
+    Encoding::of(&analysis)
+        .summed(
+            &opened.totals,
+            opened.share_scale,
+            opened.shares,
+            opened.epsilon_spent_max,
+        )
+        .map_err(|e| Error::Inconsistent(format!("does not give the analysis its sums: {e}")))
+}
+
+/// A verified, decrypted total: the integer sums of every share and what the receipts say about their noise.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Opened {
+    /// One integer total per value of the query (limbs recombined).
+    pub totals: Vec<i64>,
+    /// The discrete Gaussian scale of every share (one scale, checked).
+    pub share_scale: f64,
+    /// How many shares were added (at least `min_hospitals`).
+    pub shares: usize,
+    /// The largest privacy loss charged at one member.
+    pub epsilon_spent_max: f64,
+}
+
+/// Checks `total` against the query, the researcher and the directory's
+/// `members`, adds the shares, decrypts the sum and recombines its limbs.
+pub fn open(
+    query: &Query,
+    researcher: &PublicKey,
+    total: &EncryptedTotal,
+    client: &ClientKey,
+    study_id: &str,
+    members: &[(String, PublicKey)],
+) -> Result<Opened, Error> {
     if total.version != SECAGG_VERSION {
         return inconsistent(format!(
             "has version {}; this witmed reads version {SECAGG_VERSION}",
@@ -187,31 +428,13 @@ pub fn reveal(
         return inconsistent("holds no share");
     };
     let slots = client.decrypt(&sum, total.shares.len())?;
-    let decrypted = limbs::decode(&slots, witmed_node::encrypted::shares::layout(query).limbs)
+    let totals = limbs::decode(&slots, witmed_node::encrypted::shares::layout(query).limbs)
         .map_or_else(|| inconsistent("does not recombine from its limbs"), Ok)?;
-    let half = gaussian_sum_halfwidth(scale, total.shares.len(), ALPHA);
-    let interval = |v: f64| (v - half, v + half);
-    let as_f64: Vec<f64> = decrypted.iter().map(|v| *v as f64).collect();
-    let epsilon_spent_max = receipts.iter().map(|r| r.epsilon_spent).fold(0.0, f64::max);
-    let histogram = matches!(query.aggregate, Aggregate::Histogram { .. });
-    // Total: the shape was checked against the query, but a decoded total
-    // without a first value is refused rather than indexed.
-    let first = match as_f64.first() {
-        Some(v) => *v,
-        None => return inconsistent("decrypts to no value"),
-    };
-    Ok(Combined {
-        value: (!histogram).then_some(first),
-        ci95: (!histogram).then(|| interval(first)),
-        ci95s: if histogram {
-            as_f64.iter().map(|v| interval(*v)).collect()
-        } else {
-            vec![]
-        },
-        values: if histogram { as_f64 } else { vec![] },
-        epsilon_spent_max,
-        nodes: total.shares.len(),
-        suppressed_nodes: vec![],
+    Ok(Opened {
+        totals,
+        share_scale: scale,
+        shares: total.shares.len(),
+        epsilon_spent_max: receipts.iter().map(|r| r.epsilon_spent).fold(0.0, f64::max),
     })
 }
 

@@ -33,12 +33,14 @@ use witmed_protocol::query::Query;
 use crate::accounts;
 use crate::audit;
 use crate::dp::{self, Plan};
+use crate::encrypted::shares::vector::VectorPlan;
 use crate::encrypted::shares::SharePlan;
 use crate::encrypted::study;
 use crate::index::{Index, Rows};
 use crate::ledger::{self, Account, Loss, NewCharge, StoredAnswer};
 use crate::node::Node;
 use crate::store::{self, cf, RECORD_VERSION};
+use witmed_protocol::analysis::encoding::Encoding;
 
 /// Why a query was not answered. Each variant says what the researcher can do.
 #[derive(Debug, thiserror::Error)]
@@ -349,12 +351,12 @@ pub fn prepare(
             fhe::params::MAX_CONTRIBUTIONS
         ))));
     }
-    let plan = SharePlan::new(query)?;
+    let plan = Share::new(query)?;
     let loss = Loss::new(plan.epsilon, plan.delta);
     let left = budget_left(node, &account, researcher, query, loss, now)?;
-    let selected = select_rows(node, query, &use_, loss, now)?;
+    let mut selected = select_rows(node, query, &use_, loss, now)?;
     // Limb-encoded slots; the plan made sure every total of them decodes.
-    let share = plan.share(&selected.rows.values, crate::encrypted::noise_enabled())?;
+    let share = plan.share(&mut selected, crate::encrypted::noise_enabled())?;
     let ciphertext = study_key.encrypt(&share)?;
     let contribution = Contribution {
         version: ENCRYPTED_VERSION,
@@ -407,6 +409,69 @@ pub fn prepare(
     )?;
     tracing::info!(researcher = %researcher.short(), query = %query.id, epsilon = plan.epsilon, "encrypted share prepared");
     Ok(ready)
+}
+
+/// An encrypted-mode share's plan: [`SharePlan`] for one value per patient,
+/// [`VectorPlan`] for an analysis's vector per patient (issue 16), with the
+/// accounting both give.
+struct Share<'q> {
+    kind: ShareKind<'q>,
+    share_scale: f64,
+    epsilon: f64,
+    delta: f64,
+    local_rho: f64,
+}
+
+enum ShareKind<'q> {
+    Values(SharePlan),
+    Vector(VectorPlan, Analysis<'q>),
+}
+
+impl<'q> Share<'q> {
+    /// Built (and its loss known) before any data is read; a bad analysis is refused here, uncharged.
+    fn new(query: &'q Query) -> Result<Share<'q>, Error> {
+        let Some(analysis) = query.aggregate.analysis() else {
+            let plan = SharePlan::new(query)?;
+            return Ok(Share {
+                share_scale: plan.share_scale,
+                epsilon: plan.epsilon,
+                delta: plan.delta,
+                local_rho: plan.local_rho,
+                kind: ShareKind::Values(plan),
+            });
+        };
+        analysis.validate().map_err(Error::Analysis)?;
+        let contributors = query.privacy.min_hospitals.unwrap_or(1) as usize;
+        let budget = (query.privacy.epsilon, query.privacy.delta_or_default());
+        let plan = VectorPlan::new(Encoding::of(&analysis), budget, contributors)?;
+        Ok(Share {
+            share_scale: plan.share_scale,
+            epsilon: plan.epsilon,
+            delta: plan.delta,
+            local_rho: plan.local_rho,
+            kind: ShareKind::Vector(plan, analysis),
+        })
+    }
+
+    /// The slots to encrypt; for an analysis, `selected` keeps only the
+    /// patients whose vectors were added (those charged).
+    fn share(&self, selected: &mut Selected, noise: bool) -> Result<Vec<i64>, Error> {
+        match &self.kind {
+            ShareKind::Values(plan) => Ok(plan.share(&selected.rows.values, noise)?),
+            ShareKind::Vector(plan, analysis) => {
+                let (patients, rows) = crate::encrypted::shares::vector::rows_of(
+                    &selected.index,
+                    analysis,
+                    &selected.rows.patients,
+                    &plan.encoding,
+                )
+                .map_err(Error::Analysis)?;
+                selected.rows.patients = patients;
+                selected.rows.values.clear();
+                Ok(plan.share(&rows, noise)?)
+            }
+        }
+    }
 }
 
 /// Version of [`Prepared`].

@@ -427,4 +427,71 @@ mod tests {
         );
         check(&[], "1 to");
     }
+
+    /// An aggregator's answer of the most members, each sealing the longest
+    /// vector an analysis sends, still fits one response a client reads.
+    #[test]
+    fn the_largest_encrypted_total_fits_one_response() {
+        use crate::wire::{NodeResponse, Outcome, MAX_RESPONSE_BYTES, WIRE_VERSION};
+        use witmed_crypto::fhe::{params, ClientKey};
+        use witmed_crypto::Role;
+        let (_, public) = ClientKey::generate();
+        let ciphertext = public
+            .encrypt(&vec![-1; params::MAX_VALUES])
+            .unwrap()
+            .to_bytes();
+        let key = KeyPair::generate(Role::Node).unwrap();
+        let researcher = KeyPair::generate(Role::Researcher).unwrap().public();
+        let digest = [3; 32];
+        let members: Vec<String> = (0..MAX_ROSTER)
+            .map(|i| format!("hospital-{i:03}"))
+            .collect();
+        let receipt = |member: &str| Receipt {
+            version: SECAGG_VERSION,
+            query_digest: digest,
+            researcher,
+            member: member.into(),
+            study: [1; 32],
+            roster_hash: [2; 32],
+            ciphertext_hash: witmed_crypto::sha256(&ciphertext),
+            values: params::MAX_VALUES as u32,
+            share_scale: 1.5,
+            epsilon_spent: 1.0,
+            delta_spent: 1e-6,
+            budget_left: 9.0,
+        };
+        let total = EncryptedTotal {
+            version: SECAGG_VERSION,
+            study: [1; 32],
+            values: params::MAX_VALUES as u32,
+            roster: members
+                .iter()
+                .map(|m| ready(&key, m, digest, researcher))
+                .collect(),
+            shares: members
+                .iter()
+                .map(|m| SealedShare {
+                    member: m.clone(),
+                    ciphertext: ciphertext.clone(),
+                    receipt: receipt(m).sign(&key),
+                })
+                .collect(),
+            included: members
+                .iter()
+                .map(|m| Included::from_receipt(&receipt(m)))
+                .collect(),
+            left_out: vec![],
+        };
+        let response = NodeResponse {
+            version: WIRE_VERSION,
+            node: key.public(),
+            node_name: "hospital-000".into(),
+            query_id: "q".repeat(64),
+            query_digest: digest,
+            outcome: Outcome::Aggregated(total),
+        }
+        .sign(&key);
+        let bytes = response.to_bytes().len();
+        assert!(bytes <= MAX_RESPONSE_BYTES, "{bytes} bytes");
+    }
 }

@@ -126,20 +126,44 @@ impl Layout {
                 }
                 (1, largest as i64)
             }
-            other => {
-                return Err(format!(
-                    "a {} does not add up under encryption; use dp mode",
-                    other.kind()
-                ))
-            }
+            other => match other.analysis() {
+                Some(analysis) => {
+                    let e = crate::analysis::encoding::Encoding::of(&analysis);
+                    return Layout::of_vector(e.len, e.largest);
+                }
+                None => {
+                    return Err(format!(
+                        "a {} does not add up under encryption; use dp mode",
+                        other.kind()
+                    ))
+                }
+            },
         };
+        Layout::fit(values, largest_value, query.aggregate.kind())
+    }
+
+    /// The layout of a vector of `values` values, each of whose per-patient
+    /// entries is at most `largest` in size (encrypted mode's analyses:
+    /// [`crate::analysis::encoding`]), or why it cannot be encrypted.
+    pub fn of_vector(values: usize, largest: i64) -> Result<Layout, String> {
+        if values == 0 || largest <= 0 {
+            return Err(format!(
+                "a vector of {values} values with entries up to {largest} has nothing to add; \
+                 ask for at least one value of a positive bound"
+            ));
+        }
+        Layout::fit(values, largest, "vector")
+    }
+
+    /// The fewest limbs that carry `values` values whose per-patient entries
+    /// reach `largest_value`, over the most members and patients.
+    fn fit(values: usize, largest_value: i64, kind: &str) -> Result<Layout, String> {
         let too_wide = || {
             format!(
-                "a {} whose values reach {largest_value} could total more than the {} that \
+                "a {kind} whose values reach {largest_value} could total more than the {} that \
                  encrypted totals carry (up to {MAX_CONTRIBUTIONS} members of up to \
                  {MAX_PATIENTS_PER_MEMBER} patients each, with room left for the noise); \
                  narrow the bounds or use dp mode",
-                query.aggregate.kind(),
                 capacity(MAX_LIMBS) / 2
             )
         };
@@ -159,7 +183,7 @@ impl Layout {
         };
         if layout.slots() > MAX_VALUES {
             return Err(format!(
-                "{values} values of {limbs} limbs need {} ciphertext slots, over the {MAX_VALUES} one share holds; use fewer bins",
+                "{values} values of {limbs} limbs need {} ciphertext slots, over the {MAX_VALUES} one share holds; use fewer bins, groups, cells or covariates",
                 layout.slots()
             ));
         }
@@ -272,5 +296,21 @@ mod tests {
         let err = Layout::of(&sum_query(0.0, 1e15)).unwrap_err();
         assert!(err.contains("narrow the bounds"), "{err}");
         assert!(Layout::of(&sum_query(0.0, 1e300)).is_err());
+    }
+
+    #[test]
+    fn analysis_vectors_take_one_limb_per_count_and_two_per_fixed_point_entry() {
+        // The longest survival vector, one-hot counts: one slot each.
+        let counts = Layout::of_vector(MAX_VALUES, 1).unwrap();
+        assert_eq!((counts.limbs, counts.slots()), (1, MAX_VALUES));
+        // Regression entries at resolution 4096: two limbs.
+        let fixed = Layout::of_vector(55, 4096).unwrap();
+        assert_eq!((fixed.limbs, fixed.slots()), (2, 110));
+        assert!(fixed.noise_room() >= capacity(2) / 2);
+        let err = Layout::of_vector(MAX_VALUES, 4096).unwrap_err();
+        assert!(err.contains("ciphertext slots"), "{err}");
+        assert!(Layout::of_vector(0, 1).is_err());
+        assert!(Layout::of_vector(3, 0).is_err());
+        assert!(Layout::of_vector(3, i64::MAX).is_err());
     }
 }

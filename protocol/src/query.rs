@@ -405,9 +405,16 @@ impl Query {
         let invalid = |msg: &str| Err(Error::Invalid(format!("encrypted mode: {msg}")));
         if !matches!(
             self.aggregate,
-            Aggregate::Count | Aggregate::Sum | Aggregate::Histogram { .. }
+            Aggregate::Count
+                | Aggregate::Sum
+                | Aggregate::Histogram { .. }
+                | Aggregate::Survival(_)
+                | Aggregate::Table(_)
+                | Aggregate::Regression(_)
         ) {
-            return invalid("only count, sum and histogram add up under encryption");
+            return invalid(
+                "only count, sum, histogram, survival, table and regression add up under encryption",
+            );
         }
         let p = &self.privacy;
         if p.aggregator.as_deref().is_none_or(str::is_empty) {
@@ -692,7 +699,7 @@ min_hospitals = 3
             .contains("delta"));
         let mean = hr_over_65().replace("mode = \"dp\"", "mode = \"encrypted\"");
         let err = Query::from_toml(&mean).unwrap_err().to_string();
-        assert!(err.contains("only count, sum and histogram"), "{err}");
+        assert!(err.contains("only count, sum, histogram"), "{err}");
     }
 
     /// Version 1 queries read exactly as before; the analyses need version 2.

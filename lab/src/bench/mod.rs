@@ -21,6 +21,7 @@ use witmed_node::{consent_ops, engine, unix_now};
 
 pub mod analyses;
 pub mod encrypted;
+pub mod encrypted_analysis;
 pub mod ingest;
 
 type Result<T> = std::result::Result<T, String>;

@@ -489,13 +489,14 @@ fn search_scale(epsilon: f64, delta: f64, t: usize, s: Sensitivity) -> Result<(f
 
 #[cfg(test)]
 mod renyi;
+pub mod vector;
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use witmed_crypto::fhe::{self, ClientKey};
 
-    fn count_query(epsilon: f64, min_hospitals: u32) -> Query {
+    pub(super) fn count_query(epsilon: f64, min_hospitals: u32) -> Query {
         Query::from_toml(&format!(
             r#"
 version = 1

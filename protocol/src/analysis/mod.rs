@@ -37,6 +37,7 @@
 //! [`exact`] holds the non-private textbook computations the tests compare
 //! against.
 
+pub mod encoding;
 pub mod exact;
 mod linalg;
 pub mod noise;
@@ -63,6 +64,10 @@ pub const MAX_TABLE_VARIABLES: usize = 3;
 pub const MAX_COVARIATES: usize = 8;
 /// Most Newton rounds a logistic regression may take.
 pub const MAX_NEWTON_ROUNDS: u32 = 6;
+/// The longest vector of any analysis (survival at the most groups and
+/// bins) fits one encrypted share, one limb per count.
+const _: () =
+    assert!(MAX_GROUPS * (2 * MAX_TIME_BINS + 1) <= witmed_crypto::fhe::params::MAX_VALUES);
 /// Most hospitals whose noises one combined component may carry.
 pub const MAX_CONTRIBUTORS: u32 = 1024;
 /// Monte Carlo draws behind a noise-aware p-value: enough that a p-value
