@@ -11,6 +11,7 @@
 //!   set a privacy cap.
 //! * [`limits`]: request rates per address and per key, bounded.
 //! * [`error`]: one JSON error shape with stable codes.
+//! * [`page`]: the patient web page (`/patient/`), embedded, with strict headers.
 //! * [`openapi`]: the OpenAPI document the server serves and the repo keeps.
 //!
 //! Every request path is total: bodies are bounded, JSON is parsed strictly
@@ -22,10 +23,12 @@ pub mod error;
 pub mod health;
 pub mod limits;
 pub mod openapi;
+pub mod page;
 pub mod patient;
 pub mod routes;
 pub mod server;
 pub mod staff;
 
+pub use page::PAGE_ROUTES;
 pub use routes::{router, serve, ROUTES};
 pub use server::{Config, State};

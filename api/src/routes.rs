@@ -9,7 +9,7 @@ use axum::Router;
 
 use crate::error::ApiError;
 use crate::server::State;
-use crate::{health, openapi, patient, staff};
+use crate::{health, openapi, page, patient, staff};
 
 /// Every route the server serves, as `(method, path)`; the OpenAPI document lists exactly these.
 pub const ROUTES: [(&str, &str); 12] = [
@@ -27,8 +27,16 @@ pub const ROUTES: [(&str, &str); 12] = [
     ("POST", "/api/v1/patient/cap"),
 ];
 
-/// The API's router.
+/// The API's router, with the patient page (see [`page::PAGE_ROUTES`]).
 pub fn router(state: Arc<State>) -> Router {
+    api_router()
+        .merge(page::router())
+        .fallback(not_found)
+        .layer(axum::middleware::map_response(page::security_headers))
+        .with_state(state)
+}
+
+fn api_router() -> Router<Arc<State>> {
     Router::new()
         .route("/api/v1/health", get(health::health))
         .route("/api/v1/openapi.json", get(openapi::serve))
@@ -44,8 +52,6 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/api/v1/patient/audit", get(patient::audit))
         .route("/api/v1/patient/account", get(patient::account))
         .route("/api/v1/patient/cap", post(patient::cap))
-        .fallback(not_found)
-        .with_state(state)
 }
 
 /// Serves the API on `listener` until `shutdown` completes.
