@@ -73,6 +73,8 @@ pub struct Member {
     /// The multiaddr researchers dial (the proxy's, when proxied).
     pub address: String,
     misbehave: Option<String>,
+    /// Serve the HTTP API (and patient page) on this loopback address too.
+    http: Option<String>,
     proxy: Option<Proxy>,
     /// Holds the node's port until the node starts.
     reservation: Option<TcpListener>,
@@ -242,6 +244,9 @@ impl Cluster {
         if let Some(fault) = &m.misbehave {
             command.args(["--fault", fault]);
         }
+        if let Some(http) = &m.http {
+            command.args(["--http", http]);
+        }
         let mut child = command
             .env_remove("WITMED_DATA_DIR")
             .env_remove("WITMED_NODE_DIR")
@@ -252,6 +257,11 @@ impl Cluster {
         let stdout = child.stdout.take().expect("stdout is piped");
         m.process = Some(child);
         wait_listening(stdout, &m.name, &log_path)
+    }
+
+    /// Makes node `i` serve its HTTP API on `addr` (loopback) from its next start.
+    pub fn set_http(&mut self, i: usize, addr: Option<&str>) {
+        self.members[i].http = addr.map(str::to_string);
     }
 
     /// Sets how node `i` misbehaves from its next start (`None`: honest).
@@ -583,6 +593,7 @@ fn build_member(
         listen,
         address,
         misbehave: spec.misbehave.clone(),
+        http: None,
         proxy,
         reservation: Some(reservation),
         process: None,
