@@ -14,6 +14,7 @@
 //! * [`alerts`]: NEWS2 alerts (list, acknowledge, a live stream), a patient's vitals and hypercapnic flag.
 //! * [`limits`]: request rates per address and per key, bounded.
 //! * [`error`]: one JSON error shape with stable codes.
+//! * [`page`]: the patient web page (`/patient/`), embedded, with strict headers.
 //! * [`openapi`]: the OpenAPI document the server serves and the repo keeps.
 //! * [`transport`]: accepting connections: bounded, with deadlines, plain
 //!   HTTP on loopback or TLS ([`tls`]: certificate and key from PEM files).
@@ -30,6 +31,7 @@ pub mod error;
 pub mod health;
 pub mod limits;
 pub mod openapi;
+pub mod page;
 pub mod patient;
 pub mod routes;
 pub mod server;
@@ -37,5 +39,6 @@ pub mod staff;
 pub mod tls;
 pub mod transport;
 
+pub use page::PAGE_ROUTES;
 pub use routes::{router, serve, serve_tls, ROUTES};
 pub use server::{Config, State};

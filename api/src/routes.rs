@@ -9,7 +9,7 @@ use axum::Router;
 use crate::error::ApiError;
 use crate::server::State;
 use crate::transport::{self, Limits};
-use crate::{alerts, device, health, openapi, patient, staff};
+use crate::{alerts, device, health, openapi, page, patient, staff};
 
 /// Every route the server serves, as `(method, path)`; the OpenAPI document lists exactly these.
 pub const ROUTES: [(&str, &str); 23] = [
@@ -40,8 +40,16 @@ pub const ROUTES: [(&str, &str); 23] = [
     ("GET", "/api/v1/staff/ward/{patient}"),
 ];
 
-/// The API's router.
+/// The API's router, with the patient page (see [`page::PAGE_ROUTES`]).
 pub fn router(state: Arc<State>) -> Router {
+    api_router()
+        .merge(page::router())
+        .fallback(not_found)
+        .layer(axum::middleware::map_response(page::security_headers))
+        .with_state(state)
+}
+
+fn api_router() -> Router<Arc<State>> {
     Router::new()
         .route("/api/v1/health", get(health::health))
         .route("/api/v1/openapi.json", get(openapi::serve))
@@ -80,8 +88,6 @@ pub fn router(state: Arc<State>) -> Router {
         )
         // The clinician page: static files and its ward views.
         .merge(crate::clinician_page::router())
-        .fallback(not_found)
-        .with_state(state)
 }
 
 /// Serves the API in plain HTTP on `listener` (loopback) until `shutdown` completes.

@@ -75,6 +75,8 @@ pub struct Member {
     misbehave: Option<String>,
     /// More arguments of `node run` (e.g. `--http 127.0.0.1:PORT`).
     extra_args: Vec<String>,
+    /// Serve the HTTP API (and patient page) on this loopback address too.
+    http: Option<String>,
     proxy: Option<Proxy>,
     /// Holds the node's port until the node starts.
     reservation: Option<TcpListener>,
@@ -245,6 +247,9 @@ impl Cluster {
             command.args(["--fault", fault]);
         }
         command.args(&m.extra_args);
+        if let Some(http) = &m.http {
+            command.args(["--http", http]);
+        }
         let mut child = command
             .env_remove("WITMED_DATA_DIR")
             .env_remove("WITMED_NODE_DIR")
@@ -260,6 +265,11 @@ impl Cluster {
     /// Sets more arguments of node `i`'s `node run` from its next start (e.g. `--http ADDR`).
     pub fn set_node_args(&mut self, i: usize, args: Vec<String>) {
         self.members[i].extra_args = args;
+    }
+
+    /// Makes node `i` serve its HTTP API on `addr` (loopback) from its next start.
+    pub fn set_http(&mut self, i: usize, addr: Option<&str>) {
+        self.members[i].http = addr.map(str::to_string);
     }
 
     /// Sets how node `i` misbehaves from its next start (`None`: honest).
@@ -593,6 +603,7 @@ fn build_member(
         address,
         misbehave: spec.misbehave.clone(),
         extra_args: Vec::new(),
+        http: None,
         proxy,
         reservation: Some(reservation),
         process: None,
