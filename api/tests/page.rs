@@ -216,11 +216,14 @@ fn has_event_attribute(html: &str) -> bool {
     })
 }
 
+/// A page's folder, its routes and the path it is served under.
+type PageFiles<'a> = (&'a Path, &'a [(&'a str, &'a str)], &'a str);
+
 #[test]
 fn every_route_served_is_listed_and_every_file_of_the_page_has_a_route() {
     let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("web");
     // The patient page's files in api/web, the clinician page's in api/web/clinician.
-    let pages: [(&Path, &[(&str, &str)], &str); 2] = [
+    let pages: [PageFiles; 2] = [
         (&web, &PAGE_ROUTES, PAGE_PATH),
         (
             &web.join("clinician"),
