@@ -71,7 +71,7 @@ pub struct DemoArgs {
     /// Directory holding physionet2012/set-a (default: $WITMED_DATA_DIR, then ../shared/data); synthetic data if absent.
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Use a synthetic cohort even if the shared data is present.
+    /// Use a synthetic cohort for the federation even if the shared data is present (the bedside alert still replays a set-a stay when there is one).
     #[arg(long)]
     pub synthetic: bool,
     /// Synthetic patients in all.
@@ -417,19 +417,17 @@ fn device_simulate(args: DeviceSimulateArgs) -> Result<(), Failure> {
 }
 
 fn demo(args: DemoArgs) -> Result<(), Failure> {
-    let data = if args.synthetic {
-        None
-    } else {
-        args.data
-            .or_else(|| std::env::var_os("WITMED_DATA_DIR").map(PathBuf::from))
-            .or_else(|| Some(PathBuf::from("../shared/data")))
-    };
+    let shared = args
+        .data
+        .or_else(|| std::env::var_os("WITMED_DATA_DIR").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("../shared/data"));
     let config = crate::demo::Config {
         hospitals: args.hospitals.clamp(1, 100),
-        data,
+        data: (!args.synthetic).then(|| shared.clone()),
         synthetic_patients: args.patients,
         consent_rate: 0.8,
         timeout: std::time::Duration::from_secs(10),
+        set_a: Some(shared.join("physionet2012/set-a")),
     };
     crate::demo::run(&config)
         .map(|_| ())

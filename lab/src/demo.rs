@@ -18,7 +18,7 @@ use witmed_protocol::combine;
 use witmed_protocol::encrypted::EncryptedTotal;
 use witmed_protocol::query::Query;
 use witmed_protocol::vocab::Mode;
-use witmed_simnet::cluster::{self, Cluster, Options};
+use witmed_simnet::cluster::{self, Cluster, Options, Spec};
 use witmed_simnet::cohort;
 
 use witmed_net::client::{self, HospitalResult};
@@ -26,6 +26,9 @@ use witmed_net::reveal;
 use witmed_node::encrypted::study;
 use witmed_node::node::Node;
 use witmed_node::{engine, unix_now};
+use witmed_protocol::device_request as wire;
+
+use crate::device::{http, simulate, stays};
 
 /// How the demo runs.
 #[derive(Debug, Clone)]
@@ -39,6 +42,9 @@ pub struct Config {
     pub consent_rate: f64,
     /// Per-hospital timeout of each query.
     pub timeout: Duration,
+    /// PhysioNet 2012 set-a, for the bedside part (a deteriorating stay raising a NEWS2
+    /// alert); that part is skipped, saying so, when None or absent.
+    pub set_a: Option<PathBuf>,
 }
 
 /// One line of the results table.
@@ -216,6 +222,7 @@ pub fn run(config: &Config) -> Result<Vec<Row>, String> {
     for i in 0..cluster.members.len() {
         cluster.stop(i).map_err(|e| e.to_string())?;
     }
+    bedside(config.set_a.as_deref(), &root)?;
     outln!(
         "\nall nodes stopped; demo took {:.1} s",
         started.elapsed().as_secs_f64()
@@ -476,4 +483,178 @@ fn print_table(rows: &[Row]) {
             }
         );
     }
+}
+
+/// The bedside part: a hospital node serving its HTTP API on loopback, the deteriorating set-a
+/// stay (found by scoring, as `device simulate` does) replayed into it by a simulated monitor as
+/// signed readings, and the NEWS2 alert the node raised read back through the staff API.
+fn bedside(set_a: Option<&Path>, root: &Path) -> Result<(), String> {
+    let Some(set) = set_a.filter(|d| d.is_dir()) else {
+        outln!("\nbedside alert: skipped (no PhysioNet 2012 set-a; give --data or set WITMED_DATA_DIR)");
+        return Ok(());
+    };
+    let found = stays::find_deteriorating(set, 4000).map_err(|e| e.to_string())?;
+    let Some((stay, rise)) = found else {
+        outln!(
+            "\nbedside alert: skipped (no stay in {} deteriorates)",
+            set.display()
+        );
+        return Ok(());
+    };
+    outln!(
+        "\nbedside: PhysioNet stay {} scores NEWS2 {} at {:.1} h, then {} at {:.1} h; \
+         its simulated monitor replays it as signed readings into a hospital node over HTTP",
+        stay.record_id,
+        rise.first_score,
+        rise.first_at as f64 / 3600.0,
+        rise.high_score,
+        rise.high_at as f64 / 3600.0
+    );
+    let options = Options {
+        bin: std::env::current_exe().map_err(|e| e.to_string())?,
+        root: root.join("bedside"),
+        consent_rate: 1.0,
+        outcomes: None,
+        proxied: false,
+        node_env: vec![],
+    };
+    let spec = Spec {
+        name: "Hospital-1".into(),
+        records: vec![set.join(format!("{}.txt", stay.record_id))],
+        misbehave: None,
+    };
+    let mut ward = Cluster::build(&options, &[spec]).map_err(|e| e.to_string())?;
+    let addr = loopback_addr()?;
+    ward.set_node_args(0, vec!["--http".into(), addr.clone()]);
+    ward.start_all().map_err(|e| e.to_string())?;
+    let shown = replay_and_show(&ward.members[0].data_dir, &addr, stay);
+    ward.stop(0).map_err(|e| e.to_string())?;
+    shown
+}
+
+/// A free TCP address on loopback for the node's HTTP API.
+fn loopback_addr() -> Result<String, String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    Ok(addr.to_string())
+}
+
+/// Waits (at most 20 s) until the node's HTTP API answers its health check.
+fn wait_for_http(client: &mut http::Client) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match client.send("GET", "/api/v1/health", &[], b"") {
+            Ok(r) if r.status == 200 => return Ok(()),
+            _ if Instant::now() >= deadline => {
+                return Err("the node's HTTP API did not come up within 20 s".into())
+            }
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+fn replay_and_show(data_dir: &Path, addr: &str, stay: stays::Stay) -> Result<(), String> {
+    let token_file = witmed_api::auth::staff_token_path(data_dir);
+    let token = std::fs::read_to_string(&token_file)
+        .map_err(|e| format!("{}: {e}", token_file.display()))?
+        .trim()
+        .to_string();
+    let node = format!("http://{addr}");
+    let mut client = http::Client::new(&node).map_err(|e| e.to_string())?;
+    wait_for_http(&mut client)?;
+    let config = simulate::Config {
+        node: node.clone(),
+        staff_token: token.clone(),
+        rate: 20_000.0,
+        batch: 32,
+        connections: 1,
+        duration: None,
+    };
+    let record_id = stay.record_id.clone();
+    let (node_id, devices) = simulate::enrol(&config, vec![stay]).map_err(|e| e.to_string())?;
+    let summary = simulate::replay(&config, &node_id, devices, Default::default())
+        .map_err(|e| e.to_string())?;
+    outln!(
+        "monitor sent {} readings in {} signed batches ({:.1} s); the node stored {}",
+        summary.sent,
+        summary.requests,
+        summary.elapsed.as_secs_f64(),
+        summary.stored
+    );
+    let auth = format!("Bearer {token}");
+    let answer = client
+        .send(
+            "GET",
+            "/api/v1/staff/alerts",
+            &[("authorization", &auth)],
+            b"",
+        )
+        .map_err(|e| e.to_string())?;
+    if answer.status != 200 {
+        return Err(format!(
+            "GET /api/v1/staff/alerts: HTTP {}: {}",
+            answer.status,
+            answer.text()
+        ));
+    }
+    let alerts: Vec<wire::Alert> = serde_json::from_slice(&answer.body)
+        .map_err(|e| format!("GET /api/v1/staff/alerts: {e}"))?;
+    // The most urgent alert, the earliest of equals: the moment the patient went high.
+    let Some(alert) = alerts
+        .iter()
+        .min_by_key(|a| (std::cmp::Reverse(a.score), a.at))
+    else {
+        return Err(format!(
+            "the node raised no NEWS2 alert for stay {record_id}"
+        ));
+    };
+    print_alert(alert, &record_id, alerts.len());
+    outln!(
+        "a clinician would see this alert live, as it is raised, at http://{addr}/clinician/ \
+         (staff token in the node's admin/api.token)"
+    );
+    Ok(())
+}
+
+fn print_alert(alert: &wire::Alert, record_id: &str, count: usize) {
+    outln!("NEWS2 alert, read back from GET /api/v1/staff/alerts ({count} raised in all; the most urgent):");
+    outln!("  patient   {} (PhysioNet stay {record_id})", alert.patient);
+    outln!(
+        "  NEWS2     score {}, band {}",
+        alert.score,
+        band_name(alert.band)
+    );
+    outln!("  reading   {} (unix {})", utc_time(alert.at), alert.at);
+    for source in &alert.sources {
+        let name =
+            witmed_care::Vital::from_code(&source.code).map_or(source.code.as_str(), |v| v.name());
+        outln!(
+            "  {:<32} {:>7.1} {:<8} sub-score {}",
+            name,
+            source.value,
+            source.unit,
+            source.sub_score
+        );
+    }
+}
+
+fn band_name(band: wire::Band) -> &'static str {
+    match band {
+        wire::Band::Zero => "zero",
+        wire::Band::Low => "low",
+        wire::Band::LowMedium => "low-medium",
+        wire::Band::Medium => "medium",
+        wire::Band::High => "high",
+    }
+}
+
+/// `HH:MM:SS UTC` of a Unix time (the replay stamps readings with the wall clock).
+fn utc_time(unix: i64) -> String {
+    let second_of_day = unix.rem_euclid(86_400);
+    format!(
+        "{:02}:{:02}:{:02} UTC",
+        second_of_day / 3600,
+        second_of_day % 3600 / 60,
+        second_of_day % 60
+    )
 }

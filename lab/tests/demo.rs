@@ -1,4 +1,4 @@
-//! `witmed demo` end to end, on a small synthetic cohort: exits 0, prints the table, leaves nothing running.
+//! `witmed demo` end to end, on a small synthetic cohort: exits 0, prints the table, shows the NEWS2 alert of the deteriorating set-a stay, leaves nothing running.
 
 mod common;
 
@@ -14,6 +14,8 @@ fn the_demo_runs_a_small_federation_and_leaves_nothing_running() {
             "--synthetic",
             "--patients",
             "400",
+            "--data",
+            s(&data_dir()),
         ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -62,6 +64,7 @@ fn the_demo_runs_a_small_federation_and_leaves_nothing_running() {
         .collect();
     let (answer, exact) = (numbers[1], numbers[4]);
     assert!((answer - exact).abs() < 60.0, "{encrypted}");
+    the_demo_shows_the_deteriorating_stays_alert(&stdout);
     let root = std::env::temp_dir().join(format!("witmed-demo-{pid}"));
     assert!(!root.exists(), "demo left {root:?} behind");
     let running = std::process::Command::new("pgrep")
@@ -72,5 +75,55 @@ fn the_demo_runs_a_small_federation_and_leaves_nothing_running() {
         running.stdout.is_empty(),
         "nodes still running: {}",
         String::from_utf8_lossy(&running.stdout)
+    );
+}
+
+/// The bedside part: the alert printed is of the stay this test finds by scoring set-a with
+/// witmed-care (not a hard-coded one), read back from the staff API, in band medium or high.
+fn the_demo_shows_the_deteriorating_stays_alert(stdout: &str) {
+    let (stay, rise) = witmed_lab::device::stays::find_deteriorating(&set_a(), 4000)
+        .unwrap()
+        .expect("set-a has a deteriorating stay");
+    assert!(rise.high_score >= 7, "{rise:?}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.starts_with("NEWS2 alert, read back from GET /api/v1/staff/alerts"))
+        .unwrap_or_else(|| panic!("no alert read back in:\n{stdout}"));
+    let alert = &lines[start..];
+    assert!(
+        alert[1].contains(&format!("(PhysioNet stay {})", stay.record_id)),
+        "{}",
+        alert[1]
+    );
+    let pseudonym = alert[1].split_whitespace().nth(1).unwrap();
+    assert!(
+        pseudonym.len() >= 32 && pseudonym.chars().all(|c| c.is_ascii_hexdigit()),
+        "{}",
+        alert[1]
+    );
+    let band = alert[2].rsplit(' ').next().unwrap();
+    assert!(["medium", "high"].contains(&band), "{}", alert[2]);
+    let score: u8 = alert[2]
+        .split_once("score ")
+        .and_then(|(_, rest)| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no score in {}", alert[2]));
+    assert!(score >= 5, "{}", alert[2]);
+    assert!(alert[3].contains(" UTC (unix "), "{}", alert[3]);
+    // One line per scored parameter, whose sub-scores add up to the score.
+    let sub_scores: Vec<u8> = alert[4..]
+        .iter()
+        .take_while(|l| l.contains("sub-score"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(sub_scores.len() >= 6, "{alert:?}");
+    assert_eq!(
+        sub_scores.iter().map(|s| u32::from(*s)).sum::<u32>(),
+        u32::from(score)
+    );
+    assert!(
+        stdout.contains("/clinician/"),
+        "no clinician page address in:\n{stdout}"
     );
 }
