@@ -12,11 +12,13 @@
 //! and checks the charges.
 
 mod common;
+#[path = "common/set_a_raw.rs"]
+mod set_a_raw;
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use common::*;
+use set_a_raw::{level01, outcomes, raw_of, Raw};
 use witmed_crypto::{Envelope, KeyPair, Role};
 use witmed_lab::setup;
 use witmed_node::analysis::{add_up, Vectors};
@@ -39,73 +41,12 @@ const RUNS: usize = 200;
 /// Kaplan-Meier curve is the textbook one at the bins' ends.
 const DAYS: usize = 30;
 
-/// One patient as the raw files say; NaN where they say -1 or nothing.
-#[derive(Debug, Clone, Copy)]
-struct Raw {
-    age: f64,
-    /// 0 female, 1 male.
-    sex: f64,
-    icu: f64,
-    los: f64,
-    death: f64,
-}
-
 struct World {
     _tmp: tempfile::TempDir,
     nodes: Vec<Node>,
     raws: Vec<Vec<Raw>>,
     researcher: KeyPair,
     credential: Envelope,
-}
-
-fn number(text: &str) -> f64 {
-    match text.trim() {
-        "" | "-1" => f64::NAN,
-        v => v.parse().unwrap_or(f64::NAN),
-    }
-}
-
-/// Outcomes by record id: (length of stay, in-hospital death).
-fn outcomes() -> HashMap<String, (f64, f64)> {
-    let text = std::fs::read_to_string(outcomes_a()).unwrap();
-    text.lines()
-        .skip(1)
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split(',').collect();
-            Some((
-                f.first()?.trim().to_string(),
-                (number(f.get(3)?), number(f.get(5)?)),
-            ))
-        })
-        .collect()
-}
-
-/// A record file's descriptors, joined with its outcomes.
-fn raw_of(path: &Path, outcomes: &HashMap<String, (f64, f64)>) -> Raw {
-    let text = std::fs::read_to_string(path).unwrap();
-    let mut found: HashMap<&str, f64> = HashMap::new();
-    let mut id = String::new();
-    for line in text.lines().skip(1) {
-        let f: Vec<&str> = line.split(',').collect();
-        let (Some(param), Some(value)) = (f.get(1), f.get(2)) else {
-            continue;
-        };
-        if *param == "RecordID" && id.is_empty() {
-            id = value.trim().to_string();
-        }
-        if ["Age", "Gender", "ICUType"].contains(param) && !found.contains_key(param) {
-            found.insert(param, number(value));
-        }
-    }
-    let (los, death) = outcomes.get(&id).copied().unwrap_or((f64::NAN, f64::NAN));
-    let get = |k: &str| found.get(k).copied().unwrap_or(f64::NAN);
-    Raw {
-        age: get("Age"),
-        sex: get("Gender"),
-        icu: get("ICUType"),
-        los,
-        death,
-    }
 }
 
 /// Five nodes, each holding every fifth file of set-a, all patients consenting.
@@ -370,10 +311,6 @@ fn sex_by_death_table_reaches_the_exact_conclusion(world: &World, raws: &[Raw]) 
     );
 }
 
-fn level01(v: f64) -> Option<usize> {
-    [0.0, 1.0].iter().position(|x| *x == v)
-}
-
 /// Rows [age clamped to the query's bounds, sex, cardiac surgery recovery] and outcomes of the complete raw patients.
 fn logistic_rows(raws: &[Raw]) -> (Vec<Vec<f64>>, Vec<bool>) {
     raws.iter()
@@ -551,13 +488,14 @@ fn the_engine_charges_each_analysis_once_and_refuses_bad_ones_uncharged() {
 /// Through the command line over libp2p: three `witmed node run` processes,
 /// one query of each analysis with `--json` and `--svg`; every figure is in
 /// the JSON and the table's counts are the raw files' within the noise.
-/// (Epsilons 1, 1 and 7 fit the default budget of 10; 7 keeps the
-/// logistic rounds' information positive definite on 2400 patients.)
+/// (Epsilons 1, 1 and 7 fit the default budget of 10. The whole of set-a:
+/// on 2400 patients the logistic rounds' noisy information was sometimes
+/// not positive definite at epsilon 7, which failed the test by chance.)
 #[test]
 fn each_analysis_runs_through_the_cli_over_a_real_federation() {
     use witmed_simnet::cluster::{self, Cluster, Options};
     let tmp = tempfile::tempdir().unwrap();
-    let records: Vec<PathBuf> = physionet_files(&set_a()).into_iter().take(2400).collect();
+    let records: Vec<PathBuf> = physionet_files(&set_a());
     let options = Options {
         outcomes: Some(outcomes_a()),
         ..cluster_options(tmp.path())

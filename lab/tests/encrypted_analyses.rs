@@ -19,12 +19,14 @@
 //! Refused analyses charge nothing (`engine::prepare` on a real store).
 
 mod common;
+#[path = "common/set_a_raw.rs"]
+mod set_a_raw;
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use common::*;
 use serde_json::Value;
+use set_a_raw::{level01, outcomes, raw_of, Raw};
 use witmed_crypto::fhe::{self, ClientKey, CompactPublicKey};
 use witmed_crypto::{Envelope, KeyPair, Role};
 use witmed_lab::setup;
@@ -49,67 +51,6 @@ const RUNS: usize = 200;
 /// Kaplan-Meier curve is the textbook one at the bins' ends.
 const DAYS: usize = 30;
 const STUDY: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-
-/// One patient as the raw files say; NaN where they say -1 or nothing.
-#[derive(Debug, Clone, Copy)]
-struct Raw {
-    age: f64,
-    /// 0 female, 1 male.
-    sex: f64,
-    icu: f64,
-    los: f64,
-    death: f64,
-}
-
-fn number(text: &str) -> f64 {
-    match text.trim() {
-        "" | "-1" => f64::NAN,
-        v => v.parse().unwrap_or(f64::NAN),
-    }
-}
-
-/// Outcomes by record id: (length of stay, in-hospital death).
-fn outcomes() -> HashMap<String, (f64, f64)> {
-    let text = std::fs::read_to_string(outcomes_a()).unwrap();
-    text.lines()
-        .skip(1)
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split(',').collect();
-            Some((
-                f.first()?.trim().to_string(),
-                (number(f.get(3)?), number(f.get(5)?)),
-            ))
-        })
-        .collect()
-}
-
-/// A record file's descriptors, joined with its outcomes.
-fn raw_of(path: &Path, outcomes: &HashMap<String, (f64, f64)>) -> Raw {
-    let text = std::fs::read_to_string(path).unwrap();
-    let mut found: HashMap<&str, f64> = HashMap::new();
-    let mut id = String::new();
-    for line in text.lines().skip(1) {
-        let f: Vec<&str> = line.split(',').collect();
-        let (Some(param), Some(value)) = (f.get(1), f.get(2)) else {
-            continue;
-        };
-        if *param == "RecordID" && id.is_empty() {
-            id = value.trim().to_string();
-        }
-        if ["Age", "Gender", "ICUType"].contains(param) && !found.contains_key(param) {
-            found.insert(param, number(value));
-        }
-    }
-    let (los, death) = outcomes.get(&id).copied().unwrap_or((f64::NAN, f64::NAN));
-    let get = |k: &str| found.get(k).copied().unwrap_or(f64::NAN);
-    Raw {
-        age: get("Age"),
-        sex: get("Gender"),
-        icu: get("ICUType"),
-        los,
-        death,
-    }
-}
 
 /// Five real stores, each holding every fifth file of set-a, all patients consenting.
 struct Stores {
@@ -263,10 +204,6 @@ fn exact_curve(subjects: &[Subject]) -> Vec<f64> {
                 .map_or(1.0, |s| s.survival)
         })
         .collect()
-}
-
-fn level01(v: f64) -> Option<usize> {
-    [0.0, 1.0].iter().position(|x| *x == v)
 }
 
 /// Rows [age clamped to the query's bounds, sex, icu 2, 3, 4] and outcomes of the complete raw patients.

@@ -231,12 +231,7 @@ pub async fn run_analysis(
             timeout,
         )
         .await?;
-        let analysis = query.aggregate.analysis().ok_or_else(|| {
-            AskError::Total(Error::Inconsistent(format!(
-                "is for a {}, not an analysis",
-                query.aggregate.kind()
-            )))
-        })?;
+        let analysis = analysis_of(query)?;
         let outcome = outcome::analyse(&analysis, &summed, seed).map_err(analysis_error)?;
         return Ok(AnalysisRun {
             outcome,
@@ -257,17 +252,32 @@ pub async fn run_analysis(
             timeout,
         )
         .await?;
-        let analysis = round.aggregate.analysis().expect("a round is a regression");
+        let analysis = analysis_of(&round)?;
         let step = outcome::logistic_step(&analysis, &summed).map_err(analysis_error)?;
         at = Some(step.next_scaled);
         totals.push(total);
         last = Some((step.fit, summed));
     }
-    let (fit, summed) = last.expect("at least one round");
+    let Some((fit, summed)) = last else {
+        // `rounds` is above zero here, so the loop ran; an empty run is refused, never a panic.
+        return Err(AskError::Total(Error::Inconsistent(
+            "asked no Newton round".into(),
+        )));
+    };
     Ok(AnalysisRun {
         outcome: Outcome::Regression(fit),
         totals,
         summed,
+    })
+}
+
+/// The analysis `query` asks for; a query of another kind is refused.
+fn analysis_of(query: &Query) -> Result<witmed_protocol::analysis::query::Analysis<'_>, AskError> {
+    query.aggregate.analysis().ok_or_else(|| {
+        AskError::Total(Error::Inconsistent(format!(
+            "is for a {}, not an analysis",
+            query.aggregate.kind()
+        )))
     })
 }
 
