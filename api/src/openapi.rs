@@ -16,6 +16,7 @@ use utoipa::OpenApi;
         crate::staff::lookup,
         crate::staff::enrol,
         crate::staff::consents,
+        crate::staff::command,
         crate::patient::me,
         crate::patient::observations,
         crate::patient::consents,

@@ -12,12 +12,13 @@ use crate::transport::{self, Limits};
 use crate::{alerts, device, health, openapi, page, patient, staff};
 
 /// Every route the server serves, as `(method, path)`; the OpenAPI document lists exactly these.
-pub const ROUTES: [(&str, &str); 23] = [
+pub const ROUTES: [(&str, &str); 24] = [
     ("GET", "/api/v1/health"),
     ("GET", "/api/v1/openapi.json"),
     ("GET", "/api/v1/staff/patients"),
     ("POST", "/api/v1/staff/enrolments"),
     ("GET", "/api/v1/staff/consents"),
+    ("POST", "/api/v1/staff/commands"),
     ("GET", "/api/v1/patient/me"),
     ("GET", "/api/v1/patient/observations"),
     ("GET", "/api/v1/patient/consents"),
@@ -56,6 +57,7 @@ fn api_router() -> Router<Arc<State>> {
         .route("/api/v1/staff/patients", get(staff::lookup))
         .route("/api/v1/staff/enrolments", post(staff::enrol))
         .route("/api/v1/staff/consents", get(staff::consents))
+        .route("/api/v1/staff/commands", post(staff::command))
         .route("/api/v1/patient/me", get(patient::me))
         .route("/api/v1/patient/observations", get(patient::observations))
         .route(

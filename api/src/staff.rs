@@ -1,13 +1,14 @@
-//! Hospital staff over HTTP: look a patient up, enrol a patient's public key, list consent tokens.
+//! Hospital staff over HTTP: look a patient up, enrol a patient's public key, list consent tokens, and the admin protocol's commands.
 
 use std::sync::Arc;
 
 use axum::extract::{Query, State as Extract};
+use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use witmed_crypto::{Pseudonym, PublicKey};
-use witmed_node::consent_ops;
 use witmed_node::store::cf;
+use witmed_node::{admin, consent_ops};
 
 use crate::error::ApiError;
 use crate::server::{blocking, now, FromStaff, State};
@@ -141,4 +142,41 @@ pub fn tokens(state: &State, keep: impl Fn(&Pseudonym) -> bool) -> Vec<TokenView
             revoked: registry.is_revoked(&t.id),
         })
         .collect()
+}
+
+/// `POST /api/v1/staff/commands`: one request of the node's admin protocol
+/// (`witmed_node::admin::Frame`, the same requests and the same decision
+/// function as the local admin socket), so `witmed patient …` and `witmed
+/// consent …` reach a running node over this API. Requests that change a
+/// patient's consent, key or cap carry the patient's (or the hospital
+/// admin's) own signature: the staff token relays them, it cannot forge them.
+#[utoipa::path(post, path = "/api/v1/staff/commands",
+    request_body(description = "an admin frame: {\"version\": 1, \"request\": {\"op\": \"submit\" | \"lookup\" | \"enrol\" | \"reenrol\" | \"cap\" | \"account\" | \"consents\" | …}}", content_type = "application/json"),
+    responses(
+        (status = 200, description = "the admin response, tagged by `result`"),
+        (status = 422, description = "the node refused: `{\"result\": \"error\", \"code\", \"message\"}`"),
+        (status = 400, body = crate::error::ErrorBody),
+        (status = 401, body = crate::error::ErrorBody)))]
+pub async fn command(
+    Extract(state): Extract<Arc<State>>,
+    staff: FromStaff,
+) -> Result<(StatusCode, Json<admin::Response>), ApiError> {
+    let frame: admin::Frame = staff.json()?;
+    if frame.version != admin::ADMIN_VERSION {
+        return Err(ApiError::BadRequest(format!(
+            "admin frame version {} (this node speaks {}); use the same witmed version as the node",
+            frame.version,
+            admin::ADMIN_VERSION
+        )));
+    }
+    let node = state.node.clone();
+    blocking(move || {
+        let response = admin::execute(&node, &frame.request, now());
+        let status = match response {
+            admin::Response::Error { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            _ => StatusCode::OK,
+        };
+        Ok((status, Json(response)))
+    })
+    .await
 }

@@ -476,6 +476,83 @@ fn bad_input_gets_a_clear_code_and_stores_nothing() {
     );
 }
 
+/// The admin protocol over HTTP (what `witmed patient …` and `witmed
+/// consent …` use while the node runs): staff token required, strict
+/// frames, the node's refusal codes kept, and a patient's signature still
+/// needed for what changes their consent.
+#[test]
+fn staff_commands_carry_the_admin_protocol_with_its_refusals() {
+    let w = world();
+    let lookup = r#"{"version": 1, "request": {"op": "lookup", "source": "physionet2012", "source_id": "132539"}}"#;
+    let no_token = http(
+        w.addr,
+        "POST",
+        "/api/v1/staff/commands",
+        &[("Content-Type", "application/json".into())],
+        lookup.as_bytes(),
+    );
+    assert_eq!(
+        (no_token.status, no_token.code()),
+        (401, "staff_unauthorized")
+    );
+    let found = staff(&w, "POST", "/api/v1/staff/commands", lookup);
+    assert_eq!(found.status, 200, "{:?}", found.body);
+    assert_eq!(found.body["result"], "pseudonym");
+    assert_eq!(found.body["node_id"], w.node.id().to_hex());
+    for (what, frame) in [
+        (
+            "unknown op",
+            r#"{"version": 1, "request": {"op": "drop_everything"}}"#,
+        ),
+        (
+            "unknown field",
+            r#"{"version": 1, "request": {"op": "consents", "limit": 5}, "sudo": true}"#,
+        ),
+        (
+            "another version",
+            r#"{"version": 2, "request": {"op": "consents", "limit": 5}}"#,
+        ),
+        ("malformed", r#"{"version": 1, "request": "#),
+    ] {
+        let reply = staff(&w, "POST", "/api/v1/staff/commands", frame);
+        assert_eq!(
+            (reply.status, reply.code()),
+            (400, "bad_request"),
+            "{what}: {:?}",
+            reply.body
+        );
+    }
+    // A consent token not signed by the patient's enrolled key is refused with the node's code.
+    let mallory = KeyPair::generate(Role::Patient).unwrap();
+    let enrol = serde_json::json!({ "pseudonym": w.carol.to_hex(), "public_key": mallory.public().to_hex() });
+    assert_eq!(
+        staff(&w, "POST", "/api/v1/staff/enrolments", &enrol.to_string()).status,
+        200
+    );
+    let other = KeyPair::generate(Role::Patient).unwrap();
+    let (_, forged) = token_for(&w, &(w.carol, other));
+    let submit = serde_json::json!({ "version": 1, "request": { "op": "submit", "text": forged } });
+    let refused = staff(&w, "POST", "/api/v1/staff/commands", &submit.to_string());
+    assert_eq!(refused.status, 422, "{:?}", refused.body);
+    assert_eq!(refused.body["result"], "error");
+    assert!(
+        refused.body["code"].as_str().is_some_and(|c| !c.is_empty()),
+        "{:?}",
+        refused.body
+    );
+    let listed = staff(
+        &w,
+        "POST",
+        "/api/v1/staff/commands",
+        r#"{"version": 1, "request": {"op": "consents", "limit": 10}}"#,
+    );
+    assert_eq!(
+        listed.body["counts"]["tokens"], 0,
+        "nothing stored: {:?}",
+        listed.body
+    );
+}
+
 #[test]
 fn a_patient_reads_their_own_record_and_vital_signs() {
     let w = world();

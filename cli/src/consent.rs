@@ -6,7 +6,8 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 use serde_json::json;
 use witmed_crypto::Role;
-use witmed_node::node::Node;
+use witmed_node::admin::ConsentRow;
+use witmed_node::consents::Counts;
 use witmed_node::{admin, unix_now};
 use witmed_policies::consent::{self, Revocation, Token};
 use witmed_protocol::vocab::{Category, Mode};
@@ -97,9 +98,18 @@ pub fn run(command: ConsentCommand) -> Result<()> {
         ConsentCommand::Revoke(args) => revoke(args),
         ConsentCommand::Submit { dir, files, json } => submit(&dir.data_dir, &files, json),
         ConsentCommand::List { dir, json } => {
-            let node = local_node::open(&dir.data_dir)?;
-            print_list(&node, json);
-            Ok(())
+            let limit = if json {
+                admin::MAX_LISTED_CONSENTS
+            } else {
+                LISTED_TOKENS as u32
+            };
+            match local_node::ask(&dir.data_dir, &admin::Request::Consents { limit })? {
+                admin::Response::Consents { counts, tokens } => {
+                    print_list(&counts, &tokens, json);
+                    Ok(())
+                }
+                other => Err(local_node::unexpected(other)),
+            }
         }
     }
 }
@@ -284,57 +294,33 @@ fn print_submitted(s: &Submitted, json: bool) {
 /// At most this many tokens are listed as text; `--json` lists them all.
 const LISTED_TOKENS: usize = 50;
 
-fn print_list(node: &Node, json: bool) {
-    let registry = node.consent_registry();
-    let rows: Vec<_> = registry
-        .tokens()
-        .map(|v| {
-            let t = v.token();
-            json!({
-                "id": t.id,
-                "patient": t.patient.to_hex(),
-                "purposes": t.purposes,
-                "categories": t.categories,
-                "modes": t.modes,
-                "not_before": t.not_before,
-                "expires": t.expires,
-                "simulated": t.simulated,
-                "revoked": registry.is_revoked(&t.id),
-            })
-        })
-        .collect();
+fn print_list(counts: &Counts, tokens: &[ConsentRow], json: bool) {
     if json {
-        return crate::stdout::json(&json!({ "counts": registry.counts(), "tokens": rows }));
+        return crate::stdout::json(&json!({ "counts": counts, "tokens": tokens }));
     }
-    let c = registry.counts();
     outln!(
         "{} tokens ({} simulated, {} revoked), {} patients enrolled",
-        c.tokens,
-        c.simulated_tokens,
-        c.revoked,
-        c.enrolled
+        counts.tokens,
+        counts.simulated_tokens,
+        counts.revoked,
+        counts.enrolled
     );
-    for r in rows.iter().take(LISTED_TOKENS) {
+    for t in tokens {
         outln!(
-            "{} patient {} purposes {} until {}{}{}",
-            r["id"].as_str().unwrap_or_default(),
-            r["patient"].as_str().unwrap_or_default(),
-            r["purposes"],
-            r["expires"]
-                .as_i64()
-                .map_or_else(String::new, crate::labels::utc),
-            if r["simulated"] == true {
-                " SIMULATED"
-            } else {
-                ""
-            },
-            if r["revoked"] == true { " REVOKED" } else { "" },
+            "{} patient {} purposes {:?} until {}{}{}",
+            t.id,
+            t.patient,
+            t.purposes,
+            crate::labels::utc(t.expires),
+            if t.simulated { " SIMULATED" } else { "" },
+            if t.revoked { " REVOKED" } else { "" },
         );
     }
-    if rows.len() > LISTED_TOKENS {
+    if counts.tokens > tokens.len() {
         outln!(
-            "... {} more (use --json for all)",
-            rows.len() - LISTED_TOKENS
+            "... {} more (--json lists up to {})",
+            counts.tokens - tokens.len(),
+            admin::MAX_LISTED_CONSENTS
         );
     }
 }

@@ -39,6 +39,7 @@ pub mod files;
 mod keys;
 mod labels;
 mod local_node;
+mod node_http;
 mod researcher;
 mod runtime;
 pub mod stdout;

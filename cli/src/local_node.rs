@@ -1,4 +1,4 @@
-//! The node of a data dir, as commands reach it: its store opened directly, or the running node through its admin channel.
+//! The node of a data dir, as commands reach it: the running node through its HTTP API or its admin socket, or else its store opened directly.
 
 use std::path::Path;
 
@@ -9,6 +9,7 @@ use witmed_node::{admin, unix_now};
 use crate::code::Code;
 use crate::failure::{Failure, Result};
 use crate::files::{read_text, MAX_KEY_FILE_BYTES};
+use crate::node_http;
 
 /// Opens the node's store (which fails while a node runs in `dir`).
 pub fn open(dir: &Path) -> Result<Node> {
@@ -32,14 +33,15 @@ pub fn id(dir: &Path) -> Result<PublicKey> {
     Ok(config(dir)?.node_key)
 }
 
-/// Carries out `request` through the running node's admin channel, or on
-/// the store directly when no node runs in `dir`. A refusal becomes a Failure.
+/// Carries out `request` through the running node (its HTTP API when it
+/// serves one on loopback, else its admin socket), or on the store directly
+/// when no node runs in `dir`. A refusal becomes a Failure.
 pub fn ask(dir: &Path, request: &admin::Request) -> Result<admin::Response> {
     NodeAt::new(dir).ask(request)
 }
 
-/// The node of a data dir: the running one, through its admin channel, or
-/// else its store, opened once for all requests of a command.
+/// The node of a data dir: the running one, through its HTTP API or its
+/// admin socket, or else its store, opened once for all requests of a command.
 pub struct NodeAt<'a> {
     dir: &'a Path,
     opened: Option<Node>,
@@ -53,7 +55,39 @@ impl<'a> NodeAt<'a> {
     pub fn ask(&mut self, request: &admin::Request) -> Result<admin::Response> {
         let response = match &self.opened {
             Some(node) => admin::execute(node, request, unix_now()),
-            None => match admin::call(self.dir, request)
+            None => match self.over_http(request)? {
+                Some(response) => response,
+                None => self.over_socket_or_store(request)?,
+            },
+        };
+        match response {
+            admin::Response::Error { code, message } => Err(refusal(code, message)),
+            other => Ok(other),
+        }
+    }
+
+    /// Through the HTTP API the running node advertises; None when there is
+    /// none, it does not answer (a node that stopped uncleanly) or its rate
+    /// limit is reached (the socket has its own).
+    fn over_http(&self, request: &admin::Request) -> Result<Option<admin::Response>> {
+        let Some(addr) = node_http::advertised(self.dir) else {
+            return Ok(None);
+        };
+        match node_http::call(self.dir, addr, request)
+            .map_err(|e| Failure::new(Code::HttpFailed, e))?
+        {
+            Ok(response) => Ok(Some(response)),
+            Err(node_http::Unsent::Unreachable(why)) => {
+                tracing::debug!("HTTP API not reachable ({why}); trying the admin socket");
+                Ok(None)
+            }
+            Err(node_http::Unsent::RateLimited) => Ok(None),
+        }
+    }
+
+    fn over_socket_or_store(&mut self, request: &admin::Request) -> Result<admin::Response> {
+        Ok(
+            match admin::call(self.dir, request)
                 .map_err(|e| Failure::new(Code::AdminChannelFailed, e))?
             {
                 Some(response) => response,
@@ -62,11 +96,7 @@ impl<'a> NodeAt<'a> {
                     admin::execute(node, request, unix_now())
                 }
             },
-        };
-        match response {
-            admin::Response::Error { code, message } => Err(refusal(code, message)),
-            other => Ok(other),
-        }
+        )
     }
 }
 

@@ -219,6 +219,7 @@ pub fn serve(args: &RunArgs, sign_response: Option<server::SignResponse>) -> Res
             .map_err(|e| Failure::new(Code::NetworkFailed, e))
     });
     witmed_node::admin::unbind(dir);
+    crate::node_http::withdraw(dir);
     served?;
     outln!("node {name} stopped");
     Ok(())
@@ -282,6 +283,16 @@ async fn start_http(
         "http api on {scheme}://{bound}/api/v1 (staff token in {})",
         witmed_api::auth::staff_token_path(&state.node.dir.0).display()
     );
+    if tls.is_none() {
+        // So `witmed patient …` and `witmed consent …` run beside this node use the API.
+        let dir = &state.node.dir.0;
+        if let Err(e) = crate::node_http::advertise(dir, bound) {
+            tracing::warn!(
+                "{} not written ({e}): commands will use the admin socket",
+                crate::node_http::advert_path(dir).display()
+            );
+        }
+    }
     let state = Arc::new(state);
     tokio::spawn(async move {
         let served = match tls {

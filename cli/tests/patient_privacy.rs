@@ -438,3 +438,116 @@ fn while_the_node_runs_a_cap_and_the_account_go_through_its_admin_socket() {
     count(&h, "q2", 1.0);
     assert_eq!(account(&h)["total_epsilon"], 2.0);
 }
+
+/// `witmed node run --http 127.0.0.1:0` on `node`, once its API is advertised.
+fn serving_http(node: &Path) -> Child {
+    let mut child = witmed()
+        .args([
+            "node",
+            "run",
+            "--data-dir",
+            s(node),
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--http",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    for _ in 0..10 {
+        line.clear();
+        if reader.read_line(&mut line).unwrap() == 0 || line.contains("http api on") {
+            break;
+        }
+    }
+    assert!(line.contains("http api on http://127.0.0.1:"), "{line}");
+    let advert = node.join("admin").join("api.addr");
+    for _ in 0..100 {
+        if advert.exists() && witmed_node::admin::socket_path(node).exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let advertised = std::fs::read_to_string(&advert).unwrap();
+    assert!(line.contains(advertised.trim()), "{line} vs {advertised}");
+    child
+}
+
+/// Issue 14's CLI parity: with the node serving its API, the patient and
+/// consent commands reach it over HTTP. The admin socket is unlinked first,
+/// so a command that did not use the API could only open the store, which
+/// the running node holds (`node_open_failed`).
+#[test]
+fn while_the_node_serves_http_the_patient_and_consent_commands_go_through_its_api() {
+    let h = hospital();
+    count(&h, "q1", 2.0);
+    let mut node = serving_http(&h.node);
+    std::fs::remove_file(witmed_node::admin::socket_path(&h.node)).unwrap();
+    // Without the API, a consent list would have to open the running node's store.
+    let listed = run_json(&["consent", "list", "--data-dir", h.dir()]);
+    let cap = sign_cap(&h, Some(3.0), "alice.cap");
+    let applied = run_json(&["patient", "cap-submit", "--data-dir", h.dir(), s(&cap)]);
+    let seen = account(&h);
+    let (pseudonym, node_id) = first_patient(&h.node, &h.path("set-small"));
+    let revocation = h.path("alice.revoke");
+    run_ok(&[
+        "consent",
+        "revoke",
+        "--key",
+        s(&h.alice_key),
+        "--token",
+        s(&h.path("alice.consent")),
+        "--out",
+        s(&revocation),
+    ]);
+    let revoked = run_json(&["consent", "submit", "--data-dir", h.dir(), s(&revocation)]);
+    let after = run_json(&["consent", "list", "--data-dir", h.dir()]);
+    // A refusal over the API keeps the node's own code.
+    let again = run_fail(&["patient", "cap-submit", "--data-dir", h.dir(), s(&cap)]);
+    unsafe { libc::kill(node.id() as i32, libc::SIGTERM) };
+    node.wait().unwrap();
+
+    assert_eq!(listed["counts"]["tokens"], 1, "{listed}");
+    assert_eq!(listed["tokens"][0]["patient"], h.pseudonym.as_str());
+    assert_eq!(listed["tokens"][0]["revoked"], false);
+    assert_eq!(applied["cap_epsilon"], 3.0, "{applied}");
+    assert_eq!(seen["total_epsilon"], 2.0, "{seen}");
+    assert_eq!(
+        (pseudonym, node_id),
+        (h.pseudonym.clone(), h.node_id.clone())
+    );
+    assert_eq!(
+        revoked["accepted"].as_array().map(Vec::len),
+        Some(1),
+        "{revoked}"
+    );
+    assert_eq!(after["counts"]["revoked"], 1, "{after}");
+    assert_eq!(after["tokens"][0]["revoked"], true, "{after}");
+    assert_eq!(
+        error_code(&again),
+        "duplicate_cap_request",
+        "{}",
+        text(&again.stderr)
+    );
+    // Stopped, the node withdrew its address; the changes are in the store.
+    assert!(!h.node.join("admin").join("api.addr").exists());
+    assert_eq!(account(&h)["cap"]["epsilon"], 3.0);
+}
+
+/// A node killed without withdrawing its address leaves a stale one: the
+/// commands find nobody there and use the store.
+#[test]
+fn a_stale_api_address_falls_back_to_the_store() {
+    let h = hospital();
+    std::fs::create_dir_all(h.node.join("admin")).unwrap();
+    std::fs::write(h.node.join("admin").join("api.addr"), "127.0.0.1:1\n").unwrap();
+    let listed = run_json(&["consent", "list", "--data-dir", h.dir()]);
+    assert_eq!(listed["counts"]["tokens"], 1, "{listed}");
+    // An address beyond loopback is never used, whatever the file says.
+    std::fs::write(h.node.join("admin").join("api.addr"), "192.0.2.1:80\n").unwrap();
+    assert_eq!(account(&h)["patient"], h.pseudonym.as_str());
+}

@@ -78,6 +78,8 @@ pub enum Request {
     Cap { text: String },
     /// A patient's privacy account (pseudonym in hex), for staff.
     Account { patient: String },
+    /// The consent tokens at this node, at most `limit` of them (and the counts of all).
+    Consents { limit: u32 },
     /// Enrol a device key (hex) for a patient (pseudonym, hex).
     DeviceEnrol {
         device: String,
@@ -143,6 +145,10 @@ pub enum Response {
     },
     Alert {
         alert: Box<wire::Alert>,
+    },
+    Consents {
+        counts: crate::consents::Counts,
+        tokens: Vec<ConsentRow>,
     },
     HypercapnicSet {
         patient: String,
@@ -215,6 +221,7 @@ pub fn execute(node: &Node, request: &Request, now: i64) -> Response {
             Err(e) => Response::error(e.code(), e),
         },
         Request::Account { patient } => account(node, patient),
+        Request::Consents { limit } => consents(node, *limit),
         r @ (Request::DeviceEnrol { .. }
         | Request::DeviceRetire { .. }
         | Request::Devices
@@ -300,6 +307,50 @@ fn account(node: &Node, patient: &str) -> Response {
             account: Box::new(account),
         },
         Err(e) => Response::error(e.code(), e),
+    }
+}
+
+/// Most tokens one `Consents` answer lists: it must fit in [`MAX_RESPONSE_BYTES`].
+pub const MAX_LISTED_CONSENTS: u32 = 2_000;
+
+/// One consent token as `witmed consent list` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentRow {
+    pub id: String,
+    pub patient: String,
+    pub purposes: Vec<String>,
+    pub categories: std::collections::BTreeSet<witmed_protocol::vocab::Category>,
+    pub modes: std::collections::BTreeSet<witmed_protocol::vocab::Mode>,
+    pub not_before: i64,
+    pub expires: i64,
+    pub simulated: bool,
+    pub revoked: bool,
+}
+
+fn consents(node: &Node, limit: u32) -> Response {
+    let registry = node.consent_registry();
+    let tokens = registry
+        .tokens()
+        .take(limit.min(MAX_LISTED_CONSENTS) as usize)
+        .map(|v| {
+            let t = v.token();
+            ConsentRow {
+                id: t.id.clone(),
+                patient: t.patient.to_hex(),
+                purposes: t.purposes.clone(),
+                categories: t.categories.clone(),
+                modes: t.modes.clone(),
+                not_before: t.not_before,
+                expires: t.expires,
+                simulated: t.simulated,
+                revoked: registry.is_revoked(&t.id),
+            }
+        })
+        .collect();
+    Response::Consents {
+        counts: registry.counts(),
+        tokens,
     }
 }
 

@@ -94,7 +94,7 @@ pub struct Registry {
 }
 
 /// Counts for `witmed node status` and `consent list`.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Counts {
     pub enrolled: usize,
     pub tokens: usize,
