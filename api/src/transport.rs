@@ -10,13 +10,21 @@
 //!   connection is closed (hyper's `header_read_timeout`);
 //! * a handler must produce its response head within [`Limits::respond`],
 //!   or the client gets `408 request_timeout` (a body trickled byte by byte
-//!   is covered by this too, since handlers read the body first).
+//!   is covered by this too, since handlers read the body first);
+//! * every write to the client must make progress within
+//!   [`Limits::write_stall`], or the connection is closed: a client that
+//!   stops reading (an alert stream it no longer drains, pipelined requests
+//!   whose answers it never reads) cannot hold a connection slot forever.
 //!
 //! On shutdown the listener stops accepting and open connections get
 //! [`Limits::drain`] to finish before the server returns.
 
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
@@ -24,6 +32,7 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -44,6 +53,8 @@ pub struct Limits {
     pub respond: Duration,
     /// Time open connections get to finish at shutdown.
     pub drain: Duration,
+    /// Time a write to the client may wait for the client to read.
+    pub write_stall: Duration,
 }
 
 impl Default for Limits {
@@ -54,6 +65,7 @@ impl Default for Limits {
             header_read: Duration::from_secs(10),
             respond: Duration::from_secs(30),
             drain: Duration::from_secs(5),
+            write_stall: Duration::from_secs(30),
         }
     }
 }
@@ -125,6 +137,7 @@ impl Connection {
         watcher: hyper_util::server::graceful::Watcher,
     ) {
         let _ = stream.set_nodelay(true);
+        let stream = WriteDeadline::new(stream, self.limits.write_stall);
         match acceptor {
             None => self.serve_http(TokioIo::new(stream), watcher).await,
             Some(acceptor) => {
@@ -168,5 +181,96 @@ impl Connection {
         if let Err(e) = served.await {
             tracing::debug!("http connection with {remote} ended: {e}");
         }
+    }
+}
+
+/// A connection whose writes must make progress within a deadline (see the
+/// module docs): a write or flush the client leaves pending for longer fails
+/// with `TimedOut`, which ends the connection and frees its slot.
+struct WriteDeadline<S> {
+    inner: S,
+    limit: Duration,
+    /// Armed while a write waits; disarmed by any write that completes.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> WriteDeadline<S> {
+    fn new(inner: S, limit: Duration) -> Self {
+        WriteDeadline {
+            inner,
+            limit,
+            stalled: None,
+        }
+    }
+
+    /// Passes a completed write through; a pending one waits at most until the deadline.
+    fn within<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if polled.is_ready() {
+            self.stalled = None;
+            return polled;
+        }
+        let limit = self.limit;
+        let deadline = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client did not read its answer in time",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for WriteDeadline<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.within(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.within(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_flush(cx);
+        this.within(cx, polled)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_shutdown(cx);
+        this.within(cx, polled)
     }
 }

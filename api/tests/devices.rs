@@ -370,6 +370,46 @@ fn a_bad_signature_is_refused_and_nothing_stored() {
     refused_and_nothing_stored(&w, &unsigned, 401, "bad_signature_header");
 }
 
+/// Each device has its own rate (the API's per-key limit, 120 requests a
+/// minute by default): a device over it is refused and nothing of that batch
+/// is stored, while another device is still served.
+#[test]
+fn a_device_over_its_rate_is_refused_and_others_are_still_served() {
+    let w = world();
+    let limit = Config::default().per_key_per_minute as u64;
+    // Counts are per calendar minute: start well inside one.
+    while now().rem_euclid(60) > 45 {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for seq in 1..=limit {
+        let signed = Signed::batch(&w.device, &node_hex(&w), now(), &[heart_rate(seq, 70.0)]);
+        let reply = send(&w, &signed);
+        assert_eq!(reply.status, 200, "batch {seq}: {:?}", reply.body);
+    }
+    let over = Signed::batch(
+        &w.device,
+        &node_hex(&w),
+        now(),
+        &[heart_rate(limit + 1, 70.0)],
+    );
+    let refused = refused_and_nothing_stored(&w, &over, 429, "rate_limited");
+    assert!(
+        refused.message().contains("this device"),
+        "{:?}",
+        refused.body
+    );
+    let second = KeyPair::generate(Role::Patient).unwrap();
+    let enrolled = staff(
+        &w,
+        "POST",
+        wire::PATH_DEVICES,
+        &json!({"device": second.public().to_hex(), "patient": w.other_patient.to_hex(), "label": "bed 14"}),
+    );
+    assert_eq!(enrolled.status, 200, "{:?}", enrolled.body);
+    let other = Signed::batch(&second, &node_hex(&w), now(), &[heart_rate(1, 70.0)]);
+    assert_eq!(send(&w, &other).status, 200);
+}
+
 #[test]
 fn a_replayed_or_out_of_order_sequence_number_is_refused_naming_it() {
     let w = world();

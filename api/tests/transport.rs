@@ -285,3 +285,30 @@ fn a_body_trickled_too_slowly_gets_request_timeout() {
     assert!(response.starts_with("HTTP/1.1 408"), "{response}");
     assert!(response.contains("request_timeout"), "{response}");
 }
+
+/// A client that asks and never reads its answers (pipelined requests for
+/// the OpenAPI document, megabytes in all) fills the socket's buffers: its
+/// connection is closed once a write has waited `write_stall`, so the one
+/// connection slot comes free for the next client.
+#[test]
+fn a_client_that_stops_reading_is_cut_off_and_frees_its_slot() {
+    let limits = Limits {
+        max_connections: 1,
+        write_stall: Duration::from_secs(1),
+        ..Limits::default()
+    };
+    let served = serve(None, limits);
+    let mut stalled = TcpStream::connect(served.addr).unwrap();
+    let ask = b"GET /api/v1/openapi.json HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    let requests: Vec<u8> = ask.iter().copied().cycle().take(ask.len() * 2000).collect();
+    stalled
+        .set_write_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    // The server stops reading requests once its answers back up; what was
+    // written is enough to fill the buffers either way.
+    let _ = stalled.write_all(&requests);
+    let next = plain_get(served.addr, "/api/v1/health").unwrap();
+    assert!(next.starts_with("HTTP/1.1 200"), "{next}");
+    // The stalled connection was closed, not merely paused.
+    assert!(closed_within(&mut stalled, Duration::from_secs(20)));
+}
