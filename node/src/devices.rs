@@ -238,7 +238,7 @@ pub fn enrol(
     if !node.store.contains(cf::PATIENTS, &patient.0)? {
         return Err(Error::UnknownPatient(patient));
     }
-    let _write = crate::locks::lock(&node.devices.write);
+    let _write = crate::locks::write(&node.devices.write);
     if let Some(existing) = find(node, &device)? {
         if let Some(at) = existing.retired_at {
             return Err(Error::Retired {
@@ -276,7 +276,7 @@ pub fn enrol(
 
 /// Retires `device` (staff): its readings are refused from now on; what it sent stays.
 pub fn retire(node: &Node, device: PublicKey, now: i64) -> Result<wire::Device, Error> {
-    let _write = crate::locks::lock(&node.devices.write);
+    let _write = crate::locks::write(&node.devices.write);
     let mut record = find(node, &device)?.ok_or_else(|| Error::NotEnrolled(device.to_hex()))?;
     if record.retired_at.is_some() {
         return Ok(view(&device, &record));
@@ -337,7 +337,8 @@ pub fn set_hypercapnic(
     if !node.store.contains(cf::PATIENTS, &patient.0)? {
         return Err(Error::UnknownPatient(patient));
     }
-    let _write = crate::locks::lock(&node.devices.write);
+    let _devices = crate::locks::read(&node.devices.write);
+    let _patient = node.devices.lock_patient(&patient);
     let mut current = state(node, &patient)?;
     if current.hypercapnic == hypercapnic {
         return Ok(());
@@ -441,7 +442,7 @@ pub fn acknowledge(node: &Node, id: &str, by: &str, now: i64) -> Result<wire::Al
         )));
     }
     let number = parse_alert_id(id)?;
-    let _write = crate::locks::lock(&node.devices.write);
+    let _write = crate::locks::write(&node.devices.write);
     let key = alert_key(number);
     let mut record: AlertRecord = node
         .store

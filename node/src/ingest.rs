@@ -69,11 +69,14 @@ pub fn ingest(
     now: i64,
 ) -> Result<wire::Receipt, Error> {
     let checked = check_all(readings, now)?;
-    let _write = crate::locks::lock(&node.devices.write);
-    // Checked again under the lock: a retirement or another batch may have come in between.
+    // Shared: batches of other patients are stored side by side (their synced
+    // writes share an fsync); an enrolment change waits for them.
+    let _devices = crate::locks::read(&node.devices.write);
+    let patient = devices::active(node, device)?.patient;
+    let _patient = node.devices.lock_patient(&patient);
+    // Read again under the patient's lock: another batch of this device may just have been stored.
     let mut record = devices::active(node, device)?;
     check_after_last(&checked, record.last_seq)?;
-    let patient = record.patient;
     let mut state = devices::state(node, &patient)?;
     let mut batch = node.store.batch();
     put_readings(node, &mut batch, &patient, device, &checked)?;
