@@ -34,6 +34,8 @@ pub struct Live {
     alerts: broadcast::Sender<wire::Alert>,
     /// The next alert id, read from the store on first use.
     next_alert: Mutex<Option<u64>>,
+    /// Each recently active patient's newest readings, for NEWS2.
+    pub(crate) recent: crate::ingest::RecentCache,
 }
 
 impl Default for Live {
@@ -43,6 +45,7 @@ impl Default for Live {
             patients: std::array::from_fn(|_| Mutex::new(())),
             alerts: broadcast::channel(ALERT_CHANNEL_CAPACITY).0,
             next_alert: Mutex::new(None),
+            recent: Default::default(),
         }
     }
 }

@@ -9,7 +9,7 @@
 //!
 //! NEWS2 is computed at each new reading time (not earlier than the last
 //! time the patient was scored) over the patient's readings within the
-//! window; an alert is stored when the band rises to or above the
+//! window (each vital's newest, kept in memory per patient: see `score`); an alert is stored when the band rises to or above the
 //! configured one. The alert, the patient's new band and the readings go in
 //! the same synced batch, so a crash never keeps the readings and loses the
 //! alert they raised, and a resent batch cannot raise it twice.
@@ -82,12 +82,14 @@ pub fn ingest(
     put_readings(node, &mut batch, &patient, device, &checked)?;
     record.last_seq = checked.last().map(|c| c.seq).or(record.last_seq);
     batch.put(cf::DEVICES, &devices::device_key(device), &record)?;
-    let raised = score(node, &patient, device, &checked, &mut state, settings, now)?;
+    let (raised, recent) = score(node, &patient, device, &checked, &mut state, settings, now)?;
     for (id, alert) in &raised {
         batch.put(cf::DEVICES, &devices::alert_key(*id), alert)?;
     }
     batch.put(cf::DEVICES, &devices::state_key(&patient), &state)?;
     node.store.write_durable(batch)?;
+    // Only now: the cache holds what the store holds.
+    node.devices.recent.install(&patient, recent);
     node.invalidate_index();
     let alerts: Vec<wire::Alert> = raised
         .iter()
@@ -248,7 +250,8 @@ fn free_observation_key(
 }
 
 /// A reading NEWS2 can use, with where it came from.
-struct Known {
+#[derive(Debug, Clone)]
+pub(crate) struct Known {
     device: PublicKey,
     seq: u64,
     vital: Vital,
@@ -276,7 +279,20 @@ impl Known {
     }
 }
 
-/// Scores the patient at each new reading time; returns the alerts to store and moves `state` on.
+/// Alerts to store (with their ids), and the patient's recent readings once the batch is stored.
+type Scored = (Vec<(u64, AlertRecord)>, Option<Recent>);
+
+/// Scores the patient at each new reading time; returns the alerts to
+/// store and the patient's recent readings once this batch is stored, and
+/// moves `state` on.
+///
+/// NEWS2 at time t takes each parameter's newest reading at or before t
+/// (ties: the worse one), and t is never before the last scored time L. So
+/// of the readings stored so far only these matter ([`Recent`]): each
+/// vital's newest at or before L, and every one after L (stored while no
+/// complete set existed). They come from memory, or from the store once
+/// per patient, and this batch's readings are folded in in time order, so
+/// each score sees what a scan of the whole window would.
 #[allow(clippy::too_many_arguments)]
 fn score(
     node: &Node,
@@ -286,39 +302,49 @@ fn score(
     state: &mut PatientState,
     settings: &Settings,
     now: i64,
-) -> Result<Vec<(u64, AlertRecord)>, Error> {
+) -> Result<Scored, Error> {
     let window = i64::from(settings.window_seconds);
     let times: BTreeSet<i64> = checked
         .iter()
         .map(|c| c.time)
         .filter(|t| state.last_at.is_none_or(|last| *t >= last))
         .collect();
-    let (Some(&first), Some(&last)) = (times.first(), times.last()) else {
-        return Ok(Vec::new());
+    let mut arrived: Vec<Known> = checked
+        .iter()
+        .map(|c| Known {
+            device: *device,
+            seq: c.seq,
+            vital: c.vital,
+            time: c.time,
+            value: c.value,
+        })
+        .collect();
+    arrived.sort_by_key(|k| (k.time, k.seq));
+    let Some(&first) = times.first() else {
+        // Nothing to score (every reading is older than the last scored
+        // time): keep a copy in memory up to date, but read nothing.
+        let recent = node.devices.recent.get(patient).and_then(|mut recent| {
+            recent.readings.extend(arrived);
+            recent.kept(state.last_at)
+        });
+        return Ok((Vec::new(), recent));
     };
-    let stored = devices::readings_between(
-        node,
-        patient,
-        first.saturating_sub(window),
-        last.saturating_add(1),
-        NEWS2_READINGS_CAP,
-    )?;
-    let mut known: Vec<Known> = stored.into_iter().filter_map(Known::stored).collect();
-    known.extend(checked.iter().map(|c| Known {
-        device: *device,
-        seq: c.seq,
-        vital: c.vital,
-        time: c.time,
-        value: c.value,
-    }));
-    let care_readings: Vec<news2::Reading> = known.iter().map(Known::care).collect();
+    let mut recent = match node.devices.recent.get(patient) {
+        Some(recent) => recent,
+        None => Recent::from_store(node, patient, first.saturating_sub(window))?,
+    };
     let scale = if state.hypercapnic {
         SpO2Scale::Two
     } else {
         SpO2Scale::One
     };
     let mut raised = Vec::new();
+    let mut arriving = arrived.into_iter().peekable();
     for t in times {
+        while let Some(k) = arriving.next_if(|k| k.time <= t) {
+            recent.readings.push(k);
+        }
+        let care_readings: Vec<news2::Reading> = recent.readings.iter().map(Known::care).collect();
         let Ok(set) = news2::fresh_set(&care_readings, t, settings.window_seconds) else {
             continue;
         };
@@ -337,7 +363,7 @@ fn score(
                     score: score.total,
                     band,
                     spo2_scale_2: scale == SpO2Scale::Two,
-                    sources: sources(&known, t, window, &score),
+                    sources: sources(&recent.readings, t, window, &score),
                     ack: None,
                 },
             ));
@@ -346,7 +372,77 @@ fn score(
         state.last_score = Some(score.total);
         state.last_at = Some(t);
     }
-    Ok(raised)
+    recent.readings.extend(arriving);
+    Ok((raised, recent.kept(state.last_at)))
+}
+
+/// Most readings kept in memory for one patient; beyond (a stream that
+/// never completes a set, so nothing is scored), the patient is read from
+/// the store at each batch instead.
+const MAX_RECENT_READINGS: usize = 2048;
+
+/// The readings of one patient that later scores can still use (see [`score`]).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Recent {
+    readings: Vec<Known>,
+}
+
+impl Recent {
+    /// From the device log, once per patient: the readings since `since`.
+    fn from_store(node: &Node, patient: &Pseudonym, since: i64) -> Result<Recent, Error> {
+        let stored = devices::readings_between(node, patient, since, i64::MAX, NEWS2_READINGS_CAP)?;
+        Ok(Recent {
+            readings: stored.into_iter().filter_map(Known::stored).collect(),
+        })
+    }
+
+    /// What is still of use once `last_scored` is the last scored time:
+    /// each vital's newest at or before it (all of them at that second) and
+    /// everything after it; None when that is more than memory should keep.
+    fn kept(mut self, last_scored: Option<i64>) -> Option<Recent> {
+        if let Some(last) = last_scored {
+            let mut newest: std::collections::HashMap<Vital, i64> = Default::default();
+            for k in self.readings.iter().filter(|k| k.time <= last) {
+                let at = newest.entry(k.vital).or_insert(k.time);
+                *at = (*at).max(k.time);
+            }
+            self.readings
+                .retain(|k| k.time > last || newest.get(&k.vital) == Some(&k.time));
+        }
+        (self.readings.len() <= MAX_RECENT_READINGS).then_some(self)
+    }
+}
+
+/// Most patients whose recent readings are kept in memory.
+pub const MAX_CACHED_PATIENTS: usize = 4096;
+
+/// The recent readings of the patients who sent readings lately (bounded).
+#[derive(Default)]
+pub(crate) struct RecentCache {
+    patients: std::sync::Mutex<std::collections::HashMap<Pseudonym, Recent>>,
+}
+
+impl RecentCache {
+    fn get(&self, patient: &Pseudonym) -> Option<Recent> {
+        crate::locks::lock(&self.patients).get(patient).cloned()
+    }
+
+    /// Installs a patient's readings after their batch was stored (None:
+    /// forget them; they are read from the store when next needed).
+    fn install(&self, patient: &Pseudonym, recent: Option<Recent>) {
+        let mut patients = crate::locks::lock(&self.patients);
+        let Some(recent) = recent else {
+            patients.remove(patient);
+            return;
+        };
+        if !patients.contains_key(patient) && patients.len() >= MAX_CACHED_PATIENTS {
+            // Any one goes: it is read back from the store when it is next needed.
+            if let Some(evicted) = patients.keys().next().copied() {
+                patients.remove(&evicted);
+            }
+        }
+        patients.insert(*patient, recent);
+    }
 }
 
 /// For each parameter, the newest reading within the window at `t` (what the fresh set scored).

@@ -138,6 +138,78 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// Batches of one monitor, and how many at each end are timed.
+const MONITOR_BATCHES: usize = 200;
+const MONITOR_TIMED: usize = 40;
+const MONITOR_SPAN: usize = MONITOR_TIMED * 128;
+
+/// One patient's bedside monitor sending all seven NEWS2 vital signs every
+/// second, straight into a node (no HTTP): readings per second over the
+/// first and the last batches of an hour. Equal rates mean a batch's cost
+/// does not grow with the readings already in the patient's NEWS2 window.
+fn monitor_rate(dir: &Path) -> Result<(f64, f64)> {
+    use witmed_node::{devices, import, ingest, node};
+    let now = witmed_node::unix_now();
+    node::init(dir, "Monitor", vec![], now).map_err(err)?;
+    let node = node::Node::open(dir, now).map_err(err)?;
+    let record = b"Time,Parameter,Value\n00:00,RecordID,1\n00:00,Age,70\n00:00,Gender,1\n".to_vec();
+    let options = import::Options {
+        now,
+        ..import::Options::default()
+    };
+    let sources = std::iter::once(Ok(("monitor/1.txt".to_string(), record)));
+    import::import_physionet_sources(
+        &node.store,
+        node.pseudonyms(),
+        1,
+        sources,
+        &Default::default(),
+        &options,
+    )
+    .map_err(err)?;
+    let patient = node.pseudonyms().pseudonym(import::PHYSIONET, "1");
+    let device = witmed_crypto::KeyPair::generate(witmed_crypto::Role::Patient).map_err(err)?;
+    devices::enrol(&node, device.public(), patient, "monitor", now).map_err(err)?;
+    let vitals = [
+        ("9279-1", 16.0, "/min"),
+        ("59408-5", 97.0, "%"),
+        ("3150-0", 21.0, "%"),
+        ("8480-6", 120.0, "mm[Hg]"),
+        ("8867-4", 80.0, "/min"),
+        ("67775-7", 0.0, "{ACVPU}"),
+        ("8310-5", 37.0, "Cel"),
+    ];
+    let start = now - (MONITOR_BATCHES * 128 / vitals.len()) as i64 - 60;
+    let mut seq = 0u64;
+    let mut elapsed = Vec::with_capacity(MONITOR_BATCHES);
+    for _ in 0..MONITOR_BATCHES {
+        let readings: Vec<_> = (0..128)
+            .map(|_| {
+                let (code, value, unit) = vitals[seq as usize % vitals.len()];
+                let reading = witmed_protocol::device_request::Reading {
+                    seq: seq + 1,
+                    time: start + (seq / vitals.len() as u64) as i64,
+                    code: code.into(),
+                    value,
+                    unit: unit.into(),
+                };
+                seq += 1;
+                reading
+            })
+            .collect();
+        let started = Instant::now();
+        ingest::ingest(&node, &device.public(), &readings, &Default::default(), now)
+            .map_err(err)?;
+        elapsed.push(started.elapsed());
+    }
+    let rate =
+        |batches: &[Duration]| MONITOR_SPAN as f64 / batches.iter().sum::<Duration>().as_secs_f64();
+    Ok((
+        rate(&elapsed[..MONITOR_TIMED]),
+        rate(&elapsed[MONITOR_BATCHES - MONITOR_TIMED..]),
+    ))
+}
+
 /// Synced raw RocksDB batches: `batches` writes of `per_batch` records of `record_bytes` each
 /// (key 64 bytes: patient, time, device, sequence number). Returns records per second.
 fn raw_rate(dir: &Path, batches: u64, per_batch: usize, record_bytes: usize) -> Result<f64> {
@@ -299,6 +371,12 @@ pub fn run(config: &Config) -> Result<()> {
     if let Some((status, body)) = summary.refusals.first() {
         outln!("first refusal: HTTP {status}: {body}");
     }
+    let (early, late) = monitor_rate(&root.join("monitor"))?;
+    outln!(
+        "one bedside monitor in-process (7 vital signs at 1 Hz, batches of 128): {early:.0} readings/s \
+         over its first {MONITOR_SPAN} readings, {late:.0} over its last {MONITOR_SPAN} (its hour then holds {} readings)",
+        MONITOR_BATCHES * 128,
+    );
     outln!(
         "node memory (RSS): {} MiB idle, {} MiB peak while ingesting, {} MiB at the end",
         idle_rss / 1024,
