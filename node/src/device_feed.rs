@@ -1,8 +1,10 @@
-//! What a running node shares across device requests: the one write lock of device data, the alert counter and the bounded broadcast of new alerts to live subscribers.
+//! What a running node shares across device requests: the locks of device data, the alert counter, the bounded broadcast of new alerts to live subscribers, and each recently active patient's readings for NEWS2.
 
 use std::sync::{Mutex, MutexGuard, RwLock};
 
 use tokio::sync::broadcast;
+use witmed_care::{news2, Vital};
+use witmed_crypto::Pseudonym;
 use witmed_protocol::device_request as wire;
 
 use crate::store::{self, cf};
@@ -35,7 +37,7 @@ pub struct Live {
     /// The next alert id, read from the store on first use.
     next_alert: Mutex<Option<u64>>,
     /// Each recently active patient's newest readings, for NEWS2.
-    pub(crate) recent: crate::ingest::RecentCache,
+    pub(crate) recent: RecentCache,
 }
 
 impl Default for Live {
@@ -45,7 +47,7 @@ impl Default for Live {
             patients: std::array::from_fn(|_| Mutex::new(())),
             alerts: broadcast::channel(ALERT_CHANNEL_CAPACITY).0,
             next_alert: Mutex::new(None),
-            recent: Default::default(),
+            recent: RecentCache::default(),
         }
     }
 }
@@ -57,7 +59,7 @@ impl Live {
     }
 
     /// The lock of `patient`'s stripe (take it after [`Live::write`], shared).
-    pub(crate) fn lock_patient(&self, patient: &witmed_crypto::Pseudonym) -> MutexGuard<'_, ()> {
+    pub(crate) fn lock_patient(&self, patient: &Pseudonym) -> MutexGuard<'_, ()> {
         // A pseudonym is a keyed digest: its first byte is uniform enough to stripe on.
         let stripe = usize::from(patient.0[0]) % PATIENT_STRIPES;
         crate::locks::lock(&self.patients[stripe])
@@ -84,5 +86,86 @@ impl Live {
         };
         *next = Some(id.saturating_add(1));
         Ok(id)
+    }
+}
+
+/// A reading NEWS2 can use, with where it came from.
+#[derive(Debug, Clone)]
+pub(crate) struct Known {
+    pub(crate) device: witmed_crypto::PublicKey,
+    pub(crate) seq: u64,
+    pub(crate) vital: Vital,
+    pub(crate) time: i64,
+    pub(crate) value: f64,
+}
+
+impl Known {
+    pub(crate) fn care(&self) -> news2::Reading {
+        news2::Reading {
+            vital: self.vital,
+            at: self.time,
+            value: self.value,
+        }
+    }
+}
+
+/// Most readings kept in memory for one patient; beyond (a stream that
+/// never completes a set, so nothing is scored), the patient is read from
+/// the store at each batch instead.
+const MAX_RECENT_READINGS: usize = 2048;
+
+/// The readings of one patient that later scores can still use (see `ingest::score`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Recent {
+    pub(crate) readings: Vec<Known>,
+}
+
+impl Recent {
+    /// What is still of use once `last_scored` is the last scored time:
+    /// each vital's newest at or before it (all of them at that second) and
+    /// everything after it; None when that is more than memory should keep.
+    pub(crate) fn kept(mut self, last_scored: Option<i64>) -> Option<Recent> {
+        if let Some(last) = last_scored {
+            let mut newest: std::collections::HashMap<Vital, i64> = Default::default();
+            for k in self.readings.iter().filter(|k| k.time <= last) {
+                let at = newest.entry(k.vital).or_insert(k.time);
+                *at = (*at).max(k.time);
+            }
+            self.readings
+                .retain(|k| k.time > last || newest.get(&k.vital) == Some(&k.time));
+        }
+        (self.readings.len() <= MAX_RECENT_READINGS).then_some(self)
+    }
+}
+
+/// Most patients whose recent readings are kept in memory.
+pub const MAX_CACHED_PATIENTS: usize = 4096;
+
+/// The recent readings of the patients who sent readings lately (bounded).
+#[derive(Default)]
+pub(crate) struct RecentCache {
+    patients: std::sync::Mutex<std::collections::HashMap<Pseudonym, Recent>>,
+}
+
+impl RecentCache {
+    pub(crate) fn get(&self, patient: &Pseudonym) -> Option<Recent> {
+        crate::locks::lock(&self.patients).get(patient).cloned()
+    }
+
+    /// Installs a patient's readings after their batch was stored (None:
+    /// forget them; they are read from the store when next needed).
+    pub(crate) fn install(&self, patient: &Pseudonym, recent: Option<Recent>) {
+        let mut patients = crate::locks::lock(&self.patients);
+        let Some(recent) = recent else {
+            patients.remove(patient);
+            return;
+        };
+        if !patients.contains_key(patient) && patients.len() >= MAX_CACHED_PATIENTS {
+            // Any one goes: it is read back from the store when it is next needed.
+            if let Some(evicted) = patients.keys().next().copied() {
+                patients.remove(&evicted);
+            }
+        }
+        patients.insert(*patient, recent);
     }
 }

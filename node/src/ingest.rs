@@ -21,6 +21,7 @@ use witmed_care::{plausibility, units, Vital};
 use witmed_crypto::{Pseudonym, PublicKey};
 use witmed_protocol::device_request::{self as wire, Band};
 
+use crate::device_feed::{Known, Recent};
 use crate::devices::{self, AlertRecord, Error, PatientState, ReadingRecord, SourceRecord};
 use crate::node::Node;
 use crate::store::{cf, observation_key, ObservationRecord, RECORD_VERSION};
@@ -249,34 +250,23 @@ fn free_observation_key(
     )))
 }
 
-/// A reading NEWS2 can use, with where it came from.
-#[derive(Debug, Clone)]
-pub(crate) struct Known {
-    device: PublicKey,
-    seq: u64,
-    vital: Vital,
-    time: i64,
-    value: f64,
+/// A stored device-log reading as NEWS2 takes it (None: a code no longer known).
+fn known_of(r: ReadingRecord) -> Option<Known> {
+    Some(Known {
+        device: r.device,
+        seq: r.seq,
+        vital: Vital::from_code(&r.code)?,
+        time: r.time,
+        value: r.value,
+    })
 }
 
-impl Known {
-    fn stored(r: ReadingRecord) -> Option<Known> {
-        Some(Known {
-            device: r.device,
-            seq: r.seq,
-            vital: Vital::from_code(&r.code)?,
-            time: r.time,
-            value: r.value,
-        })
-    }
-
-    fn care(&self) -> news2::Reading {
-        news2::Reading {
-            vital: self.vital,
-            at: self.time,
-            value: self.value,
-        }
-    }
+/// A patient's readings from the device log since `since`, once per patient (then kept in memory).
+fn recent_from_store(node: &Node, patient: &Pseudonym, since: i64) -> Result<Recent, Error> {
+    let stored = devices::readings_between(node, patient, since, i64::MAX, NEWS2_READINGS_CAP)?;
+    Ok(Recent {
+        readings: stored.into_iter().filter_map(known_of).collect(),
+    })
 }
 
 /// Alerts to store (with their ids), and the patient's recent readings once the batch is stored.
@@ -331,7 +321,7 @@ fn score(
     };
     let mut recent = match node.devices.recent.get(patient) {
         Some(recent) => recent,
-        None => Recent::from_store(node, patient, first.saturating_sub(window))?,
+        None => recent_from_store(node, patient, first.saturating_sub(window))?,
     };
     let scale = if state.hypercapnic {
         SpO2Scale::Two
@@ -374,75 +364,6 @@ fn score(
     }
     recent.readings.extend(arriving);
     Ok((raised, recent.kept(state.last_at)))
-}
-
-/// Most readings kept in memory for one patient; beyond (a stream that
-/// never completes a set, so nothing is scored), the patient is read from
-/// the store at each batch instead.
-const MAX_RECENT_READINGS: usize = 2048;
-
-/// The readings of one patient that later scores can still use (see [`score`]).
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Recent {
-    readings: Vec<Known>,
-}
-
-impl Recent {
-    /// From the device log, once per patient: the readings since `since`.
-    fn from_store(node: &Node, patient: &Pseudonym, since: i64) -> Result<Recent, Error> {
-        let stored = devices::readings_between(node, patient, since, i64::MAX, NEWS2_READINGS_CAP)?;
-        Ok(Recent {
-            readings: stored.into_iter().filter_map(Known::stored).collect(),
-        })
-    }
-
-    /// What is still of use once `last_scored` is the last scored time:
-    /// each vital's newest at or before it (all of them at that second) and
-    /// everything after it; None when that is more than memory should keep.
-    fn kept(mut self, last_scored: Option<i64>) -> Option<Recent> {
-        if let Some(last) = last_scored {
-            let mut newest: std::collections::HashMap<Vital, i64> = Default::default();
-            for k in self.readings.iter().filter(|k| k.time <= last) {
-                let at = newest.entry(k.vital).or_insert(k.time);
-                *at = (*at).max(k.time);
-            }
-            self.readings
-                .retain(|k| k.time > last || newest.get(&k.vital) == Some(&k.time));
-        }
-        (self.readings.len() <= MAX_RECENT_READINGS).then_some(self)
-    }
-}
-
-/// Most patients whose recent readings are kept in memory.
-pub const MAX_CACHED_PATIENTS: usize = 4096;
-
-/// The recent readings of the patients who sent readings lately (bounded).
-#[derive(Default)]
-pub(crate) struct RecentCache {
-    patients: std::sync::Mutex<std::collections::HashMap<Pseudonym, Recent>>,
-}
-
-impl RecentCache {
-    fn get(&self, patient: &Pseudonym) -> Option<Recent> {
-        crate::locks::lock(&self.patients).get(patient).cloned()
-    }
-
-    /// Installs a patient's readings after their batch was stored (None:
-    /// forget them; they are read from the store when next needed).
-    fn install(&self, patient: &Pseudonym, recent: Option<Recent>) {
-        let mut patients = crate::locks::lock(&self.patients);
-        let Some(recent) = recent else {
-            patients.remove(patient);
-            return;
-        };
-        if !patients.contains_key(patient) && patients.len() >= MAX_CACHED_PATIENTS {
-            // Any one goes: it is read back from the store when it is next needed.
-            if let Some(evicted) = patients.keys().next().copied() {
-                patients.remove(&evicted);
-            }
-        }
-        patients.insert(*patient, recent);
-    }
 }
 
 /// For each parameter, the newest reading within the window at `t` (what the fresh set scored).
