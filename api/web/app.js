@@ -387,24 +387,48 @@ function privacyCost(r) {
   return r.delta > 0 ? `ε ${eps(r.epsilon)}, δ ${eps(r.delta)}` : `ε ${eps(r.epsilon)}`;
 }
 
-/** One row per use, newest first: when, who, project, purpose, what, how, cost. */
+/** One card per use, newest first: what was computed and when, then who, project, purpose, protection, cost. */
 function showUses(view) {
   const uses = view.items.filter((i) => i.Use && i.Use.research).map((i) => i.Use).reverse();
-  const lines = uses.map((e) => {
-    const r = e.research;
-    return [
-      moment(e.at),
-      `${r.researcher_name} (code ${wire.toHex(Uint8Array.from(r.researcher))})`,
-      r.institution,
-      r.project || "none named",
-      purposeInWords(r.purpose),
-      AGGREGATES[r.aggregate] || r.aggregate,
-      MODES_IN_WORDS[r.mode] || r.mode,
-      privacyCost(r),
-    ];
-  });
-  rows($("uses").tBodies[0], lines.length ? lines : [["No research answer has used your data.", "", "", "", "", "", "", ""]]);
+  const list = $("uses");
+  list.replaceChildren();
+  if (uses.length === 0) list.innerHTML = '<li class="help">No research answer has used your data.</li>';
+  for (const entry of uses) list.append(useCard(entry));
   return uses.length;
+}
+
+function useCard(entry) {
+  const r = entry.research;
+  const li = document.createElement("li");
+  li.dataset.use = r.query_id;
+  const title = document.createElement("p");
+  const what = document.createElement("b");
+  what.dataset.field = "what";
+  what.textContent = AGGREGATES[r.aggregate] || r.aggregate;
+  const when = document.createElement("span");
+  when.dataset.field = "when";
+  when.textContent = moment(entry.at);
+  title.append(what, ", ", when);
+  const details = document.createElement("dl");
+  details.className = "totals";
+  const fields = [
+    ["researcher", "Researcher", `${r.researcher_name} (code ${wire.toHex(Uint8Array.from(r.researcher))})`],
+    ["institution", "Institution", r.institution],
+    ["project", "Project", r.project || "none named"],
+    ["purpose", "Purpose", purposeInWords(r.purpose)],
+    ["protection", "Protection", MODES_IN_WORDS[r.mode] || r.mode],
+    ["cost", "Privacy cost", privacyCost(r)],
+  ];
+  for (const [field, label, text] of fields) {
+    const dt = document.createElement("dt");
+    dt.textContent = label;
+    const dd = document.createElement("dd");
+    dd.dataset.field = field;
+    dd.textContent = text;
+    details.append(dt, dd);
+  }
+  li.append(title, details);
+  return li;
 }
 
 async function showAudit() {

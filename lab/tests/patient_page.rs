@@ -9,6 +9,7 @@
 mod browser;
 mod common;
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -293,40 +294,50 @@ fn unix_now() -> i64 {
         .as_secs() as i64
 }
 
-/// The cells of each row of the page's list of uses, newest first.
-fn use_rows(b: &Browser) -> Vec<Vec<String>> {
-    let cells = b.script(
-        "return [...document.querySelectorAll('#uses tbody tr')].map((r) => [...r.cells].map((c) => c.textContent));",
+/// Each use the page lists, newest first, by field (`when`, `what`,
+/// `researcher`, `institution`, `project`, `purpose`, `protection`, `cost`).
+fn use_rows(b: &Browser) -> Vec<BTreeMap<String, String>> {
+    let cards = b.script(
+        "return [...document.querySelectorAll('#uses li[data-use]')].map((li) => \
+         Object.fromEntries([...li.querySelectorAll('[data-field]')].map((e) => [e.dataset.field, e.textContent])));",
         json!([]),
     );
-    serde_json::from_value(cells).unwrap()
+    serde_json::from_value(cards).unwrap()
 }
 
 /// One use as the page shows it: when (within the minute of the query),
 /// who (the cluster's researcher), institution, project, purpose, what and
 /// how in plain words, and its cost; and the log it came from verified.
-fn assert_use_shown(b: &Browser, row: &[String], asked_at: i64) {
-    let [when, who, institution, project, purpose, what, how, cost] = row else {
-        panic!("a use has eight cells: {row:?}");
+fn assert_use_shown(b: &Browser, card: &BTreeMap<String, String>, asked_at: i64) {
+    let field = |name: &str| {
+        card.get(name)
+            .unwrap_or_else(|| panic!("no {name} in {card:?}"))
+            .as_str()
     };
     let shown_at = b.script(
         "return Date.parse(arguments[0].replace(' UTC', 'Z').replace(' ', 'T')) / 1000;",
-        json!([when]),
+        json!([field("when")]),
     );
-    let shown_at = shown_at.as_f64().unwrap_or_else(|| panic!("{when}")) as i64;
+    let shown_at = shown_at.as_f64().unwrap_or_else(|| panic!("{card:?}")) as i64;
     assert!(
         (asked_at - 60..=unix_now()).contains(&shown_at),
-        "{when}: not the time of the query"
+        "{card:?}: not the time of the query"
     );
-    assert!(who.starts_with("Simulated Researcher (code "), "{who}");
+    assert!(
+        field("researcher").starts_with("Simulated Researcher (code "),
+        "{card:?}"
+    );
     assert_eq!(
-        (institution.as_str(), project.as_str()),
+        (field("institution"), field("project")),
         ("simnet", "simnet")
     );
-    assert_eq!(purpose, "Health and medical research (HMB)");
-    assert_eq!(what, "How many patients");
-    assert!(how.contains("differential privacy"), "{how}");
-    assert_eq!(cost, "ε 10");
+    assert_eq!(field("purpose"), "Health and medical research (HMB)");
+    assert_eq!(field("what"), "How many patients");
+    assert!(
+        field("protection").contains("differential privacy"),
+        "{card:?}"
+    );
+    assert_eq!(field("cost"), "ε 10");
     assert!(
         b.text("#audit-status").contains("and 1 use of your data"),
         "{}",
@@ -427,7 +438,7 @@ fn a_patient_consents_on_the_page_is_counted_sees_the_use_revokes_and_is_left_ou
     assert_eq!(uses.len(), 1, "only the query after her consent: {uses:?}");
     assert_use_shown(&b, &uses[0], asked_at);
     // The code it names the researcher by is the one the account sums under.
-    let code = uses[0][1]
+    let code = uses[0]["researcher"]
         .trim_end_matches(')')
         .rsplit(' ')
         .next()
