@@ -723,6 +723,18 @@ fn folds_running_beside_concurrent_queries_and_cap_changes_lose_and_double_no_ch
                 a.total_epsilon,
                 a.answers
             );
+            // Each use once, in journal order, the newest up to the bound.
+            assert!(
+                a.uses.windows(2).all(|w| w[0] < w[1]),
+                "{when}: {:?}",
+                a.uses
+            );
+            assert_eq!(
+                a.uses.len() as u64,
+                answers.min(accounts::MAX_USES as u64),
+                "{when}: patient {}",
+                patient.record_id
+            );
         }
     };
     check(&f.node, "running");
