@@ -162,16 +162,24 @@ pub async fn submit(
 /// `view` is `witmed_node::audit::PatientView` as serde writes it to JSON:
 /// `patient` (hex pseudonym); `start_seq` and `start_hash` (32 numbers, the
 /// bytes of the hash of the entry before the first item); `items`, one per
-/// entry from `start_seq + 1` to the head's, in order, each either
+/// entry from `start_seq + 1` to the head's, in order, each one of
 /// `{"Own": ENTRY}` (an entry about you, in full: `version`, `at`, `kind`,
-/// `actor`, `detail`, `subject`, and `chain` = `{seq, prev, salt, hash}`) or
+/// `actor`, `detail`, `subject`, `chain` = `{seq, prev, salt, hash}` and
+/// `research`, null), `{"Use": ENTRY}` (the entry of a research answer that
+/// included your data, in full, `subject` null and `research` = `{charge,
+/// query_id, researcher (16 bytes: the code your account names them by),
+/// researcher_name, institution, project, purpose (DUO code), aggregate
+/// (count, mean, survival, ...), mode (dp or encrypted), epsilon, delta}`;
+/// the newest 256 such uses are listed) or
 /// `{"Other": {"seq": N, "digest": [32 bytes]}}` (someone else's entry,
 /// salted digest only); and `head`, the node's signed envelope (`version`,
 /// `domain` = `witmed/audit-head/v1`, `payload` bytes, `signer` hex, `signature` hex).
 /// To verify: check `head` is signed by the node key you hold (pin it out of
 /// band; `node_key` here is a convenience), then from `start_hash` fold
 /// `link_hash(seq, prev, digest)` over the items (for your own entries the
-/// digest of their content, which must equal their recorded link) and compare
+/// digest of their content, which must equal their recorded link; an entry
+/// with a research use digests under `witmed/audit-content/v3` with the use
+/// appended, see `witmed_node::audit::Entry::digest`) and compare
 /// with the head's `seq` and `hash`. `PatientView::verify` does exactly this.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AuditView {
@@ -179,6 +187,8 @@ pub struct AuditView {
     pub node_key: String,
     /// How many entries in `view` are about you.
     pub own_entries: usize,
+    /// How many entries in `view` are research answers that included your data.
+    pub uses: usize,
     /// The view itself (see above).
     #[schema(value_type = Object)]
     pub view: PatientView,
@@ -203,6 +213,7 @@ pub async fn audit(
         Ok(Json(AuditView {
             node_key: node.id().to_hex(),
             own_entries: view.entries().count(),
+            uses: view.uses().count(),
             view,
         }))
     })

@@ -10,7 +10,7 @@ use witmed_api::patient::AccountView;
 use witmed_api::ROUTES;
 use witmed_api::{Config, State};
 use witmed_crypto::{KeyPair, Pseudonym, Role};
-use witmed_node::audit::{PatientView, ViewItem};
+use witmed_node::audit::{PatientView, ResearchUse, ViewItem};
 use witmed_node::node::{self, Node};
 use witmed_node::{accounts, consent_ops, import};
 use witmed_policies::cap::{CapRequest, CAP_VERSION};
@@ -941,12 +941,13 @@ fn replayed_forged_foreign_and_stale_cap_requests_are_refused_and_store_nothing(
 }
 
 #[test]
-fn a_patients_audit_view_verifies_against_the_nodes_signed_head_and_holds_only_their_entries() {
+fn a_patients_audit_view_verifies_against_the_nodes_signed_head_and_holds_their_entries_and_the_uses_that_included_them(
+) {
     let w = world();
     let r = queries_allowed(&w);
     count_everyone(&w, &r, "q1", 1.0);
     let now = witmed_node::unix_now();
-    let signed = cap_text(&w, w.alice.0, &w.alice.1, Some(50.0), now);
+    let signed = cap_text(&w, w.alice.0, &w.alice.1, Some(1.5), now);
     assert_eq!(
         as_patient(
             &w,
@@ -958,6 +959,8 @@ fn a_patients_audit_view_verifies_against_the_nodes_signed_head_and_holds_only_t
         .status,
         200
     );
+    // Past Alice's cap: this answer leaves her out and includes Bob.
+    count_everyone(&w, &r, "q2", 1.0);
     let reply = as_patient(&w, &w.alice, "GET", "/api/v1/patient/audit", "");
     assert_eq!(reply.status, 200, "{:?}", reply.body);
     assert_eq!(reply.body["node_key"], w.node.id().to_hex().as_str());
@@ -978,6 +981,50 @@ fn a_patients_audit_view_verifies_against_the_nodes_signed_head_and_holds_only_t
         .count();
     assert_eq!(bobs_in_full, 0);
     assert!(!reply.body["view"].to_string().contains(&w.bob.0.to_hex()));
+    // In full too: the answer that included her, with who asked, for what and at what cost.
+    let digest = accounts::researcher_digest(&w.node, &r.issuer, &r.id);
+    let uses: Vec<&ResearchUse> = view.uses().map(|(_, u)| u).collect();
+    assert_eq!(reply.body["uses"], 1);
+    assert_eq!(uses.len(), 1, "q1 only: q2 left her out");
+    let u = uses[0];
+    assert_eq!(
+        (
+            u.query_id.as_str(),
+            u.researcher,
+            u.researcher_name.as_str(),
+            u.institution.as_str(),
+            u.project.as_str(),
+            u.purpose.as_str(),
+            u.aggregate.as_str(),
+            u.mode.as_str(),
+            u.epsilon,
+        ),
+        (
+            "q1",
+            digest,
+            "Ada",
+            "University",
+            "p1",
+            "HMB",
+            "count",
+            "dp",
+            1.0
+        )
+    );
+    // A use edited on the way (a smaller cost) fails the client's check.
+    let mut cheaper = reply.body["view"].clone();
+    let used = cheaper["items"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|i| i.get("Use").is_some())
+        .unwrap();
+    used["Use"]["research"]["epsilon"] = serde_json::json!(0.01);
+    let cheaper: PatientView = serde_json::from_value(cheaper).unwrap();
+    assert_eq!(
+        cheaper.verify(&w.node.id()).unwrap_err().error_code(),
+        "audit_edited"
+    );
     // A view edited on the way fails the client's check.
     let mut edited = reply.body["view"].clone();
     let own = edited["items"]
@@ -1001,6 +1048,8 @@ fn a_patients_audit_view_verifies_against_the_nodes_signed_head_and_holds_only_t
     bobs.verify(&w.node.id()).unwrap();
     assert!(bobs.entries().all(|e| e.subject == Some(w.bob.0)));
     assert!(!bobs.entries().any(|e| e.kind == "patient.cap"));
+    let bobs_uses: Vec<&str> = bobs.uses().map(|(_, u)| u.query_id.as_str()).collect();
+    assert_eq!(bobs_uses, ["q1", "q2"]);
     let forged = impostor(&w, w.bob.0, &w.alice.1, "GET", "/api/v1/patient/audit", "");
     assert_eq!((forged.status, forged.code()), (401, "bad_signature"));
 }

@@ -386,6 +386,36 @@ fn entry() -> Entry {
     e
 }
 
+/// An answer's entry with its research use (digested under the v3 domain).
+fn use_entry() -> Entry {
+    let mut e = Entry::new(
+        1_800_000_200,
+        "query.answered",
+        "cd".repeat(32),
+        "query q answered",
+    )
+    .recording(witmed_node::audit::ResearchUse {
+        charge: 300,
+        query_id: "q-é".into(),
+        researcher: [0xee; 16],
+        researcher_name: "Ada".into(),
+        institution: "Université".into(),
+        project: "".into(),
+        purpose: "HMB".into(),
+        aggregate: "survival".into(),
+        mode: "encrypted".into(),
+        epsilon: 0.1,
+        delta: 1e-7,
+    });
+    e.chain = Some(Link {
+        seq: 301,
+        prev: [3; 32],
+        salt: [8; 16],
+        hash: [0; 32],
+    });
+    e
+}
+
 const JS_INPUTS: &str = r#"
 import * as w from "./postcard.js";
 const node = new Uint8Array(32).fill(7);
@@ -404,6 +434,8 @@ out.request = w.toHex(w.requestMessage({ node: "ab", patient: "cd", method: "POS
 const content = w.auditContentBytes({ at: 1800000123, kind: "consent.granted", actor: "ab".repeat(32),
   detail: "token 0123 — HMB, ünïcode", subject: "a5".repeat(16) }, new Uint8Array(16).fill(9));
 out.digest = w.toHex(new Uint8Array(await crypto.subtle.digest("SHA-256", content)));
+const used = JSON.parse(process.argv[3] || USE_ENTRY);
+out.useDigest = w.toHex(new Uint8Array(await crypto.subtle.digest("SHA-256", w.auditContentBytes(used, new Uint8Array(16).fill(8)))));
 out.link = w.toHex(new Uint8Array(await crypto.subtle.digest("SHA-256", w.linkBytes(300n, new Uint8Array(32).fill(3), new Uint8Array(32).fill(4)))));
 const head = w.decodeHead(w.fromHex(process.argv[2] || HEAD));
 out.head = [head.version, head.seq.toString(), w.toHex(head.hash), head.at];
@@ -424,7 +456,11 @@ fn the_pages_encoder_gives_the_bytes_rust_signs_and_a_browser_signed_token_opens
         at: -1,
     };
     let head_hex = hex::encode(postcard::to_stdvec(&head).unwrap());
-    let script = JS_INPUTS.replace("HEAD", &format!("\"{head_hex}\""));
+    // The use entry as the API's JSON gives it to the page.
+    let use_json = serde_json::to_string(&serde_json::to_string(&use_entry()).unwrap()).unwrap();
+    let script = JS_INPUTS
+        .replace("HEAD", &format!("\"{head_hex}\""))
+        .replace("USE_ENTRY", &use_json);
     let out: serde_json::Value = serde_json::from_str(&run_node(&script)).unwrap();
     let hex_of = |key: &str| {
         out[key]
@@ -472,6 +508,12 @@ fn the_pages_encoder_gives_the_bytes_rust_signs_and_a_browser_signed_token_opens
     });
     assert_eq!(hex_of("request"), hex::encode(request));
     assert_eq!(hex_of("digest"), hex::encode(entry().digest()));
+    assert_eq!(hex_of("useDigest"), hex::encode(use_entry().digest()));
+    assert_ne!(use_entry().digest(), {
+        let mut plain = use_entry();
+        plain.research = None;
+        plain.digest()
+    });
     assert_eq!(
         hex_of("link"),
         hex::encode(link_hash(300, &[3; 32], &[4; 32]))

@@ -256,8 +256,8 @@ async function showAccount() {
   $("answers").textContent = String(a.answers);
   $("cap").textContent = a.cap ? `ε ${eps(a.cap.epsilon)} (set ${moment(a.cap.set_at)})` : "none";
   rows($("windows").tBodies[0], a.per_window.map((w) => [day(w.start), w.seconds / 86400, eps(w.epsilon), eps(w.delta), w.answers]));
-  const uses = a.per_researcher.map((r) => [r.researcher, r.answers, eps(r.epsilon)]);
-  rows($("uses").tBodies[0], uses.length ? uses : [["No research answer has used your data.", "", ""]]);
+  const byResearcher = a.per_researcher.map((r) => [r.researcher, r.answers, eps(r.epsilon)]);
+  rows($("by-researcher").tBodies[0], byResearcher.length ? byResearcher : [["No research answer has used your data.", "", ""]]);
 }
 
 async function setCap(epsilon) {
@@ -307,7 +307,10 @@ export async function verifyView(view, nodeKeyHex) {
   let seq = BigInt(view.start_seq);
   for (const item of view.items) {
     const expected = seq + 1n;
-    hash = item.Own ? await ownLink(item.Own, view.patient, expected, hash) : await otherLink(item.Other, expected, hash);
+    if (item.Own) hash = await ownLink(item.Own, view.patient, expected, hash);
+    else if (item.Use) hash = await useLink(item.Use, expected, hash);
+    else if (item.Other) hash = await otherLink(item.Other, expected, hash);
+    else throw new Error(`entry ${expected} is of no known kind`);
     seq = expected;
   }
   if (seq !== signed.seq || !same(hash, signed.hash)) {
@@ -322,8 +325,20 @@ async function otherLink(other, expected, prev) {
 }
 
 async function ownLink(entry, patient, expected, prev) {
+  if (entry.subject !== patient) throw new Error(`entry ${expected} was edited`);
+  return fullLink(entry, expected, prev);
+}
+
+/** A use of the patient's data: an entry in full that records a research use. */
+async function useLink(entry, expected, prev) {
+  if (!entry.research) throw new Error(`entry ${expected} was edited`);
+  return fullLink(entry, expected, prev);
+}
+
+/** An entry shown in full: its content hashes to its link, which follows `prev`. */
+async function fullLink(entry, expected, prev) {
   const link = entry.chain;
-  if (!link || entry.subject !== patient) throw new Error(`entry ${expected} was edited`);
+  if (!link) throw new Error(`entry ${expected} was edited`);
   if (BigInt(link.seq) !== expected) throw new Error(`entry ${expected} was moved`);
   const digest = await keys.sha256(wire.auditContentBytes(entry, bytesOf(link.salt)));
   const hash = await keys.sha256(wire.linkBytes(expected, bytesOf(link.prev), digest));
@@ -332,16 +347,101 @@ async function ownLink(entry, patient, expected, prev) {
   return hash;
 }
 
+// ---- each use of the patient's data, from the log's entries of the answers that included them ----
+
+/** DUO purpose codes in plain words (the consent form's). */
+const PURPOSES = {
+  HMB: "Health and medical research",
+  GRU: "Any research",
+  POA: "Population and ancestry research",
+};
+
+/** What a research answer computed, in plain words (`protocol::query::Aggregate::kind`). */
+const AGGREGATES = {
+  count: "How many patients",
+  sum: "A total over patients",
+  mean: "An average over patients",
+  histogram: "How patients spread over ranges (histogram)",
+  quantiles: "Typical values, such as the median (quantiles)",
+  survival: "How long patients stayed well (survival curve)",
+  table: "How often combinations occur (table)",
+  regression: "How one measure relates to others (regression)",
+};
+
+const MODES_IN_WORDS = {
+  dp: "Noise added by this hospital (differential privacy)",
+  encrypted: "Encrypted; only the hospitals' noisy total opened",
+};
+
+function purposeInWords(code) {
+  if (PURPOSES[code]) return `${PURPOSES[code]} (${code})`;
+  if (code.startsWith("DS-")) return `Research on one disease (${code})`;
+  return code;
+}
+
+function plural(n, one, many) {
+  return `${n} ${n === 1 ? one : many}`;
+}
+
+function privacyCost(r) {
+  return r.delta > 0 ? `ε ${eps(r.epsilon)}, δ ${eps(r.delta)}` : `ε ${eps(r.epsilon)}`;
+}
+
+/** One card per use, newest first: what was computed and when, then who, project, purpose, protection, cost. */
+function showUses(view) {
+  const uses = view.items.filter((i) => i.Use && i.Use.research).map((i) => i.Use).reverse();
+  const list = $("uses");
+  list.replaceChildren();
+  if (uses.length === 0) list.innerHTML = '<li class="help">No research answer has used your data.</li>';
+  for (const entry of uses) list.append(useCard(entry));
+  return uses.length;
+}
+
+function useCard(entry) {
+  const r = entry.research;
+  const li = document.createElement("li");
+  li.dataset.use = r.query_id;
+  const title = document.createElement("p");
+  const what = document.createElement("b");
+  what.dataset.field = "what";
+  what.textContent = AGGREGATES[r.aggregate] || r.aggregate;
+  const when = document.createElement("span");
+  when.dataset.field = "when";
+  when.textContent = moment(entry.at);
+  title.append(what, ", ", when);
+  const details = document.createElement("dl");
+  details.className = "totals";
+  const fields = [
+    ["researcher", "Researcher", `${r.researcher_name} (code ${wire.toHex(Uint8Array.from(r.researcher))})`],
+    ["institution", "Institution", r.institution],
+    ["project", "Project", r.project || "none named"],
+    ["purpose", "Purpose", purposeInWords(r.purpose)],
+    ["protection", "Protection", MODES_IN_WORDS[r.mode] || r.mode],
+    ["cost", "Privacy cost", privacyCost(r)],
+  ];
+  for (const [field, label, text] of fields) {
+    const dt = document.createElement("dt");
+    dt.textContent = label;
+    const dd = document.createElement("dd");
+    dd.dataset.field = field;
+    dd.textContent = text;
+    details.append(dt, dd);
+  }
+  li.append(title, details);
+  return li;
+}
+
 async function showAudit() {
   const reply = await call("GET", "/api/v1/patient/audit");
   const view = reply.view;
   const entries = view.items.filter((i) => i.Own).map((i) => i.Own);
   rows($("audit").tBodies[0], entries.map((e) => [moment(e.at), KINDS[e.kind] || e.kind, e.detail]));
+  const uses = showUses(view);
   const status = $("audit-status");
   try {
     const head = await verifyView(view, session.nodeId);
     status.className = "verified";
-    status.textContent = `Verified: these ${entries.length} entries are in the node's signed log (up to entry ${head.seq}, signed ${moment(head.at)}).`;
+    status.textContent = `Verified: these ${plural(entries.length, "entry", "entries")} about you and ${plural(uses, "use", "uses")} of your data are in the node's signed log (up to entry ${head.seq}, signed ${moment(head.at)}).`;
   } catch (e) {
     status.className = "failed";
     status.textContent = `Not verified: ${e.message}. Tell the hospital's data protection officer.`;

@@ -187,8 +187,10 @@ export function requestMessage(r) {
 
 /** The bytes an own audit entry's digest is the SHA-256 of (`audit::chain::Entry::digest`). */
 export function auditContentBytes(entry, salt) {
+  const research = entry.research ?? null;
+  const domain = research === null ? "witmed/audit-content/v2\0" : "witmed/audit-content/v3\0";
   const w = new Writer()
-    .raw(utf8.encode("witmed/audit-content/v2\0"))
+    .raw(utf8.encode(domain))
     .fixed(salt, 16)
     .i64(entry.at)
     .string(entry.kind)
@@ -196,7 +198,23 @@ export function auditContentBytes(entry, salt) {
     .string(entry.detail);
   if (entry.subject === null || entry.subject === undefined) w.byte(0);
   else w.byte(1).fixed(fromHex(entry.subject), 16);
+  if (research !== null) researchUse(w, research);
   return w.finish();
+}
+
+/** `audit::ResearchUse`, as an entry's digest covers it (no Option tag: the v3 domain says it is there). */
+function researchUse(w, r) {
+  w.varint(r.charge)
+    .string(r.query_id)
+    .fixed(Uint8Array.from(r.researcher), 16)
+    .string(r.researcher_name)
+    .string(r.institution)
+    .string(r.project)
+    .string(r.purpose)
+    .string(r.aggregate)
+    .string(r.mode)
+    .f64(r.epsilon)
+    .f64(r.delta);
 }
 
 /** The bytes a chain link's hash is the SHA-256 of (`audit::chain::link_hash`). */

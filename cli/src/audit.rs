@@ -150,6 +150,7 @@ fn view(data_dir: &std::path::Path, patient: &str, json: bool) -> Result<()> {
         crate::stdout::json(&serde_json::json!({
             "node_key": node.id().to_hex(),
             "own_entries": view.entries().count(),
+            "uses": view.uses().count(),
             "verified_head_seq": head.seq,
             "view": view,
         }));
@@ -162,5 +163,32 @@ fn view(data_dir: &std::path::Path, patient: &str, json: bool) -> Result<()> {
         crate::labels::utc(head.at)
     );
     print_entries(&view.entries().cloned().collect::<Vec<_>>(), false);
+    print_uses(&view);
     Ok(())
+}
+
+/// Each research answer that included the patient, newest first, as its entry records it.
+fn print_uses(view: &audit::PatientView) {
+    let uses: Vec<_> = view.uses().collect();
+    outln!(
+        "{} research answers included their data (the newest {} are kept):",
+        uses.len(),
+        witmed_node::accounts::MAX_USES
+    );
+    for (entry, u) in uses.into_iter().rev() {
+        outln!(
+            "{} query {}: {} ({}), researcher {} of {} (code {}), project {}, purpose {}, epsilon {}, delta {}",
+            crate::labels::utc(entry.at),
+            u.query_id,
+            u.aggregate,
+            u.mode,
+            u.researcher_name,
+            u.institution,
+            hex::encode(u.researcher),
+            if u.project.is_empty() { "none" } else { &u.project },
+            u.purpose,
+            u.epsilon,
+            u.delta
+        );
+    }
 }

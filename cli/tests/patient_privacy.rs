@@ -327,10 +327,11 @@ fn a_cap_outside_its_bounds_or_a_patient_without_a_record_is_refused_with_a_code
 }
 
 #[test]
-fn the_audit_view_verifies_and_holds_the_patients_own_entries_only() {
+fn the_audit_view_verifies_and_holds_the_patients_own_entries_and_the_uses_that_included_them() {
     let h = hospital();
     let cap = sign_cap(&h, Some(30.0), "alice.cap");
     run_ok(&["patient", "cap-submit", "--data-dir", h.dir(), s(&cap)]);
+    count(&h, "with-alice", 1.0);
     let view = run_json(&[
         "audit",
         "view",
@@ -352,6 +353,16 @@ fn the_audit_view_verifies_and_holds_the_patients_own_entries_only() {
     for item in items.iter().filter_map(|i| i.get("Own")) {
         assert_eq!(item["subject"], h.pseudonym.as_str());
     }
+    // The answer that included her, in full; no other entry in full.
+    assert_eq!(view["uses"], 1, "{view}");
+    let used: Vec<&serde_json::Value> = items.iter().filter_map(|i| i.get("Use")).collect();
+    assert_eq!(used.len(), 1);
+    assert_eq!(used[0]["research"]["query_id"], "with-alice");
+    assert_eq!(used[0]["research"]["aggregate"], "count");
+    assert_eq!(used[0]["subject"], serde_json::Value::Null);
+    assert!(items
+        .iter()
+        .all(|i| i.get("Own").is_some() || i.get("Use").is_some() || i.get("Other").is_some()));
     // The view deserialises to what the node library verifies.
     let parsed: witmed_node::audit::PatientView =
         serde_json::from_value(view["view"].clone()).unwrap();
@@ -369,7 +380,9 @@ fn the_audit_view_verifies_and_holds_the_patients_own_entries_only() {
         &h.pseudonym,
     ]);
     assert!(
-        shown.contains("verified against the head") && shown.contains("patient.cap"),
+        shown.contains("verified against the head")
+            && shown.contains("patient.cap")
+            && shown.contains("query with-alice: count (dp)"),
         "{shown}"
     );
 }

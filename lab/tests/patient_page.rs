@@ -9,6 +9,7 @@
 mod browser;
 mod common;
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -286,6 +287,64 @@ fn screenshot(b: &Browser, width: u32, file: &str) {
     std::fs::write(&path, png).unwrap();
 }
 
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Each use the page lists, newest first, by field (`when`, `what`,
+/// `researcher`, `institution`, `project`, `purpose`, `protection`, `cost`).
+fn use_rows(b: &Browser) -> Vec<BTreeMap<String, String>> {
+    let cards = b.script(
+        "return [...document.querySelectorAll('#uses li[data-use]')].map((li) => \
+         Object.fromEntries([...li.querySelectorAll('[data-field]')].map((e) => [e.dataset.field, e.textContent])));",
+        json!([]),
+    );
+    serde_json::from_value(cards).unwrap()
+}
+
+/// One use as the page shows it: when (within the minute of the query),
+/// who (the cluster's researcher), institution, project, purpose, what and
+/// how in plain words, and its cost; and the log it came from verified.
+fn assert_use_shown(b: &Browser, card: &BTreeMap<String, String>, asked_at: i64) {
+    let field = |name: &str| {
+        card.get(name)
+            .unwrap_or_else(|| panic!("no {name} in {card:?}"))
+            .as_str()
+    };
+    let shown_at = b.script(
+        "return Date.parse(arguments[0].replace(' UTC', 'Z').replace(' ', 'T')) / 1000;",
+        json!([field("when")]),
+    );
+    let shown_at = shown_at.as_f64().unwrap_or_else(|| panic!("{card:?}")) as i64;
+    assert!(
+        (asked_at - 60..=unix_now()).contains(&shown_at),
+        "{card:?}: not the time of the query"
+    );
+    assert!(
+        field("researcher").starts_with("Simulated Researcher (code "),
+        "{card:?}"
+    );
+    assert_eq!(
+        (field("institution"), field("project")),
+        ("simnet", "simnet")
+    );
+    assert_eq!(field("purpose"), "Health and medical research (HMB)");
+    assert_eq!(field("what"), "How many patients");
+    assert!(
+        field("protection").contains("differential privacy"),
+        "{card:?}"
+    );
+    assert_eq!(field("cost"), "ε 10");
+    assert!(
+        b.text("#audit-status").contains("and 1 use of your data"),
+        "{}",
+        b.text("#audit-status")
+    );
+}
+
 #[test]
 fn a_patient_consents_on_the_page_is_counted_sees_the_use_revokes_and_is_left_out() {
     let h = hospital();
@@ -352,6 +411,7 @@ fn a_patient_consents_on_the_page_is_counted_sees_the_use_revokes_and_is_left_ou
     b.click("#grant");
     wait_status(&b, "consent in force", "Your consent is in force");
     assert_eq!(b.count("#consents li.active"), 1, "{}", b.text("#consents"));
+    let asked_at = unix_now();
     assert_eq!(
         h.count("with-me"),
         baseline + 1.0,
@@ -368,10 +428,25 @@ fn a_patient_consents_on_the_page_is_counted_sees_the_use_revokes_and_is_left_ou
         page_state,
     );
     assert_eq!(b.text("#answers"), "1");
-    let uses = b.text("#uses tbody");
+    let by_researcher = b.text("#by-researcher tbody");
     assert!(
-        uses.contains("10") && !uses.contains("No research answer"),
-        "{uses}"
+        by_researcher.contains("10") && !by_researcher.contains("No research answer"),
+        "{by_researcher}"
+    );
+    // The use itself, in full and in plain words, from the verified log.
+    let uses = use_rows(&b);
+    assert_eq!(uses.len(), 1, "only the query after her consent: {uses:?}");
+    assert_use_shown(&b, &uses[0], asked_at);
+    // The code it names the researcher by is the one the account sums under.
+    let code = uses[0]["researcher"]
+        .trim_end_matches(')')
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(
+        code.len() == 32 && by_researcher.contains(&code),
+        "{code} in {by_researcher}"
     );
     assert!(
         b.text("#audit").contains("You gave consent"),
@@ -393,6 +468,15 @@ fn a_patient_consents_on_the_page_is_counted_sees_the_use_revokes_and_is_left_ou
         baseline,
         "a revoked consent no longer counts"
     );
+    // And the page lists no new use: the query left them out.
+    b.click("#refresh");
+    wait_status(
+        &b,
+        "the patient's data after the revocation",
+        "Your data is shown below",
+    );
+    assert_eq!(use_rows(&b).len(), 1, "{:?}", use_rows(&b));
+    assert_eq!(b.text("#total-epsilon"), "10");
 
     // Another patient's code with this key: the node's refusal is shown.
     b.type_into("#code", &other);

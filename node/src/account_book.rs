@@ -4,6 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
+use witmed_crypto::versioned::{self, Evolving, Layout};
 use witmed_crypto::Pseudonym;
 
 use crate::ledger::Loss;
@@ -11,8 +12,17 @@ use crate::store::{self, cf, Store, RECORD_VERSION};
 
 const ACCOUNT_PREFIX: &[u8] = b"p1/";
 const JOURNAL_PREFIX: &[u8] = b"j1/";
+/// Meta key of the number of the last journal charge folded: the journal's
+/// records are deleted by the fold, and numbers must never be given twice
+/// (audit entries name them), even when no account took the last charges.
+const JOURNAL_THROUGH_KEY: &[u8] = b"patient_journal_through";
 /// Charges kept in the journal before they are folded into the accounts.
 pub const FOLD_EVERY: u64 = 64;
+/// Version of a patient account written today (2: with its recent uses).
+pub const ACCOUNT_VERSION: u32 = 2;
+/// Most uses (journal charge numbers) an account keeps; the oldest go first.
+/// The totals keep everything.
+pub const MAX_USES: usize = 256;
 /// Relative slack when comparing a sum of losses to a cap (as the ledger does).
 const ROUNDING: f64 = 1e-9;
 /// Most windows kept per account (the oldest go first); totals keep everything.
@@ -42,6 +52,53 @@ pub struct Account {
     pub cap: Option<Cap>,
     /// The journal number of the last [`CohortCharge`] this record includes.
     pub folded_through: u64,
+    /// The journal numbers of the newest [`MAX_USES`] charges that included
+    /// the patient, oldest first: the audit entries of those answers name
+    /// them, so the patient's view of the log can show each use in full.
+    pub uses: Vec<u64>,
+}
+
+/// The version 1 layout of an account, frozen: no list of uses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccountV1 {
+    pub version: u32,
+    pub total_epsilon: f64,
+    pub total_delta: f64,
+    pub answers: u64,
+    pub per_window: Vec<WindowTotal>,
+    pub per_researcher: Vec<ResearcherTotal>,
+    pub cap: Option<Cap>,
+    pub folded_through: u64,
+}
+
+impl From<AccountV1> for Account {
+    /// The uses before the upgrade are not known: the list starts empty.
+    fn from(old: AccountV1) -> Account {
+        Account {
+            version: ACCOUNT_VERSION,
+            total_epsilon: old.total_epsilon,
+            total_delta: old.total_delta,
+            answers: old.answers,
+            per_window: old.per_window,
+            per_researcher: old.per_researcher,
+            cap: old.cap,
+            folded_through: old.folded_through,
+            uses: Vec::new(),
+        }
+    }
+}
+
+impl Evolving for Account {
+    const WHAT: &'static str = "patient privacy account";
+    const CURRENT: u32 = ACCOUNT_VERSION;
+
+    fn from_version(version: u32, layout: Layout<'_>) -> Result<Self, versioned::Error> {
+        match version {
+            ACCOUNT_VERSION => layout.read::<Account>(),
+            1 => layout.read::<AccountV1>().map(Account::from),
+            other => Err(versioned::unknown::<Account>(other)),
+        }
+    }
 }
 
 /// What the answers of one window cost a patient.
@@ -96,13 +153,12 @@ pub struct CohortCharge {
     pub patients: Vec<Pseudonym>,
 }
 
-witmed_crypto::single_version!(Account, "patient privacy account", RECORD_VERSION);
 witmed_crypto::single_version!(CohortCharge, "patient cohort charge", RECORD_VERSION);
 
 impl Default for Account {
     fn default() -> Account {
         Account {
-            version: RECORD_VERSION,
+            version: ACCOUNT_VERSION,
             total_epsilon: 0.0,
             total_delta: 0.0,
             answers: 0,
@@ -110,6 +166,7 @@ impl Default for Account {
             per_researcher: Vec::new(),
             cap: None,
             folded_through: 0,
+            uses: Vec::new(),
         }
     }
 }
@@ -122,11 +179,18 @@ impl Account {
             .is_some_and(|cap| self.total_epsilon + epsilon > cap.epsilon + cap.epsilon * ROUNDING)
     }
 
-    /// Adds a journal charge and records that the account includes it.
+    /// Adds a journal charge and records that the account includes it (and
+    /// the charge among its uses). Called once per charge: only for one the
+    /// account does not include yet.
     fn add_charge(&mut self, charge: &CohortCharge) {
         let loss = Loss::new(charge.epsilon, charge.delta);
         self.add(charge.researcher, loss, charge.at, charge.window_seconds);
         self.folded_through = charge.seq;
+        self.uses.push(charge.seq);
+        if self.uses.len() > MAX_USES {
+            let excess = self.uses.len() - MAX_USES;
+            self.uses.drain(..excess);
+        }
     }
 
     /// Adds one answer's `loss`, made for `researcher` at `at` under windows of `seconds`.
@@ -209,6 +273,30 @@ pub struct Accounts {
     pub(crate) folding: Mutex<()>,
 }
 
+impl Accounts {
+    /// The in-memory accounts, read from `store` (accounts, then the journal) first if needed.
+    pub(crate) fn loaded(
+        &self,
+        store: &Store,
+    ) -> Result<std::sync::MutexGuard<'_, Option<Memory>>, store::Error> {
+        let mut guard = crate::locks::lock(&self.loaded);
+        if guard.is_none() {
+            *guard = Some(Memory::load(store)?);
+        }
+        Ok(guard)
+    }
+
+    /// The journal numbers of the newest charges that included `p` (none for
+    /// a patient never charged).
+    pub(crate) fn uses_of(&self, store: &Store, p: &Pseudonym) -> Result<Vec<u64>, store::Error> {
+        Ok(self
+            .loaded(store)?
+            .as_ref()
+            .map(|m| m.current(p).uses)
+            .unwrap_or_default())
+    }
+}
+
 /// The in-memory accounts and the journal's state.
 ///
 /// Applying a charge to 50,000 accounts in memory costs more than the rest
@@ -242,6 +330,7 @@ impl Memory {
             }
             Ok(())
         })?;
+        memory.last = memory.last.max(journal_through(store)?);
         store.scan_records(cf::BUDGET, JOURNAL_PREFIX, |_, charge: CohortCharge| {
             memory.apply(charge);
             Ok(())
@@ -394,6 +483,29 @@ impl FoldPlan {
     pub(crate) fn through(&self) -> u64 {
         self.through
     }
+}
+
+/// The number of the last journal charge a fold included (0: none yet).
+fn journal_through(store: &Store) -> Result<u64, store::Error> {
+    let Some(bytes) = store.get_meta(JOURNAL_THROUGH_KEY)? else {
+        return Ok(0);
+    };
+    let bytes: [u8; 8] = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| store::Error::Corrupt {
+            family: cf::META,
+            reason: format!(
+                "the patient journal's fold mark has {} bytes, not 8",
+                bytes.len()
+            ),
+        })?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+/// Adds to a fold's `batch` the mark that the journal was folded through `through`.
+pub(crate) fn mark_folded_through(batch: &mut store::Batch<'_>, through: u64) {
+    batch.put_meta(JOURNAL_THROUGH_KEY, &through.to_be_bytes());
 }
 
 pub(crate) fn journal_key(seq: u64) -> Vec<u8> {

@@ -29,7 +29,14 @@
 //! they include (`folded_through`) and the folded charges deleted, in one
 //! synced batch; a crash before it leaves the journal, which is replayed at
 //! the next load (only charges after an account's `folded_through`), so no
-//! charge is lost or counted twice. Applied cap request ids are kept
+//! charge is lost or counted twice. The fold also records the number it
+//! folded through, so journal numbers are never given twice.
+//!
+//! **Uses.** Each account keeps the journal numbers of the newest
+//! [`MAX_USES`] charges that included the patient (added by the same fold
+//! and replay, so no more and no fewer), and each answer's audit entry names
+//! its charge's number ([`crate::audit::ResearchUse`]): the patient's view of
+//! the log shows those entries in full. Applied cap request ids are kept
 //! (consents family, `k/` and the id) so each applies once. The accounts are
 //! read into memory on first use; the copy changes only after the batch that
 //! changes the store is written.
@@ -46,9 +53,10 @@ use crate::ledger::{self, Loss};
 use crate::node::Node;
 use crate::store::{self, cf, Batch, RECORD_VERSION};
 
-use crate::account_book::{account_key, journal_key, Memory};
+use crate::account_book::{account_key, journal_key, mark_folded_through, Memory};
 pub use crate::account_book::{
-    window_start, Account, Cap, CohortCharge, ResearcherTotal, WindowTotal, FOLD_EVERY, MAX_WINDOWS,
+    window_start, Account, AccountV1, Cap, CohortCharge, ResearcherTotal, WindowTotal,
+    ACCOUNT_VERSION, FOLD_EVERY, MAX_USES, MAX_WINDOWS,
 };
 
 const CAP_REQUEST_PREFIX: &[u8] = b"k/";
@@ -82,11 +90,7 @@ type Loaded<'a> = std::sync::MutexGuard<'a, Option<Memory>>;
 
 /// The in-memory accounts, loading them (accounts, then the journal) first if needed.
 fn loaded<'a>(node: &'a Node) -> Result<Loaded<'a>, Error> {
-    let mut guard = crate::locks::lock(&node.patient_accounts.loaded);
-    if guard.is_none() {
-        *guard = Some(Memory::load(&node.store)?);
-    }
-    Ok(guard)
+    Ok(node.patient_accounts.loaded(&node.store)?)
 }
 
 fn cap_request_key(id: &str) -> Vec<u8> {
@@ -177,6 +181,11 @@ pub(crate) fn charge(
 }
 
 impl Pending {
+    /// The charge's journal number, which the answer's audit entry names.
+    pub(crate) fn seq(&self) -> u64 {
+        self.0.seq
+    }
+
     /// Applies the charge in memory (its batch is on disk): at once to
     /// capped patients, whose next query depends on it; the rest wait for
     /// [`fold_if_due`], which the engine calls after the ledger lock is released.
@@ -236,6 +245,7 @@ fn write_fold(node: &Node, writes: &[(Pseudonym, Account)], through: u64) -> Res
         &journal_key(0),
         &journal_key(through.saturating_add(1)),
     );
+    mark_folded_through(&mut batch, through);
     node.store.write_durable(batch)?;
     Ok(())
 }

@@ -15,7 +15,10 @@
 //! forged or disagrees with the chain. A patient's view ([`patient_view`],
 //! [`crate::node::Node::audit_view`])
 //! carries what they need to check their entries against a signed head
-//! without seeing anyone else's.
+//! without seeing anyone else's: the entries about them, and in full the
+//! entries of the research uses that included their data (each answer's
+//! entry names its charge to the patients' accounts, and each account keeps
+//! the numbers of its newest uses).
 //!
 //! What it proves: anyone holding a signed head can tell whether the log up
 //! to that head was changed afterwards. The node key sits in the data dir,
@@ -36,7 +39,7 @@ pub mod chain;
 use serde::{Deserialize, Serialize};
 use witmed_crypto::{Envelope, Pseudonym, PublicKey};
 
-pub use chain::{Entry, EntryV1, Head, Link};
+pub use chain::{Entry, EntryV1, EntryV2, Head, Link, ResearchUse};
 
 use crate::store::{cf, Batch, Error, Store};
 
@@ -378,6 +381,9 @@ pub enum ViewItem {
     Own(Entry),
     /// Any other entry: only its sequence number and salted content digest.
     Other { seq: u64, digest: [u8; 32] },
+    /// The entry of a research use that included the patient's data, in
+    /// full (it names no patient; anyone with the log reads the same).
+    Use(Entry),
 }
 
 /// The entries of the log that concern one patient, with what they need to
@@ -400,13 +406,22 @@ impl PatientView {
     pub fn entries(&self) -> impl Iterator<Item = &Entry> {
         self.items.iter().filter_map(|item| match item {
             ViewItem::Own(entry) => Some(entry),
-            ViewItem::Other { .. } => None,
+            ViewItem::Other { .. } | ViewItem::Use(_) => None,
+        })
+    }
+
+    /// The entries of the research uses that included the patient, oldest first.
+    pub fn uses(&self) -> impl Iterator<Item = (&Entry, &ResearchUse)> {
+        self.items.iter().filter_map(|item| match item {
+            ViewItem::Use(entry) => entry.research.as_ref().map(|r| (entry, r)),
+            ViewItem::Own(_) | ViewItem::Other { .. } => None,
         })
     }
 
     /// Checks the view against `node_key`: the head is signed by it, every
-    /// item follows the one before, every own entry is about this patient and
-    /// hashes to its link, and the chain of items ends at the head's hash.
+    /// item follows the one before, every own entry is about this patient,
+    /// every use entry records a research use, each hashes to its link, and
+    /// the chain of items ends at the head's hash.
     pub fn verify(&self, node_key: &PublicKey) -> Result<Head, ChainError> {
         let head = Head::open(&self.head, node_key).map_err(|reason| ChainError::ForgedHead {
             seq: self.start_seq,
@@ -428,7 +443,18 @@ impl PatientView {
                         written: *s,
                     })
                 }
-                ViewItem::Own(entry) => check_own(entry, self.patient, position, expected, &hash)?,
+                ViewItem::Own(entry) if entry.subject == Some(self.patient) => {
+                    check_link(entry, position, expected, &hash)?
+                }
+                ViewItem::Use(entry) if entry.research.is_some() => {
+                    check_link(entry, position, expected, &hash)?
+                }
+                ViewItem::Own(_) | ViewItem::Use(_) => {
+                    return Err(ChainError::Edited {
+                        position,
+                        seq: expected,
+                    })
+                }
             };
             seq = expected;
         }
@@ -439,15 +465,14 @@ impl PatientView {
     }
 }
 
-/// One of the patient's own entries, at `expected`, after `prev`: its new hash.
-fn check_own(
+/// An entry shown in full, at `expected`, after `prev`: its new hash.
+fn check_link(
     entry: &Entry,
-    patient: Pseudonym,
     position: u64,
     expected: u64,
     prev: &[u8; 32],
 ) -> Result<[u8; 32], ChainError> {
-    let Some(link) = entry.chain.filter(|_| entry.subject == Some(patient)) else {
+    let Some(link) = entry.chain else {
         return Err(ChainError::Edited {
             position,
             seq: expected,
@@ -485,14 +510,16 @@ pub enum ViewError {
     NoHead,
 }
 
-/// A patient's view of the log: their entries and the proof material to
-/// check them against a head the node signs now (if the newest entries are
-/// not yet covered by one) at `now`. `node_key` is the key heads are signed
-/// with (the store's signer, [`Store::set_audit_signer`]).
+/// A patient's view of the log: their entries, the entries of the research
+/// uses whose charge numbers are in `uses` (from the patient's account), and
+/// the proof material to check them against a head the node signs now (if
+/// the newest entries are not yet covered by one) at `now`. `node_key` is
+/// the key heads are signed with (the store's signer, [`Store::set_audit_signer`]).
 pub fn patient_view(
     store: &Store,
     node_key: &PublicKey,
     patient: Pseudonym,
+    uses: &std::collections::BTreeSet<u64>,
     now: i64,
 ) -> Result<PatientView, ViewError> {
     let head_seq = store.sign_audit_head(now)?;
@@ -514,7 +541,12 @@ pub fn patient_view(
         if seq > head_seq {
             return Ok(());
         }
-        if !started && entry.subject == Some(patient) {
+        let own = entry.subject == Some(patient);
+        let used = entry
+            .research
+            .as_ref()
+            .is_some_and(|r| uses.contains(&r.charge));
+        if !started && (own || used) {
             if let Some(link) = entry.chain {
                 started = true;
                 view.start_seq = seq.saturating_sub(1);
@@ -522,9 +554,10 @@ pub fn patient_view(
             }
         }
         if started {
-            pending.push(match entry.subject == Some(patient) {
-                true => ViewItem::Own(entry),
-                false => ViewItem::Other {
+            pending.push(match (own, used) {
+                (true, _) => ViewItem::Own(entry),
+                (false, true) => ViewItem::Use(entry),
+                (false, false) => ViewItem::Other {
                     seq,
                     digest: entry.digest(),
                 },

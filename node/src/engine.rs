@@ -257,7 +257,7 @@ pub fn answer(
         query,
         (loss, now),
         (answer.to_bytes(), &selected),
-        detail,
+        (detail, research_use(query, &credential, &account, loss)),
     )?;
     tracing::info!(researcher = %researcher.short(), query = %query.id, epsilon = plan.epsilon(), suppressed = answer.released.suppressed, "query answered");
     Ok(answer)
@@ -405,7 +405,7 @@ pub fn prepare(
         query,
         (loss, now),
         (prepared.to_bytes(), &selected),
-        detail,
+        (detail, research_use(query, &credential, &account, loss)),
     )?;
     tracing::info!(researcher = %researcher.short(), query = %query.id, epsilon = plan.epsilon, "encrypted share prepared");
     Ok(ready)
@@ -680,8 +680,34 @@ pub fn values_for(index: &Index, query: &Query, eligible: impl Fn(usize) -> bool
     index.values_for(query, eligible)
 }
 
+/// What the answer's audit entry records of this use, for the patients it
+/// includes (its charge number is set by [`commit`]).
+fn research_use(
+    query: &Query,
+    credential: &VerifiedCredential,
+    account: &Account,
+    loss: Loss,
+) -> audit::ResearchUse {
+    let credential = credential.credential();
+    audit::ResearchUse {
+        charge: 0,
+        query_id: query.id.clone(),
+        researcher: account.digest(),
+        researcher_name: credential.name.clone(),
+        institution: credential.institution.clone(),
+        project: credential.project.clone(),
+        purpose: query.purpose.clone(),
+        aggregate: query.aggregate.kind().to_string(),
+        mode: query.privacy.mode.to_string(),
+        epsilon: loss.epsilon,
+        delta: loss.delta,
+    }
+}
+
 /// Writes the charge, the included patients' accounts, the stored answer,
-/// the ledger head and the audit entry in one synced batch.
+/// the ledger head and the audit entry in one synced batch. The entry names
+/// the patients' charge by its journal number, so each included patient's
+/// view of the log shows it.
 fn commit(
     node: &Node,
     account: &Account,
@@ -689,7 +715,7 @@ fn commit(
     query: &Query,
     (loss, now): (Loss, i64),
     (answer, selected): (Vec<u8>, &Selected),
-    detail: String,
+    (detail, mut research): (String, audit::ResearchUse),
 ) -> Result<(), Error> {
     let charge = NewCharge {
         query_id: &query.id,
@@ -711,10 +737,12 @@ fn commit(
         &selected.rows.patients,
         &accounts::charge_of(node, account, loss, now),
     )?;
+    research.charge = pending.seq();
     audit::append(
         &mut batch,
         &node.store,
-        &audit::Entry::new(charge.at, "query.answered", researcher.to_hex(), detail),
+        &audit::Entry::new(charge.at, "query.answered", researcher.to_hex(), detail)
+            .recording(research),
     )?;
     node.store.write_durable(batch)?;
     pending.apply(node);

@@ -499,14 +499,22 @@ impl Node {
         verified
     }
 
-    /// The audit entries about `patient`, with what they need to check them
-    /// against a head this node signs (now, if the newest entries have none).
+    /// The audit entries about `patient` and those of the research uses that
+    /// included them (the newest their account keeps), with what they need
+    /// to check them against a head this node signs (now, if the newest
+    /// entries have none).
     pub fn audit_view(
         &self,
         patient: witmed_crypto::Pseudonym,
         now: i64,
     ) -> Result<audit::PatientView, audit::ViewError> {
-        audit::patient_view(&self.store, &self.config.node_key, patient, now)
+        let uses = self
+            .patient_accounts
+            .uses_of(&self.store, &patient)
+            .map_err(audit::ViewError::Store)?
+            .into_iter()
+            .collect();
+        audit::patient_view(&self.store, &self.config.node_key, patient, &uses, now)
     }
 
     /// The node's identity key pair.

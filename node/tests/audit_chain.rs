@@ -402,9 +402,11 @@ fn a_patients_view_verifies_against_the_signed_head_and_an_edit_fails() {
     assert_eq!(own.len(), 1);
     assert_eq!(own[0].kind, "patient.enrolled");
     assert!(own[0].detail.contains(&alice.to_hex()));
-    // Bob's entry is in Alice's view only as a salted digest.
+    // Bob's entry is in Alice's view only as a salted digest; entries in
+    // full are hers or record a research use.
     assert!(view.items.iter().all(|item| match item {
         ViewItem::Own(e) => e.subject == Some(alice),
+        ViewItem::Use(e) => e.subject.is_none() && e.research.is_some(),
         ViewItem::Other { .. } => true,
     }));
     // The head is the node's newest, over every entry written.

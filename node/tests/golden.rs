@@ -22,9 +22,11 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use witmed_crypto::versioned::{self, Evolving};
 use witmed_crypto::{Envelope, KeyPair, Pseudonym, PublicKey, Role};
-use witmed_node::accounts::{Account, Cap, CohortCharge, ResearcherTotal, WindowTotal};
+use witmed_node::accounts::{
+    Account, AccountV1, Cap, CohortCharge, ResearcherTotal, WindowTotal, ACCOUNT_VERSION,
+};
 use witmed_node::audit::chain::{self, ENTRY_VERSION, HEAD_DOMAIN, HEAD_VERSION};
-use witmed_node::audit::{Entry, EntryV1, Link};
+use witmed_node::audit::{Entry, EntryV1, EntryV2, Link, ResearchUse};
 use witmed_node::consents::{Enrolment, StoredSigned};
 use witmed_node::encrypted::aggregate::StoredAggregation;
 use witmed_node::encrypted::study::StoredStudy;
@@ -583,20 +585,21 @@ fn stored_records_match_their_golden_bytes() {
         },
     );
     golden(
-        "audit_entry.v2",
+        "audit_entry.v3",
         &Entry {
             version: ENTRY_VERSION,
             at: T,
-            kind: "consent.granted".into(),
+            kind: "query.answered".into(),
             actor: "ada@uni.example".into(),
-            detail: "granted golden".into(),
-            subject: Some(patient()),
+            detail: "query golden-hr answered".into(),
+            subject: None,
             chain: Some(Link {
-                seq: 7,
+                seq: 8,
                 prev: [1; 32],
                 salt: [2; 16],
                 hash: [3; 32],
             }),
+            research: Some(research_use()),
         },
     );
     golden(
@@ -632,6 +635,74 @@ fn versioned_free_share_bytes(node: &KeyPair) -> Vec<u8> {
     bytes
 }
 
+fn research_use() -> ResearchUse {
+    ResearchUse {
+        charge: 65,
+        query_id: "golden-hr".into(),
+        researcher: [14; 16],
+        researcher_name: "Ada".into(),
+        institution: "University".into(),
+        project: "p1".into(),
+        purpose: "HMB".into(),
+        aggregate: "mean".into(),
+        mode: "dp".into(),
+        epsilon: 0.5,
+        delta: 0.0,
+    }
+}
+
+fn entry_v2() -> EntryV2 {
+    EntryV2 {
+        version: 2,
+        at: T,
+        kind: "consent.granted".into(),
+        actor: "ada@uni.example".into(),
+        detail: "granted golden".into(),
+        subject: Some(patient()),
+        chain: Some(Link {
+            seq: 7,
+            prev: [1; 32],
+            salt: [2; 16],
+            hash: [3; 32],
+        }),
+    }
+}
+
+/// A version 2 audit entry (chained, before research uses) is read through
+/// its frozen layout with no research use, and digests as it always did:
+/// the v2 content domain over the v2 fields.
+#[test]
+fn a_version_2_audit_entry_is_read_without_a_research_use_and_digests_as_before() {
+    let old = entry_v2();
+    let made = postcard::to_stdvec(&old).unwrap();
+    let fixture = committed("audit_entry.v2", &made);
+    assert_eq!(hex::encode(made), hex::encode(&fixture));
+    assert!(postcard::from_bytes::<Entry>(&fixture).is_err());
+    let upgraded: Entry = versioned::decode(&fixture).unwrap();
+    assert_eq!(upgraded.research, None);
+    assert_eq!(
+        (upgraded.at, upgraded.subject, upgraded.chain),
+        (old.at, old.subject, old.chain)
+    );
+    // The digest of a v2 entry, written out from its definition.
+    let mut bytes = b"witmed/audit-content/v2\0".to_vec();
+    bytes.extend_from_slice(&[2; 16]);
+    bytes.extend(
+        postcard::to_stdvec(&(
+            T,
+            "consent.granted",
+            "ada@uni.example",
+            "granted golden",
+            Some(patient()),
+        ))
+        .unwrap(),
+    );
+    assert_eq!(upgraded.digest(), witmed_crypto::sha256(&bytes));
+    // A research use changes the digest (it is covered by the chain).
+    let with_use = upgraded.clone().recording(research_use());
+    assert_ne!(with_use.digest(), upgraded.digest());
+}
+
 /// A version 1 audit entry (before the hash chain) is read through its
 /// frozen layout as a legacy entry: no link, no subject.
 #[test]
@@ -658,12 +729,63 @@ fn a_version_1_audit_entry_is_read_as_a_legacy_entry() {
 
 /// A version 1 node policy (no lifetime cap, no simulated consent) is read
 /// through its frozen layout and upgraded to today's with neither.
+/// A version 1 patient account (no uses) is read through its frozen layout
+/// with an empty list of uses and everything else as it was.
+#[test]
+fn a_version_1_patient_account_is_upgraded_with_no_uses() {
+    let old = AccountV1 {
+        version: RECORD_VERSION,
+        total_epsilon: 1.5,
+        total_delta: 1e-6,
+        answers: 2,
+        per_window: vec![WindowTotal {
+            start: T,
+            seconds: 2_592_000,
+            epsilon: 1.5,
+            delta: 1e-6,
+            answers: 2,
+        }],
+        per_researcher: vec![ResearcherTotal {
+            researcher: [14; 16],
+            epsilon: 1.5,
+            delta: 1e-6,
+            answers: 2,
+        }],
+        cap: Some(Cap {
+            epsilon: 4.0,
+            request: "0f".repeat(16),
+            set_at: T,
+        }),
+        folded_through: 64,
+    };
+    let made = postcard::to_stdvec(&old).unwrap();
+    // The fixture of version 1 keeps its historical name.
+    let fixture = committed("patient_account", &made);
+    assert_eq!(hex::encode(made), hex::encode(&fixture));
+    assert!(postcard::from_bytes::<Account>(&fixture).is_err());
+    let upgraded: Account = versioned::decode(&fixture).unwrap();
+    assert_eq!(
+        upgraded,
+        Account {
+            version: ACCOUNT_VERSION,
+            total_epsilon: old.total_epsilon,
+            total_delta: old.total_delta,
+            answers: old.answers,
+            per_window: old.per_window.clone(),
+            per_researcher: old.per_researcher.clone(),
+            cap: old.cap.clone(),
+            folded_through: old.folded_through,
+            uses: vec![],
+        }
+    );
+}
+
 #[test]
 fn patient_accounts_and_cap_requests_match_their_golden_bytes() {
     golden(
-        "patient_account",
+        "patient_account.v2",
         &Account {
-            version: RECORD_VERSION,
+            version: ACCOUNT_VERSION,
             total_epsilon: 1.5,
             total_delta: 1e-6,
             answers: 2,
@@ -686,6 +808,7 @@ fn patient_accounts_and_cap_requests_match_their_golden_bytes() {
                 set_at: T,
             }),
             folded_through: 64,
+            uses: vec![3, 40, 64],
         },
     );
     golden(

@@ -590,6 +590,16 @@ fn an_encrypted_share_charges_the_accounts_of_its_patients() {
             );
             assert!(a.total_delta > 0.0);
             assert_eq!(a.answers, 1, "a re-asked id charges once");
+            let uses = uses_in_view(&f.node, *p, NOW);
+            assert_eq!(uses.len(), 1, "a re-asked id is one use");
+            assert_eq!(
+                (uses[0].query_id.as_str(), uses[0].mode.as_str()),
+                ("enc", "encrypted")
+            );
+            assert_eq!(
+                (uses[0].epsilon, uses[0].delta),
+                (charges[0].epsilon, charges[0].delta)
+            );
         } else {
             assert_eq!(
                 (a.total_epsilon, a.answers),
@@ -597,6 +607,7 @@ fn an_encrypted_share_charges_the_accounts_of_its_patients() {
                 "patient {}",
                 patient.record_id
             );
+            assert!(uses_in_view(&f.node, *p, NOW).is_empty());
         }
     }
     assert!(charged > 5);
@@ -712,6 +723,18 @@ fn folds_running_beside_concurrent_queries_and_cap_changes_lose_and_double_no_ch
                 a.total_epsilon,
                 a.answers
             );
+            // Each use once, in journal order, the newest up to the bound.
+            assert!(
+                a.uses.windows(2).all(|w| w[0] < w[1]),
+                "{when}: {:?}",
+                a.uses
+            );
+            assert_eq!(
+                a.uses.len() as u64,
+                answers.min(accounts::MAX_USES as u64),
+                "{when}: patient {}",
+                patient.record_id
+            );
         }
     };
     check(&f.node, "running");
@@ -724,4 +747,168 @@ fn folds_running_beside_concurrent_queries_and_cap_changes_lose_and_double_no_ch
         None,
         "the last change lifted the cap"
     );
+}
+
+/// An account with no one in it: aged 100 or over (the fixture's patients are 40 to 89).
+fn count_nobody(id: &str) -> Query {
+    Query::from_toml(&format!(
+        "version = 1\nid = \"{id}\"\npurpose = \"HMB\"\naggregate = \"count\"\n\
+         [cohort]\nage_min = 100\n[privacy]\nmode = \"dp\"\nepsilon = 0.25\n"
+    ))
+    .unwrap()
+}
+
+/// The query ids of the research uses in `p`'s audit view, oldest first,
+/// after checking the view against the node's signed head and that every
+/// entry in full is theirs or a research use naming no patient.
+fn uses_in_view(node: &Node, p: Pseudonym, now: i64) -> Vec<witmed_node::audit::ResearchUse> {
+    use witmed_node::audit::ViewItem;
+    let view = node.audit_view(p, now).unwrap();
+    view.verify(&node.id()).unwrap();
+    for item in &view.items {
+        match item {
+            ViewItem::Own(e) => assert_eq!(e.subject, Some(p)),
+            ViewItem::Use(e) => {
+                assert_eq!(e.subject, None);
+                assert_eq!(e.kind, "query.answered");
+            }
+            ViewItem::Other { .. } => {}
+        }
+    }
+    view.uses().map(|(_, r)| r.clone()).collect()
+}
+
+/// Each patient's view of the log lists, in full and verified against the
+/// node's signed head, exactly the answers that included them (consent,
+/// cohort, a value), with who asked, for which project and purpose, what
+/// kind of aggregate and at what cost; across a fold of the journal and a
+/// reopen of the store; and answers over an empty cohort, folded away, do
+/// not make journal numbers repeat (which would list someone else's use).
+#[test]
+fn each_patients_audit_view_lists_in_full_the_uses_that_included_them_across_a_fold_and_a_reopen() {
+    let f = fixture(1e6, 0);
+    let r = researcher(&f, 2);
+    let verified = verify_credential(&r.credential, &[f.authority.public()], NOW).unwrap();
+    let digest = f.node.ledger.account(&verified).digest();
+    assert_eq!(
+        accounts::researcher_digest(&f.node, &f.authority.public(), &r.id),
+        digest
+    );
+    // A whole fold of answers over nobody first: their journal numbers are
+    // folded away with no account to keep them.
+    for n in 0..accounts::FOLD_EVERY {
+        ask(&f, &r, &count_nobody(&format!("nobody{n}")), NOW).unwrap();
+    }
+    let dir = f.node.dir.0.clone();
+    let Fixture {
+        tmp: _tmp,
+        node,
+        patients,
+        ..
+    } = f;
+    drop(node);
+    let node = Node::open(&dir, NOW).unwrap();
+    let f = Fixture {
+        tmp: _tmp,
+        node,
+        authority: KeyPair::from_seed(Role::Authority, &[1; 32]),
+        patients,
+    };
+    let kinds = [Kind::CountAll, Kind::CountOver65, Kind::MeanHeartRateOver65];
+    let asked = accounts::FOLD_EVERY as usize + 9;
+    let mut expected: BTreeMap<Pseudonym, Vec<(String, Kind, f64)>> = BTreeMap::new();
+    for n in 0..asked {
+        let kind = kinds[n % kinds.len()];
+        let epsilon = 0.01 * (1 + n % 4) as f64;
+        let id = format!("use{n}");
+        ask(&f, &r, &kind.query(&id, epsilon), NOW + n as i64).unwrap();
+        for (p, patient) in &f.patients {
+            if kind.includes(patient) {
+                expected
+                    .entry(*p)
+                    .or_default()
+                    .push((id.clone(), kind, epsilon));
+            }
+        }
+    }
+    let check = |node: &Node, when: &str| {
+        for (p, patient) in &f.patients {
+            let uses = uses_in_view(node, *p, NOW + 1_000);
+            let want = expected.get(p).cloned().unwrap_or_default();
+            let ids: Vec<&str> = uses.iter().map(|u| u.query_id.as_str()).collect();
+            let want_ids: Vec<&str> = want.iter().map(|(id, _, _)| id.as_str()).collect();
+            assert_eq!(ids, want_ids, "patient {} {when}", patient.record_id);
+            for (used, (_, kind, epsilon)) in uses.iter().zip(&want) {
+                let aggregate = match kind {
+                    Kind::MeanHeartRateOver65 => "mean",
+                    _ => "count",
+                };
+                assert_eq!(
+                    (
+                        used.researcher,
+                        used.researcher_name.as_str(),
+                        used.institution.as_str(),
+                        used.project.as_str(),
+                        used.purpose.as_str(),
+                        used.aggregate.as_str(),
+                        used.mode.as_str(),
+                        used.delta,
+                    ),
+                    (
+                        digest,
+                        "Ada",
+                        "University",
+                        "p1",
+                        "HMB",
+                        aggregate,
+                        "dp",
+                        0.0
+                    ),
+                    "{when}"
+                );
+                assert!(close(used.epsilon, *epsilon), "{when}");
+            }
+        }
+    };
+    check(&f.node, "before the reopen");
+    let some = f
+        .patients
+        .iter()
+        .filter(|(p, _)| expected.get(p).is_some_and(|u| u.len() > 10))
+        .count();
+    assert!(some > 5, "the test includes patients in many answers");
+    assert!(
+        f.patients.iter().any(|(p, _)| !expected.contains_key(p)),
+        "and some in none"
+    );
+    let dir = f.node.dir.0.clone();
+    let Fixture { node, .. } = f;
+    drop(node);
+    let reopened = Node::open(&dir, NOW + 500).unwrap();
+    check(&reopened, "after the reopen");
+}
+
+/// An account keeps its newest [`accounts::MAX_USES`] uses, and the view
+/// lists exactly those; the totals still count every answer.
+#[test]
+fn a_patients_view_keeps_the_newest_uses_up_to_the_bound() {
+    let f = fixture(1e6, 0);
+    let r = researcher(&f, 2);
+    let (p, _) = f.patients.iter().find(|(_, p)| p.consents).unwrap().clone();
+    let asked = accounts::MAX_USES + 7;
+    for n in 0..asked {
+        let query = Kind::CountAll.query(&format!("b{n}"), 0.001);
+        ask(&f, &r, &query, NOW + n as i64).unwrap();
+    }
+    let a = account(&f, &p);
+    assert_eq!(a.answers, asked as u64);
+    assert_eq!(a.uses.len(), accounts::MAX_USES);
+    let ids: Vec<String> = uses_in_view(&f.node, p, NOW + 1_000)
+        .into_iter()
+        .map(|u| u.query_id)
+        .collect();
+    let want: Vec<String> = (asked - accounts::MAX_USES..asked)
+        .map(|n| format!("b{n}"))
+        .collect();
+    assert_eq!(ids, want);
 }

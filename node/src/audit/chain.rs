@@ -5,8 +5,14 @@
 //!
 //! ```text
 //! digest = SHA-256("witmed/audit-content/v2" 0x00 | salt | postcard(at, kind, actor, detail, subject))
+//!        (with a research use: "witmed/audit-content/v3", and postcard(..., subject, research))
 //! hash   = SHA-256("witmed/audit-link/v1" 0x00 | seq u64 BE | prev | digest)
 //! ```
+//!
+//! An entry that records a research use of patients' data (version 3: a
+//! `query.answered` entry) also carries a [`ResearchUse`], covered by the
+//! digest under the `witmed/audit-content/v3` domain; an entry without one
+//! digests exactly as a version 2 entry did, so older chains still verify.
 //!
 //! The salt keeps an entry's digest from revealing its content (a patient's
 //! view of the log carries the digests of other entries, and `detail` has
@@ -23,8 +29,9 @@ use serde::{Deserialize, Serialize};
 use witmed_crypto::versioned::{self, Evolving, Layout};
 use witmed_crypto::{Envelope, KeyPair, Pseudonym, PublicKey};
 
-/// Version of an audit entry written today (2: hash-chained, optional subject).
-pub const ENTRY_VERSION: u32 = 2;
+/// Version of an audit entry written today (3: hash-chained, optional
+/// subject, optional research use; 2 had no research use).
+pub const ENTRY_VERSION: u32 = 3;
 /// Version of a signed audit head.
 pub const HEAD_VERSION: u32 = 1;
 /// Signature domain of a signed audit head.
@@ -39,6 +46,7 @@ pub const HEAD_INTERVAL_SECONDS: i64 = 3600;
 pub const MAX_HEAD_BYTES: usize = 1024;
 
 const CONTENT_DOMAIN: &[u8] = b"witmed/audit-content/v2\0";
+const USE_CONTENT_DOMAIN: &[u8] = b"witmed/audit-content/v3\0";
 const LEGACY_DOMAIN: &[u8] = b"witmed/audit-legacy/v1\0";
 const LINK_DOMAIN: &[u8] = b"witmed/audit-link/v1\0";
 
@@ -59,6 +67,39 @@ pub struct Entry {
     /// Its place in the chain; `None` for a legacy (version 1) entry, and
     /// for a new entry until the store's durable write chains it.
     pub chain: Option<Link>,
+    /// The research use the entry records (an answer or an encrypted share
+    /// computed from patients' data), if it records one.
+    pub research: Option<ResearchUse>,
+}
+
+/// One research use of patients' data, as an answer's audit entry records
+/// it: what a patient whose data was included sees of it.
+///
+/// It names no patient and no count: which patients it included is kept in
+/// their accounts, by `charge` (the journal number of the answer's
+/// `accounts::CohortCharge`, unique at this node).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResearchUse {
+    /// The journal number of the charge to the included patients' accounts.
+    pub charge: u64,
+    /// The researcher's query id.
+    pub query_id: String,
+    /// The ledger's keyed digest of the researcher, the code their accounts use.
+    pub researcher: [u8; 16],
+    /// The researcher's name and institution, from their credential.
+    pub researcher_name: String,
+    pub institution: String,
+    /// The approved project (empty when the credential names none).
+    pub project: String,
+    /// The DUO purpose code the query declared (e.g. `HMB`).
+    pub purpose: String,
+    /// The aggregate's kind (`count`, `mean`, `survival`, ...).
+    pub aggregate: String,
+    /// `dp` or `encrypted`.
+    pub mode: String,
+    /// The privacy loss charged to every included patient.
+    pub epsilon: f64,
+    pub delta: f64,
 }
 
 /// An entry's place in the hash chain.
@@ -94,6 +135,34 @@ impl From<EntryV1> for Entry {
             detail: old.detail,
             subject: None,
             chain: None,
+            research: None,
+        }
+    }
+}
+
+/// The version 2 layout of an entry, frozen: chained, no research use.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EntryV2 {
+    pub version: u32,
+    pub at: i64,
+    pub kind: String,
+    pub actor: String,
+    pub detail: String,
+    pub subject: Option<Pseudonym>,
+    pub chain: Option<Link>,
+}
+
+impl From<EntryV2> for Entry {
+    fn from(old: EntryV2) -> Entry {
+        Entry {
+            version: ENTRY_VERSION,
+            at: old.at,
+            kind: old.kind,
+            actor: old.actor,
+            detail: old.detail,
+            subject: old.subject,
+            chain: old.chain,
+            research: None,
         }
     }
 }
@@ -105,6 +174,7 @@ impl Evolving for Entry {
     fn from_version(version: u32, layout: Layout<'_>) -> Result<Self, versioned::Error> {
         match version {
             ENTRY_VERSION => layout.read::<Entry>(),
+            2 => layout.read::<EntryV2>().map(Entry::from),
             1 => layout.read::<EntryV1>().map(Entry::from),
             other => Err(versioned::unknown::<Entry>(other)),
         }
@@ -121,6 +191,17 @@ struct Content<'a> {
     subject: Option<Pseudonym>,
 }
 
+/// The fields the digest of an entry with a research use covers, in order.
+#[derive(Serialize)]
+struct UseContent<'a> {
+    at: i64,
+    kind: &'a str,
+    actor: &'a str,
+    detail: &'a str,
+    subject: Option<Pseudonym>,
+    research: &'a ResearchUse,
+}
+
 impl Entry {
     /// A new entry (chained when its batch is written).
     pub fn new(at: i64, kind: &str, actor: impl Into<String>, detail: impl Into<String>) -> Entry {
@@ -132,6 +213,7 @@ impl Entry {
             detail: detail.into(),
             subject: None,
             chain: None,
+            research: None,
         }
     }
 
@@ -141,12 +223,33 @@ impl Entry {
         self
     }
 
-    /// The digest of the entry's content: salted for a chained entry,
-    /// unsalted (and over the version 1 fields) for a legacy one.
+    /// The same entry, recording `research` (it appears in the views of the
+    /// patients whose accounts its charge names).
+    pub fn recording(mut self, research: ResearchUse) -> Entry {
+        self.research = Some(research);
+        self
+    }
+
+    /// The digest of the entry's content: salted for a chained entry (with
+    /// its research use, if any, under its own domain), unsalted (and over
+    /// the version 1 fields) for a legacy one.
     pub fn digest(&self) -> [u8; 32] {
         let mut bytes = Vec::with_capacity(64 + self.detail.len());
-        match &self.chain {
-            Some(link) => {
+        match (&self.chain, &self.research) {
+            (Some(link), Some(research)) => {
+                bytes.extend_from_slice(USE_CONTENT_DOMAIN);
+                bytes.extend_from_slice(&link.salt);
+                let content = UseContent {
+                    at: self.at,
+                    kind: &self.kind,
+                    actor: &self.actor,
+                    detail: &self.detail,
+                    subject: self.subject,
+                    research,
+                };
+                bytes.extend(postcard::to_stdvec(&content).expect("audit content serializes"));
+            }
+            (Some(link), None) => {
                 bytes.extend_from_slice(CONTENT_DOMAIN);
                 bytes.extend_from_slice(&link.salt);
                 let content = Content {
@@ -158,7 +261,7 @@ impl Entry {
                 };
                 bytes.extend(postcard::to_stdvec(&content).expect("audit content serializes"));
             }
-            None => {
+            (None, _) => {
                 bytes.extend_from_slice(LEGACY_DOMAIN);
                 let legacy = EntryV1 {
                     version: 1,
