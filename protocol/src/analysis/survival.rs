@@ -43,8 +43,9 @@
 //! holds at every bin at once. The half-width on the log scale is
 //! `sqrt(z^2 greenwood + c^2 noise)`: the sampling part stays Greenwood's
 //! pointwise band (the textbook one); `c` is never below z, z without
-//! noise and about z for one bin. Near S = 1 (no event estimated) Greenwood's part is
-//! zero and the noise part alone, through the log band, keeps the band up to 1.
+//! noise and about z for one bin. Near S = 1 (no event estimated)
+//! Greenwood's part is zero and the noise part alone, through the log band,
+//! keeps the band up to 1.
 //!
 //! **Log-rank.** Mantel's statistic on the bins. Its p-value accounts for
 //! the noise by simulation under the null: U is normal with covariance V
