@@ -21,7 +21,7 @@ use witmed_node::admin;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Longest advertisement file read (an address and a newline).
-const MAX_ADVERT_BYTES: u64 = 128;
+const MAX_ADVERT_BYTES: usize = 128;
 
 /// Where a running node names its HTTP API's address.
 pub fn advert_path(data_dir: &Path) -> PathBuf {
@@ -48,10 +48,11 @@ pub fn withdraw(data_dir: &Path) {
 /// The advertised loopback address, if a node advertised one; anything else
 /// in the file (edited, truncated, another machine's address) is ignored.
 pub fn advertised(data_dir: &Path) -> Option<SocketAddr> {
-    use std::io::Read;
-    let file = std::fs::File::open(advert_path(data_dir)).ok()?;
-    let mut text = String::new();
-    file.take(MAX_ADVERT_BYTES).read_to_string(&mut text).ok()?;
+    let path = advert_path(data_dir);
+    if !path.exists() {
+        return None;
+    }
+    let text = crate::files::read_text(&path, MAX_ADVERT_BYTES).ok()?;
     let addr: SocketAddr = text.trim().parse().ok()?;
     addr.ip().is_loopback().then_some(addr)
 }
