@@ -273,11 +273,14 @@ fn standard_base64(url_form: &str) -> String {
 }
 
 fn screenshot(b: &Browser, width: u32, file: &str) {
+    // The page's height at this width, not at the window's current one.
+    b.resize(width, 800);
+    std::thread::sleep(Duration::from_millis(300));
     let height = b
         .script("return document.documentElement.scrollHeight;", json!([]))
         .as_u64()
         .unwrap_or(2000);
-    b.resize(width, (height as u32).clamp(600, 6000) + 100);
+    b.resize(width, (height as u32).clamp(600, 9000) + 100);
     std::thread::sleep(Duration::from_millis(300));
     let png = b.screenshot();
     assert!(png.starts_with(b"\x89PNG"), "not a PNG");
