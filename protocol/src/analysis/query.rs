@@ -20,6 +20,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::cells::LogisticQuery;
 use super::regression::{self, LinearSpec, LogisticSpec};
 use super::{survival, table, Bounds, Error, Sensitivity, MAX_NEWTON_ROUNDS};
 use crate::observation::ObservationFeature;
@@ -297,7 +298,7 @@ fn check_values(name: &str, values: &[f64]) -> Result<(), Error> {
     Ok(())
 }
 
-fn source_category(source: &Source<'_>) -> Option<Category> {
+pub(super) fn source_category(source: &Source<'_>) -> Option<Category> {
     match source {
         Source::Sex => Some(Category::Demographics),
         Source::Attribute(name) => vocab::category_of_attribute(name),
@@ -307,7 +308,7 @@ fn source_category(source: &Source<'_>) -> Option<Category> {
 }
 
 /// A 0/1 attribute: a survival event or a logistic outcome.
-fn check_flag(name: &str) -> Result<(), Error> {
+pub(super) fn check_flag(name: &str) -> Result<(), Error> {
     match vocab::attribute(name) {
         Some(a) if a.range == (0.0, 1.0) => Ok(()),
         _ => Err(Error::UnknownVariable(format!(
@@ -443,7 +444,7 @@ impl Covariate {
         }))
     }
 
-    fn validate_source(&self) -> Result<(), Error> {
+    pub(super) fn validate_source(&self) -> Result<(), Error> {
         match self.source() {
             Source::Attribute(name) if vocab::attribute(name).is_none() => {
                 Err(Error::UnknownVariable(self.name.clone()))
@@ -607,6 +608,8 @@ pub enum Analysis<'a> {
     Survival(&'a SurvivalQuery),
     Table(&'a TableQuery),
     Regression(&'a RegressionQuery),
+    /// A one-shot logistic regression from a cell table ([`super::cells`]).
+    Logistic(&'a LogisticQuery),
 }
 
 /// The largest size of one entry of each analysis's vector: 1 (one-hot
@@ -621,6 +624,7 @@ impl Analysis<'_> {
             Analysis::Survival(q) => q.validate(),
             Analysis::Table(q) => q.validate(),
             Analysis::Regression(q) => q.validate(),
+            Analysis::Logistic(q) => q.validate(),
         }
     }
 
@@ -630,6 +634,7 @@ impl Analysis<'_> {
             Analysis::Survival(q) => q.spec().len(),
             Analysis::Table(q) => q.spec().len(),
             Analysis::Regression(q) => q.spec().len(),
+            Analysis::Logistic(q) => q.len(),
         }
     }
 
@@ -647,6 +652,7 @@ impl Analysis<'_> {
                 RegressionSpec::Linear(s) => s.sensitivity(),
                 RegressionSpec::Logistic(s) => s.sensitivity(),
             },
+            Analysis::Logistic(_) => Sensitivity { l1: 1.0, l2: 1.0 },
         }
     }
 
@@ -661,6 +667,7 @@ impl Analysis<'_> {
             Analysis::Survival(q) => q.categories(),
             Analysis::Table(q) => q.variables.iter().map(Factor::category).collect(),
             Analysis::Regression(q) => q.categories(),
+            Analysis::Logistic(q) => q.categories(),
         };
         all.into_iter().flatten().collect()
     }
