@@ -36,8 +36,7 @@ use witmed_crypto::versioned;
 
 pub use crate::observation::{ObservationFeature, Reduce, Window};
 
-use crate::analysis::cells::LogisticQuery;
-use crate::analysis::query::{Analysis, RegressionQuery, SurvivalQuery, TableQuery};
+use crate::analysis::query::{Analysis, LogisticQuery, RegressionQuery, SurvivalQuery, TableQuery};
 use crate::vocab::{
     category_of_attribute, category_of_code, known_attribute_names, Category, Mode, Sex,
 };

@@ -85,7 +85,7 @@ pub struct LogisticRows {
 
 pub fn logistic_rows(
     raws: &[Raw],
-    query: &witmed_protocol::analysis::cells::LogisticQuery,
+    query: &witmed_protocol::analysis::query::LogisticQuery,
 ) -> LogisticRows {
     use witmed_protocol::analysis::query::Source;
     let spec = query.spec().unwrap();

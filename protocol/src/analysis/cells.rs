@@ -32,8 +32,9 @@
 //! v_s p_c^2)] I^-1 with v the cells' noise variances. Fitted on covariates
 //! scaled to [-1, 1] by their bounds, mapped back like the other regressions.
 //!
-//! Cells grow multiplicatively: a query with more than
-//! [`MAX_LOGISTIC_CELLS`] covariate cells is refused, as is a design that
+//! The query ([`super::query::LogisticQuery`]) builds the [`Spec`]. Cells
+//! grow multiplicatively: a query with more than
+//! [`super::MAX_LOGISTIC_CELLS`] covariate cells is refused, as is a design that
 //! can never be solved (a covariate constant over the cells, an indicator
 //! repeated), before anything is charged.
 //!
@@ -48,16 +49,10 @@
 //! ]
 //! ```
 
-use serde::{Deserialize, Serialize};
-
 use super::linalg::{cholesky, cholesky_inverse, cholesky_solve, Matrix};
 use super::noise::{self, Noise};
-use super::query::{self as q, Covariate, Source, SEX};
 use super::regression::{dot, logistic, Fit, ToOriginal, Variable};
-use super::{at_least, at_most, check_names, check_sums, Bounds, Error, Sensitivity};
-use super::{MAX_COVARIATES, MAX_LOGISTIC_CELLS};
-use crate::observation::ObservationFeature;
-use crate::vocab::Category;
+use super::{check_sums, Bounds, Error, Sensitivity};
 
 /// Most bins one bounded covariate may be cut into.
 pub const MAX_BINS: u32 = 32;
@@ -65,31 +60,6 @@ pub const MAX_BINS: u32 = 32;
 const MAX_ITERATIONS: usize = 200;
 /// Largest coefficient on the [-1, 1] scale: beyond it the fit is separating or drowned in noise.
 const MAX_SCALED_COEFFICIENT: f64 = 20.0;
-
-/// What a one-shot logistic regression asks (`[aggregate.logistic]`, query version 3).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogisticQuery {
-    /// A 0/1 attribute (e.g. `in_hospital_death`).
-    pub outcome: String,
-    pub covariates: Vec<CellCovariate>,
-}
-
-/// One covariate of a one-shot logistic regression.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CellCovariate {
-    /// `sex`, `NAME=VALUE` (an indicator), an attribute, or a label for `observation`.
-    pub name: String,
-    #[serde(default)]
-    pub observation: Option<ObservationFeature>,
-    /// Required for a number (not for `sex` or an indicator).
-    #[serde(default)]
-    pub bounds: Option<Bounds>,
-    /// Equal bins over the bounds, 1 to [`MAX_BINS`]; required for a number.
-    #[serde(default)]
-    pub bins: Option<u32>,
-}
 
 /// How one factor of the cell table maps a raw value to a level.
 #[derive(Debug, Clone, PartialEq)]
@@ -117,177 +87,6 @@ pub struct Spec {
     /// Each covariate's bounds, by which it is scaled to [-1, 1] for the fit.
     pub scales: Vec<Bounds>,
     pub factors: Vec<Factor>,
-}
-
-impl CellCovariate {
-    /// The covariate as a regression reads it (source, indicator value).
-    pub fn covariate(&self) -> Covariate {
-        Covariate {
-            name: self.name.clone(),
-            observation: self.observation.clone(),
-            bounds: self.bounds,
-        }
-    }
-
-    fn is_fixed(&self) -> bool {
-        let c = self.covariate();
-        self.observation.is_none() && (self.name == SEX || c.indicator().is_some())
-    }
-}
-
-impl LogisticQuery {
-    /// Checks the names, bins, cell count and that the design can be solved.
-    pub fn validate(&self) -> Result<(), Error> {
-        q::check_flag(&self.outcome)?;
-        at_least("covariates", self.covariates.len(), 1)?;
-        at_most("covariates", self.covariates.len(), MAX_COVARIATES)?;
-        check_names(
-            self.covariates
-                .iter()
-                .map(|c| c.name.as_str())
-                .chain(std::iter::once(self.outcome.as_str())),
-        )?;
-        for c in &self.covariates {
-            c.covariate().validate_source()?;
-            check_binning(c)?;
-        }
-        let spec = self.spec()?;
-        at_most(
-            "covariate cells of a logistic regression",
-            spec.cells(),
-            MAX_LOGISTIC_CELLS,
-        )?;
-        spec.check_solvable()
-    }
-
-    /// The numerics' spec; refuses a number without bounds or bins.
-    pub fn spec(&self) -> Result<Spec, Error> {
-        let mut factors: Vec<Factor> = Vec::new();
-        let mut indicator_of: Vec<(String, usize)> = Vec::new();
-        let mut scales = Vec::new();
-        for (i, c) in self.covariates.iter().enumerate() {
-            let covariate = c.covariate();
-            let zero_one = Bounds {
-                lower: 0.0,
-                upper: 1.0,
-            };
-            match (c.is_fixed(), covariate.indicator()) {
-                (true, Some((attribute, value))) => {
-                    scales.push(zero_one);
-                    let known = indicator_of.iter().find(|(a, _)| a == attribute);
-                    match known.and_then(|(_, f)| factors.get_mut(*f)) {
-                        Some(Factor {
-                            covariates,
-                            kind: Kind::Indicators { values },
-                        }) => {
-                            covariates.push(i);
-                            values.push(value);
-                        }
-                        _ => {
-                            indicator_of.push((attribute.to_string(), factors.len()));
-                            factors.push(Factor {
-                                covariates: vec![i],
-                                kind: Kind::Indicators {
-                                    values: vec![value],
-                                },
-                            });
-                        }
-                    }
-                }
-                (true, None) => {
-                    scales.push(zero_one);
-                    factors.push(Factor {
-                        covariates: vec![i],
-                        kind: Kind::Flag,
-                    });
-                }
-                (false, _) => {
-                    let (bounds, bins) = bounds_and_bins(c)?;
-                    scales.push(bounds);
-                    factors.push(Factor {
-                        covariates: vec![i],
-                        kind: Kind::Binned { bounds, bins },
-                    });
-                }
-            }
-        }
-        Ok(Spec {
-            names: self.covariates.iter().map(|c| c.name.clone()).collect(),
-            scales,
-            factors,
-        })
-    }
-
-    /// Every source the engine reads per patient: covariates, then the outcome.
-    pub fn sources(&self) -> Vec<Source<'_>> {
-        self.covariates
-            .iter()
-            .map(|c| match (&c.observation, c.name.as_str()) {
-                (Some(o), _) => Source::Observation(o),
-                (None, SEX) => Source::Sex,
-                (None, name) => Source::Attribute(
-                    name.split_once('=')
-                        .map_or(name, |(attribute, _)| attribute.trim()),
-                ),
-            })
-            .chain(std::iter::once(Source::Attribute(&self.outcome)))
-            .collect()
-    }
-
-    /// The data categories it reads.
-    pub fn categories(&self) -> Vec<Option<Category>> {
-        self.sources().iter().map(q::source_category).collect()
-    }
-
-    /// Length of one patient's vector (0 for a query that does not validate).
-    pub fn len(&self) -> usize {
-        self.spec().map_or(0, |s| s.len())
-    }
-
-    /// True for a query that does not validate.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// One patient's vector from the raw values of [`LogisticQuery::sources`]
-    /// (covariates, then the outcome); `None` when one is missing.
-    pub fn contribution(&self, raws: &[f64]) -> Result<Option<Vec<f64>>, Error> {
-        let spec = self.spec()?;
-        let Some((outcome, covariates)) = raws.split_last() else {
-            return Ok(None);
-        };
-        let Some(death) = [0.0, 1.0].iter().position(|v| v == outcome) else {
-            return Ok(None);
-        };
-        Ok(spec
-            .cell(covariates)
-            .map(|cell| spec.one_hot(cell * 2 + death)))
-    }
-}
-
-/// A number needs bounds and bins; `sex` and indicators take neither.
-fn check_binning(c: &CellCovariate) -> Result<(), Error> {
-    if c.is_fixed() {
-        if c.bounds.is_some() || c.bins.is_some() {
-            return Err(Error::BadBins(format!(
-                "{:?} is 0/1; give it no bounds or bins",
-                c.name
-            )));
-        }
-        return Ok(());
-    }
-    bounds_and_bins(c).map(|_| ())
-}
-
-fn bounds_and_bins(c: &CellCovariate) -> Result<(Bounds, u32), Error> {
-    let bounds = c
-        .bounds
-        .ok_or_else(|| Error::MissingBounds(c.name.clone()))?;
-    bounds.validate(&c.name)?;
-    let bins = c.bins.ok_or_else(|| Error::MissingBins(c.name.clone()))?;
-    at_least("bins of a covariate", bins as usize, 1)?;
-    at_most("bins of a covariate", bins as usize, MAX_BINS as usize)?;
-    Ok((bounds, bins))
 }
 
 impl Factor {
@@ -358,7 +157,7 @@ impl Spec {
         Sensitivity { l1: 1.0, l2: 1.0 }
     }
 
-    fn one_hot(&self, at: usize) -> Vec<f64> {
+    pub fn one_hot(&self, at: usize) -> Vec<f64> {
         let mut v = vec![0.0; self.len()];
         if let Some(x) = v.get_mut(at) {
             *x = 1.0;
@@ -406,7 +205,7 @@ impl Spec {
 
     /// Refuses a design no counts can solve: an indicator's value repeated
     /// (no patient can reach its second cell), or cell rows without full rank.
-    fn check_solvable(&self) -> Result<(), Error> {
+    pub fn check_solvable(&self) -> Result<(), Error> {
         for f in &self.factors {
             if let Kind::Indicators { values } = &f.kind {
                 if values
@@ -573,6 +372,7 @@ mod tests {
     use super::*;
     use crate::analysis::exact;
     use crate::analysis::noise::NoiseKind;
+    use crate::analysis::query::{CellCovariate, LogisticQuery};
 
     fn query(text: &str) -> LogisticQuery {
         toml::from_str(text).unwrap()

@@ -20,8 +20,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::cells::LogisticQuery;
+use super::cells::{self, Kind};
 use super::regression::{self, LinearSpec, LogisticSpec};
+use super::{at_least, at_most, check_names, MAX_COVARIATES, MAX_LOGISTIC_CELLS};
 use super::{survival, table, Bounds, Error, Sensitivity, MAX_NEWTON_ROUNDS};
 use crate::observation::ObservationFeature;
 use crate::vocab::{self, Category};
@@ -469,6 +470,206 @@ impl Covariate {
             bounds: self.bounds(),
         }
     }
+}
+
+/// What a one-shot logistic regression asks (`[aggregate.logistic]`, query version 3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogisticQuery {
+    /// A 0/1 attribute (e.g. `in_hospital_death`).
+    pub outcome: String,
+    pub covariates: Vec<CellCovariate>,
+}
+
+/// One covariate of a one-shot logistic regression.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CellCovariate {
+    /// `sex`, `NAME=VALUE` (an indicator), an attribute, or a label for `observation`.
+    pub name: String,
+    #[serde(default)]
+    pub observation: Option<ObservationFeature>,
+    /// Required for a number (not for `sex` or an indicator).
+    #[serde(default)]
+    pub bounds: Option<Bounds>,
+    /// Equal bins over the bounds, 1 to [`cells::MAX_BINS`]; required for a number.
+    #[serde(default)]
+    pub bins: Option<u32>,
+}
+
+impl CellCovariate {
+    /// The covariate as a regression reads it (source, indicator value).
+    pub fn covariate(&self) -> Covariate {
+        Covariate {
+            name: self.name.clone(),
+            observation: self.observation.clone(),
+            bounds: self.bounds,
+        }
+    }
+
+    fn is_fixed(&self) -> bool {
+        let c = self.covariate();
+        self.observation.is_none() && (self.name == SEX || c.indicator().is_some())
+    }
+}
+
+impl LogisticQuery {
+    /// Checks the names, bins, cell count and that the design can be solved.
+    pub fn validate(&self) -> Result<(), Error> {
+        check_flag(&self.outcome)?;
+        at_least("covariates", self.covariates.len(), 1)?;
+        at_most("covariates", self.covariates.len(), MAX_COVARIATES)?;
+        check_names(
+            self.covariates
+                .iter()
+                .map(|c| c.name.as_str())
+                .chain(std::iter::once(self.outcome.as_str())),
+        )?;
+        for c in &self.covariates {
+            c.covariate().validate_source()?;
+            check_binning(c)?;
+        }
+        let spec = self.spec()?;
+        at_most(
+            "covariate cells of a logistic regression",
+            spec.cells(),
+            MAX_LOGISTIC_CELLS,
+        )?;
+        spec.check_solvable()
+    }
+
+    /// The numerics' spec; refuses a number without bounds or bins.
+    pub fn spec(&self) -> Result<cells::Spec, Error> {
+        let mut factors: Vec<cells::Factor> = Vec::new();
+        let mut indicator_of: Vec<(String, usize)> = Vec::new();
+        let mut scales = Vec::new();
+        for (i, c) in self.covariates.iter().enumerate() {
+            let covariate = c.covariate();
+            let zero_one = Bounds {
+                lower: 0.0,
+                upper: 1.0,
+            };
+            match (c.is_fixed(), covariate.indicator()) {
+                (true, Some((attribute, value))) => {
+                    scales.push(zero_one);
+                    let known = indicator_of.iter().find(|(a, _)| a == attribute);
+                    match known.and_then(|(_, f)| factors.get_mut(*f)) {
+                        Some(cells::Factor {
+                            covariates,
+                            kind: Kind::Indicators { values },
+                        }) => {
+                            covariates.push(i);
+                            values.push(value);
+                        }
+                        _ => {
+                            indicator_of.push((attribute.to_string(), factors.len()));
+                            factors.push(cells::Factor {
+                                covariates: vec![i],
+                                kind: Kind::Indicators {
+                                    values: vec![value],
+                                },
+                            });
+                        }
+                    }
+                }
+                (true, None) => {
+                    scales.push(zero_one);
+                    factors.push(cells::Factor {
+                        covariates: vec![i],
+                        kind: Kind::Flag,
+                    });
+                }
+                (false, _) => {
+                    let (bounds, bins) = bounds_and_bins(c)?;
+                    scales.push(bounds);
+                    factors.push(cells::Factor {
+                        covariates: vec![i],
+                        kind: Kind::Binned { bounds, bins },
+                    });
+                }
+            }
+        }
+        Ok(cells::Spec {
+            names: self.covariates.iter().map(|c| c.name.clone()).collect(),
+            scales,
+            factors,
+        })
+    }
+
+    /// Every source the engine reads per patient: covariates, then the outcome.
+    pub fn sources(&self) -> Vec<Source<'_>> {
+        self.covariates
+            .iter()
+            .map(|c| match (&c.observation, c.name.as_str()) {
+                (Some(o), _) => Source::Observation(o),
+                (None, SEX) => Source::Sex,
+                (None, name) => Source::Attribute(
+                    name.split_once('=')
+                        .map_or(name, |(attribute, _)| attribute.trim()),
+                ),
+            })
+            .chain(std::iter::once(Source::Attribute(&self.outcome)))
+            .collect()
+    }
+
+    /// The data categories it reads.
+    pub fn categories(&self) -> Vec<Option<Category>> {
+        self.sources().iter().map(source_category).collect()
+    }
+
+    /// Length of one patient's vector (0 for a query that does not validate).
+    pub fn len(&self) -> usize {
+        self.spec().map_or(0, |s| s.len())
+    }
+
+    /// True for a query that does not validate.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// One patient's vector from the raw values of [`LogisticQuery::sources`]
+    /// (covariates, then the outcome); `None` when one is missing.
+    pub fn contribution(&self, raws: &[f64]) -> Result<Option<Vec<f64>>, Error> {
+        let spec = self.spec()?;
+        let Some((outcome, covariates)) = raws.split_last() else {
+            return Ok(None);
+        };
+        let Some(death) = [0.0, 1.0].iter().position(|v| v == outcome) else {
+            return Ok(None);
+        };
+        Ok(spec
+            .cell(covariates)
+            .map(|cell| spec.one_hot(cell * 2 + death)))
+    }
+}
+
+/// A number needs bounds and bins; `sex` and indicators take neither.
+fn check_binning(c: &CellCovariate) -> Result<(), Error> {
+    if c.is_fixed() {
+        if c.bounds.is_some() || c.bins.is_some() {
+            return Err(Error::BadBins(format!(
+                "{:?} is 0/1; give it no bounds or bins",
+                c.name
+            )));
+        }
+        return Ok(());
+    }
+    bounds_and_bins(c).map(|_| ())
+}
+
+fn bounds_and_bins(c: &CellCovariate) -> Result<(Bounds, u32), Error> {
+    let bounds = c
+        .bounds
+        .ok_or_else(|| Error::MissingBounds(c.name.clone()))?;
+    bounds.validate(&c.name)?;
+    let bins = c.bins.ok_or_else(|| Error::MissingBins(c.name.clone()))?;
+    at_least("bins of a covariate", bins as usize, 1)?;
+    at_most(
+        "bins of a covariate",
+        bins as usize,
+        cells::MAX_BINS as usize,
+    )?;
+    Ok((bounds, bins))
 }
 
 /// The numerics' spec of a regression.
