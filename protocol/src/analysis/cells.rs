@@ -172,7 +172,7 @@ impl Spec {
         }
         self.factors.iter().try_fold(0usize, |cell, f| {
             let raw = raws.get(*f.covariates.first()?)?;
-            Some(cell * f.levels() + f.level(*raw)?)
+            cell.checked_mul(f.levels())?.checked_add(f.level(*raw)?)
         })
     }
 

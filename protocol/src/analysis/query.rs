@@ -529,16 +529,10 @@ impl LogisticQuery {
             c.covariate().validate_source()?;
             check_binning(c)?;
         }
-        let spec = self.spec()?;
-        at_most(
-            "covariate cells of a logistic regression",
-            spec.cells(),
-            MAX_LOGISTIC_CELLS,
-        )?;
-        spec.check_solvable()
+        self.spec()?.check_solvable()
     }
 
-    /// The numerics' spec; refuses a number without bounds or bins.
+    /// The numerics' spec; refuses a number without bounds or bins, and more than [`MAX_LOGISTIC_CELLS`] cells.
     pub fn spec(&self) -> Result<cells::Spec, Error> {
         let mut factors: Vec<cells::Factor> = Vec::new();
         let mut indicator_of: Vec<(String, usize)> = Vec::new();
@@ -589,11 +583,18 @@ impl LogisticQuery {
                 }
             }
         }
-        Ok(cells::Spec {
+        let spec = cells::Spec {
             names: self.covariates.iter().map(|c| c.name.clone()).collect(),
             scales,
             factors,
-        })
+        };
+        // Checked here, not only in validate: a spec's vector is allocated from it.
+        at_most(
+            "covariate cells of a logistic regression",
+            spec.cells(),
+            MAX_LOGISTIC_CELLS,
+        )?;
+        Ok(spec)
     }
 
     /// Every source the engine reads per patient: covariates, then the outcome.
