@@ -178,6 +178,9 @@ fn labels(query: &Query) -> Vec<String> {
         Aggregate::Regression(q) => std::iter::once("intercept".to_string())
             .chain(q.covariates.iter().map(|c| c.name.clone()))
             .collect(),
+        Aggregate::Logistic(q) => std::iter::once("intercept".to_string())
+            .chain(q.covariates.iter().map(|c| c.name.clone()))
+            .collect(),
         _ => vec![],
     }
 }

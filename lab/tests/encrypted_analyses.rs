@@ -26,7 +26,7 @@ use std::path::PathBuf;
 
 use common::*;
 use serde_json::Value;
-use set_a_raw::{level01, outcomes, raw_of, Raw};
+use set_a_raw::{level01, logistic_rows, outcomes, raw_of, Raw};
 use witmed_crypto::fhe::{self, ClientKey, CompactPublicKey};
 use witmed_crypto::{Envelope, KeyPair, Role};
 use witmed_lab::setup;
@@ -47,6 +47,8 @@ use witmed_protocol::query::{Aggregate, Query};
 const NOW: i64 = 1_790_000_000;
 const NODES: usize = 5;
 const RUNS: usize = 200;
+/// Runs of the logistic coverage loop (one encrypted cell table each).
+const LOGISTIC_RUNS: usize = 200;
 /// Unit bins over whole days: each bin holds one time value, so the binned
 /// Kaplan-Meier curve is the textbook one at the bins' ends.
 const DAYS: usize = 30;
@@ -214,25 +216,6 @@ fn band_stays_informative(widest: &[f64]) {
     assert!(widest.iter().all(|w| *w < 0.25), "{widest:?}");
 }
 
-/// Rows [age clamped to the query's bounds, sex, icu 2, 3, 4] and outcomes of the complete raw patients.
-fn logistic_rows(raws: &[Raw]) -> (Vec<Vec<f64>>, Vec<bool>) {
-    raws.iter()
-        .filter(|r| {
-            !r.age.is_nan()
-                && level01(r.sex).is_some()
-                && level01(r.death).is_some()
-                && (1.0..=4.0).contains(&r.icu)
-        })
-        .map(|r| {
-            let icu = |k: f64| f64::from(u8::from(r.icu == k));
-            (
-                vec![r.age.clamp(15.0, 90.0), r.sex, icu(2.0), icu(3.0), icu(4.0)],
-                r.death == 1.0,
-            )
-        })
-        .unzip()
-}
-
 /// Whether every interval holds its exact value.
 fn covers(fit: &Fit, exact: &[f64]) -> Vec<bool> {
     fit.coefficients
@@ -302,81 +285,76 @@ fn survival_band_covers_the_exact_curve(stores: &Stores, keys: (&ClientKey, &Com
     band_stays_informative(&widest);
 }
 
-/// The query's Newton rounds, each a query at epsilon / rounds through the
-/// nodes' encrypted shares; returns the last fit.
+/// One release of the one-shot logistic query through the nodes' encrypted
+/// shares; the fit's refusal when it refuses the noisy table.
 fn logistic_run(
-    stores: &Stores,
-    text: &str,
+    plan: &VectorPlan,
+    query: &Query,
+    rows: &[Vec<Vec<i64>>],
     keys: (&ClientKey, &CompactPublicKey),
-    rows_cache: &mut Option<usize>,
-) -> Option<Fit> {
-    let base = query(text);
-    let rounds = match &base.aggregate {
-        Aggregate::Regression(r) => r.rounds(),
-        _ => unreachable!(),
-    };
-    let mut at = None;
-    let mut fit = None;
-    for number in 1..=rounds {
-        let round = witmed_net::reveal::round_query(&base, number, at.take()).unwrap();
-        let plan = plan_for(&round);
-        let share = base.privacy.epsilon / f64::from(rounds);
-        assert!(
-            plan.epsilon <= share && plan.epsilon > 0.99 * share,
-            "{plan:?}"
-        );
-        let rows = node_rows(stores, &round, &plan.encoding);
-        rows_cache.get_or_insert(rows.iter().map(Vec::len).sum());
-        let summed = encrypted_total(&plan, &rows, keys);
-        // A noisy information that is not positive definite is a failed run.
-        let step = outcome::logistic_step(&analysis(&round), &summed).ok()?;
-        at = Some(step.next_scaled.clone());
-        fit = Some(step.fit);
+) -> Result<Fit, String> {
+    let summed = encrypted_total(plan, rows, keys);
+    match outcome::analyse(&analysis(query), &summed, 0) {
+        Ok(Outcome::Regression(fit)) => Ok(fit),
+        Ok(other) => panic!("not a regression: {other:?}"),
+        Err(e) => Err(e.to_string()),
     }
-    fit
 }
 
+/// The model (age in 5 bins, sex, ICU types 2 to 4) at epsilon 1
+/// in encrypted mode: one noisy cell table per run; each interval covers
+/// the exact IRLS coefficient on the same binned covariates in at least 93%
+/// of LOGISTIC_RUNS runs (coverage of the raw-age fit is printed).
 fn logistic_intervals_cover_the_exact_coefficients(
     stores: &Stores,
     keys: (&ClientKey, &CompactPublicKey),
 ) {
-    let (rows, y) = logistic_rows(&stores.raws);
-    let exact = exact::logistic_irls(&rows, &y).unwrap();
-    // NOT YET at the epsilon 1. Measured here over 100 runs with the
-    // issue's covariates (age, sex, three ICU indicators) and 3 rounds: at
-    // epsilon 1 each interval covered in 39 to 40 runs (60 noisy
-    // informations not positive definite), at epsilon 2 in 92 to 94 (6), at
-    // epsilon 4 in 98 to 100 (none); with age, sex and one ICU indicator,
-    // 90 to 92 at epsilon 1 and 96 to 100 at epsilon 2. The Gaussian shares
-    // are calibrated to the vector's L2 bound, a third of DP mode's L1-bound
-    // Laplace noise, but at epsilon 1 / 3 per round the noise on 21
-    // information entries still swamps the smaller ICU groups. What the test
-    // pins down is the model at epsilon 4.
-    let text = encrypted(
-        &witmed_protocol::examples::death_on_age_sex_icu("lr", 4.0),
+    let query = query(&encrypted(
+        &witmed_protocol::examples::death_on_age_sex_icu("lr", 1.0),
         "hospital-0",
         STUDY,
+    ));
+    let Aggregate::Logistic(logistic) = &query.aggregate else {
+        panic!("the example is a one-shot logistic regression");
+    };
+    let rows = logistic_rows(&stores.raws, logistic);
+    let binned = exact::logistic_irls(&rows.binned, &rows.deaths).unwrap();
+    let clamped = exact::logistic_irls(&rows.clamped, &rows.deaths).unwrap();
+    let plan = plan_for(&query);
+    assert!((plan.epsilon - 1.0).abs() < 0.01, "{plan:?}");
+    let node_rows = node_rows(stores, &query, &plan.encoding);
+    // The stores' complete patients are the raw files' complete patients.
+    assert_eq!(
+        node_rows.iter().map(Vec::len).sum::<usize>(),
+        rows.deaths.len()
     );
-    let mut covered = vec![0usize; exact.coefficients.len()];
-    let mut patients = None;
-    for _ in 0..RUNS {
-        let Some(fit) = logistic_run(stores, &text, keys, &mut patients) else {
-            continue;
+    let p = binned.coefficients.len();
+    let (mut covered, mut covered_raw, mut unusable) = (vec![0usize; p], vec![0usize; p], vec![]);
+    for _ in 0..LOGISTIC_RUNS {
+        let fit = match logistic_run(&plan, &query, &node_rows, keys) {
+            Ok(fit) => fit,
+            Err(refusal) => {
+                unusable.push(refusal);
+                continue;
+            }
         };
-        for (hit, n) in covers(&fit, &exact.coefficients)
+        for ((hit, raw_hit), (n, n_raw)) in covers(&fit, &binned.coefficients)
             .into_iter()
-            .zip(&mut covered)
+            .zip(covers(&fit, &clamped.coefficients))
+            .zip(covered.iter_mut().zip(&mut covered_raw))
         {
             *n += hit as usize;
+            *n_raw += raw_hit as usize;
         }
     }
-    // The stores' complete patients are the raw files' complete patients.
-    assert_eq!(patients, Some(rows.len()));
+    eprintln!(
+        "encrypted logistic at epsilon 1 over {LOGISTIC_RUNS} runs (refused: {unusable:?}): covered the binned fit {covered:?}, the raw-age fit {covered_raw:?}"
+    );
     for (i, n) in covered.iter().enumerate() {
         assert!(
-            n * 100 >= RUNS * 93,
-            "coefficient {i}'s interval covered the exact {:.4} in only {n} of {RUNS} runs",
-            exact.coefficients[i]
+            n * 100 >= LOGISTIC_RUNS * 93,
+            "coefficient {i}'s interval covered the exact {:.4} in only {n} of {LOGISTIC_RUNS} runs",
+            binned.coefficients[i]
         );
     }
 }
@@ -423,12 +401,19 @@ fn refused_analyses_charge_nothing_and_a_share_charges_once(stores: &Stores) {
     // Bad analyses the client would refuse, sent anyway: the member refuses
     // them by their analysis code before anything is charged.
     let good = query(&encrypted(
-        &witmed_protocol::examples::death_on_age_sex_icu("bad-1", 1.0),
+        &witmed_protocol::examples::death_on_age_sex_icu_newton("bad-1", 1.0),
+        "hospital-0",
+        &study,
+    ));
+    let cells = query(&encrypted(
+        &witmed_protocol::examples::death_on_age_sex_icu("cells-1", 1.0),
         "hospital-0",
         &study,
     ));
     let mut no_bounds = good.clone();
     let mut bad_round = good.clone();
+    let mut cells_no_bounds = cells.clone();
+    let mut cells_singular = cells.clone();
     if let Aggregate::Regression(r) = &mut no_bounds.aggregate {
         r.covariates[0].bounds = None;
     }
@@ -439,9 +424,18 @@ fn refused_analyses_charge_nothing_and_a_share_charges_once(stores: &Stores) {
             at: vec![1e9; 6],
         });
     }
+    if let Aggregate::Logistic(r) = &mut cells_no_bounds.aggregate {
+        r.covariates[0].bounds = None;
+    }
+    if let Aggregate::Logistic(r) = &mut cells_singular.aggregate {
+        // Age in one bin: constant over the cells.
+        r.covariates[0].bins = Some(1);
+    }
     for (bad, code) in [
         (&no_bounds, "missing_bounds"),
         (&bad_round, "bad_coefficients"),
+        (&cells_no_bounds, "missing_bounds"),
+        (&cells_singular, "singular_design"),
     ] {
         let error = prepare(bad).unwrap_err();
         assert_eq!(error.code(), code, "{error}");
@@ -455,6 +449,13 @@ fn refused_analyses_charge_nothing_and_a_share_charges_once(stores: &Stores) {
     assert_eq!(after.len(), before + 1);
     let charged = after.last().unwrap().loss().epsilon;
     assert!(charged <= 1.0 / 3.0 && charged > 0.3, "{charged}");
+    // A one-shot cell table is charged once, at the whole epsilon.
+    prepare(&cells).unwrap();
+    prepare(&cells).unwrap();
+    let after = charges();
+    assert_eq!(after.len(), before + 2);
+    let charged = after.last().unwrap().loss().epsilon;
+    assert!((charged - 1.0).abs() < 0.01, "{charged}");
 }
 
 // ---------------------------------------------------------------------------
@@ -563,14 +564,17 @@ fn encrypted_analyses_through_real_nodes_hold_the_exact_statistics_in_their_inte
         ci[0] <= exact_or && exact_or <= ci[1],
         "{exact_or} outside {ci:?}"
     );
-    // Logistic: three rounds, three encrypted totals, every interval holds the exact coefficient.
-    let answer = f.run(
-        "lr",
-        &witmed_protocol::examples::death_on_age_sex_icu("lr", 4.0),
-    );
-    assert_eq!(answer["queries"], 3, "{answer}");
-    let (rows, y) = logistic_rows(&raws);
-    let exact = exact::logistic_irls(&rows, &y).unwrap();
+    // Logistic: one noisy cell table, one encrypted total; every interval
+    // holds the exact coefficient on the binned covariates (the noise at
+    // epsilon 4 is small next to the sampling part the intervals carry).
+    let text = witmed_protocol::examples::death_on_age_sex_icu("lr", 4.0);
+    let answer = f.run("lr", &text);
+    assert_eq!(answer["queries"], 1, "{answer}");
+    let Aggregate::Logistic(logistic) = query(&text).aggregate else {
+        panic!("the example is a one-shot logistic regression");
+    };
+    let rows = logistic_rows(&raws, &logistic);
+    let exact = exact::logistic_irls(&rows.binned, &rows.deaths).unwrap();
     let coefficients = answer["result"]["regression"]["coefficients"]
         .as_array()
         .unwrap();
@@ -583,9 +587,8 @@ fn encrypted_analyses_through_real_nodes_hold_the_exact_statistics_in_their_inte
             c["name"]
         );
     }
-    // Three rounds at epsilon 4 / 3 each: 4 in all at each hospital.
-    assert!(
-        (answer["epsilon_spent"].as_f64().unwrap() - 4.0).abs() < 0.04,
-        "{answer}"
-    );
+    // One query, at most the query's 4 at each hospital (as for the survival
+    // counts above, the shares' integer scale can spend less).
+    let spent = answer["epsilon_spent"].as_f64().unwrap();
+    assert!(spent <= 4.0 && spent > 0.0, "{answer}");
 }

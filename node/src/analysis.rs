@@ -59,6 +59,10 @@ pub fn vector(index: &Index, analysis: &Analysis<'_>, i: usize) -> Result<Option
                 .map(|p| q.spec().contribution(&p))
                 .transpose()
         }
+        Analysis::Logistic(q) => {
+            let raws: Vec<f64> = q.sources().iter().map(|s| raw(index, i, s)).collect();
+            q.contribution(&raws)
+        }
         Analysis::Regression(q) => {
             let covariates: Vec<f64> = q
                 .covariates
@@ -125,14 +129,15 @@ pub fn add_up(
 }
 
 /// The noisy number of patients in a released vector, compared with the
-/// node's minimum cohort: the total of a survival's or table's counts; the
+/// node's minimum cohort: the total of a survival's, table's or cell
+/// table's counts; the
 /// count entry of a linear regression (the first: 1 x 1); for a logistic
 /// round four times the intercept's information (each patient adds
 /// p (1 - p) <= 1/4, so the true count is at least that).
 pub fn noisy_cohort(analysis: &Analysis<'_>, values: &[f64]) -> f64 {
     let first = values.first().copied().unwrap_or(0.0);
     match analysis {
-        Analysis::Survival(_) | Analysis::Table(_) => values.iter().sum(),
+        Analysis::Survival(_) | Analysis::Table(_) | Analysis::Logistic(_) => values.iter().sum(),
         Analysis::Regression(q) => match q.spec() {
             RegressionSpec::Linear(_) => first,
             RegressionSpec::Logistic(_) => {

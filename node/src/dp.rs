@@ -124,7 +124,10 @@ impl Plan {
                 let edges = uniform_edges(lower, upper, *bins as usize);
                 bins_plan(eps, edges, Some(probabilities.clone()))?
             }
-            Aggregate::Survival(_) | Aggregate::Table(_) | Aggregate::Regression(_) => {
+            Aggregate::Survival(_)
+            | Aggregate::Table(_)
+            | Aggregate::Regression(_)
+            | Aggregate::Logistic(_) => {
                 return Err(Error::Unsupported(format!(
                     "a {} query is released through dp::VectorPlan",
                     query.aggregate.kind()

@@ -301,6 +301,14 @@ fn sent_types_match_their_golden_bytes() {
     );
     golden(
         "query.v2.regression",
+        &Query::from_toml(&witmed_protocol::examples::death_on_age_sex_icu_newton(
+            "golden-lr",
+            1.0,
+        ))
+        .unwrap(),
+    );
+    golden(
+        "query.v3.logistic",
         &Query::from_toml(&witmed_protocol::examples::death_on_age_sex_icu(
             "golden-lr",
             1.0,

@@ -132,7 +132,10 @@ fn component_names(aggregate: &Aggregate) -> Result<Vec<String>, Error> {
         Aggregate::Quantiles { .. } => {
             return Err(Error::InvalidQuery("quantiles need 1 or more bins".into()))
         }
-        Aggregate::Survival(_) | Aggregate::Table(_) | Aggregate::Regression(_) => {
+        Aggregate::Survival(_)
+        | Aggregate::Table(_)
+        | Aggregate::Regression(_)
+        | Aggregate::Logistic(_) => {
             return Err(Error::InvalidQuery(format!(
                 "a {} query is combined by analysis::outcome::add_up, not as a scalar",
                 aggregate.kind()

@@ -85,9 +85,41 @@ epsilon = {epsilon:?}
     )
 }
 
+/// Logistic regression of in-hospital death on age (15-90 in 5 bins of 15
+/// years, entered as the bins' midpoints), sex and ICU types 2 to 4 against
+/// 1, in one round from a noisy cell table of 5 x 2 x 4 = 40 cells (query
+/// version 3; see [`crate::analysis::cells`]). Coarse bins on purpose: at
+/// epsilon 1 in encrypted mode (Gaussian shares, about three times DP
+/// mode's noise on a one-hot vector) 15 bins of 5 years leave sparse young
+/// cells whose noise makes about 3% of fits diverge and the intervals
+/// cover in about 93%; 5 bins cover in 97-99%, and move the coefficients
+/// from the fit on raw ages by well under a standard error.
+pub fn death_on_age_sex_icu(id: &str, epsilon: f64) -> String {
+    format!(
+        r#"version = 3
+id = "{id}"
+purpose = "HMB"
+
+[aggregate.logistic]
+outcome = "in_hospital_death"
+covariates = [
+  {{ name = "age", bounds = {{ lower = 15.0, upper = 90.0 }}, bins = 5 }},
+  {{ name = "sex" }},
+  {{ name = "icu_type=2" }},
+  {{ name = "icu_type=3" }},
+  {{ name = "icu_type=4" }},
+]
+
+[privacy]
+mode = "dp"
+epsilon = {epsilon:?}
+"#
+    )
+}
+
 /// Logistic regression of in-hospital death on age, sex and ICU type
 /// (indicators against coronary care), three Newton rounds at epsilon / 3 each.
-pub fn death_on_age_sex_icu(id: &str, epsilon: f64) -> String {
+pub fn death_on_age_sex_icu_newton(id: &str, epsilon: f64) -> String {
     format!(
         r#"version = 2
 id = "{id}"
@@ -135,10 +167,12 @@ mod tests {
         for (text, kind) in [
             (survival_by_icu_type("a", 0.5), "survival"),
             (sex_by_death("a", 0.5), "table"),
+            (death_on_age_sex_icu_newton("a", 0.5), "regression"),
             (death_on_age_sex_icu("a", 0.5), "regression"),
         ] {
             let q = Query::from_toml(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
-            assert_eq!((q.aggregate.kind(), q.version), (kind, 2));
+            assert_eq!(q.aggregate.kind(), kind);
+            assert!(q.version >= 2, "{text}");
             assert_eq!(Query::from_wire(&q.to_wire()).unwrap(), q);
             assert_eq!(
                 Query::from_toml(&q.to_toml()).unwrap(),

@@ -36,17 +36,20 @@ use witmed_crypto::versioned;
 
 pub use crate::observation::{ObservationFeature, Reduce, Window};
 
-use crate::analysis::query::{Analysis, RegressionQuery, SurvivalQuery, TableQuery};
+use crate::analysis::query::{Analysis, LogisticQuery, RegressionQuery, SurvivalQuery, TableQuery};
 use crate::vocab::{
     category_of_attribute, category_of_code, known_attribute_names, Category, Mode, Sex,
 };
 
 /// Query format version written today: 2 added the analysis aggregates
-/// (`survival`, `table`, `regression`). Version 1's layout is version 2's
-/// without those three variants, appended last, so a version-1 query reads
-/// with today's layout unchanged (same bytes, same digest) and
-/// [`Query::validate`] refuses the new variants under version 1.
-pub const QUERY_VERSION: u32 = 2;
+/// (`survival`, `table`, `regression`), 3 the one-shot `logistic` (a cell
+/// table). Each version's layout is the next one's without the variants it
+/// added, appended last, so an older query reads with today's layout
+/// unchanged (same bytes, same digest) and [`Query::validate`] refuses the
+/// newer variants under an older version.
+pub const QUERY_VERSION: u32 = 3;
+/// The version of the survival, table and (Newton) regression analyses.
+pub const QUERY_VERSION_2: u32 = 2;
 /// The version of queries without an analysis, which nodes of every release read.
 pub const QUERY_VERSION_1: u32 = 1;
 /// Longest accepted query id.
@@ -157,6 +160,8 @@ pub enum Aggregate {
     Table(Box<TableQuery>),
     /// Linear or logistic regression (version 2).
     Regression(Box<RegressionQuery>),
+    /// One-shot logistic regression from a noisy cell table (version 3).
+    Logistic(Box<LogisticQuery>),
 }
 
 impl Aggregate {
@@ -170,7 +175,8 @@ impl Aggregate {
             Aggregate::Quantiles { .. } => "quantiles",
             Aggregate::Survival(_) => "survival",
             Aggregate::Table(_) => "table",
-            Aggregate::Regression(_) => "regression",
+            // A kind of regression to node policies.
+            Aggregate::Regression(_) | Aggregate::Logistic(_) => "regression",
         }
     }
 
@@ -180,6 +186,7 @@ impl Aggregate {
             Aggregate::Survival(q) => Some(Analysis::Survival(q)),
             Aggregate::Table(q) => Some(Analysis::Table(q)),
             Aggregate::Regression(q) => Some(Analysis::Regression(q)),
+            Aggregate::Logistic(q) => Some(Analysis::Logistic(q)),
             _ => None,
         }
     }
@@ -241,7 +248,7 @@ pub enum Error {
     #[error("query is {len} bytes, over the limit of {max}")]
     TooLarge { len: usize, max: usize },
     #[error(
-        "query has version {0}; this witmed reads versions {QUERY_VERSION_1} and {QUERY_VERSION}"
+        "query has version {0}; this witmed reads versions {QUERY_VERSION_1} to {QUERY_VERSION}"
     )]
     UnsupportedVersion(u32),
     #[error("query is invalid: {0}")]
@@ -258,7 +265,7 @@ impl versioned::Evolving for Query {
         match version {
             // Version 1 is version 2's layout without the analysis variants;
             // validation refuses them under version 1.
-            QUERY_VERSION | QUERY_VERSION_1 => layout.read::<Self>(),
+            QUERY_VERSION | QUERY_VERSION_2 | QUERY_VERSION_1 => layout.read::<Self>(),
             found => Err(versioned::unknown::<Self>(found)),
         }
     }
@@ -343,7 +350,7 @@ impl Query {
     /// Checks everything that can be checked without data.
     pub fn validate(&self) -> Result<(), Error> {
         let invalid = |msg: String| Err(Error::Invalid(msg));
-        if self.version != QUERY_VERSION && self.version != QUERY_VERSION_1 {
+        if !(QUERY_VERSION_1..=QUERY_VERSION).contains(&self.version) {
             return Err(Error::UnsupportedVersion(self.version));
         }
         if self.id.is_empty() || self.id.len() > MAX_ID_LEN {
@@ -365,14 +372,18 @@ impl Query {
     /// and version 2.
     fn validate_analysis(&self, analysis: &Analysis<'_>) -> Result<(), Error> {
         let kind = self.aggregate.kind();
-        if self.version < QUERY_VERSION {
+        let (needed, table) = match analysis {
+            Analysis::Logistic(_) => (QUERY_VERSION, "logistic"),
+            _ => (QUERY_VERSION_2, kind),
+        };
+        if self.version < needed {
             return Err(Error::Invalid(format!(
-                "a {kind} query needs version = {QUERY_VERSION}"
+                "a query with [aggregate.{table}] needs version = {needed}"
             )));
         }
         if self.feature.is_some() || self.bounds.is_some() {
             return Err(Error::Invalid(format!(
-                "a {kind} query names its variables in [aggregate.{kind}]; remove [feature] and [bounds]"
+                "a {kind} query names its variables in [aggregate.{table}]; remove [feature] and [bounds]"
             )));
         }
         analysis.validate().map_err(|e| Error::Analysis {
@@ -411,6 +422,7 @@ impl Query {
                 | Aggregate::Survival(_)
                 | Aggregate::Table(_)
                 | Aggregate::Regression(_)
+                | Aggregate::Logistic(_)
         ) {
             return invalid(
                 "only count, sum, histogram, survival, table and regression add up under encryption",
@@ -715,10 +727,22 @@ min_hospitals = 3
         let as_v1 = survival.replace("version = 2", "version = 1");
         let err = Query::from_toml(&as_v1).unwrap_err().to_string();
         assert!(err.contains("needs version = 2"), "{err}");
-        let v3 = survival.replace("version = 2", "version = 3");
+        let v4 = survival.replace("version = 2", "version = 4");
         assert_eq!(
-            Query::from_toml(&v3).unwrap_err(),
-            Error::UnsupportedVersion(3)
+            Query::from_toml(&v4).unwrap_err(),
+            Error::UnsupportedVersion(4)
+        );
+        // Version 3 reads version 2's analyses the same, and adds the one-shot logistic.
+        let v3 = Query::from_toml(&survival.replace("version = 2", "version = 3")).unwrap();
+        let v2 = Query::from_toml(&survival).unwrap();
+        assert_eq!(v3.aggregate, v2.aggregate);
+        let cells = crate::examples::death_on_age_sex_icu("lr", 1.0);
+        let err = Query::from_toml(&cells.replace("version = 3", "version = 2"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("[aggregate.logistic] needs version = 3"),
+            "{err}"
         );
     }
 
@@ -727,7 +751,8 @@ min_hospitals = 3
     fn bad_analyses_are_refused_with_a_stable_code() {
         let survival = crate::examples::survival_by_icu_type("km", 1.0);
         let table = crate::examples::sex_by_death("t", 1.0);
-        let logistic = crate::examples::death_on_age_sex_icu("r", 1.0);
+        let logistic = crate::examples::death_on_age_sex_icu_newton("r", 1.0);
+        let cells = crate::examples::death_on_age_sex_icu("c", 1.0);
         let many_bins: Vec<String> = (0..70).map(|i| format!("{i}.0")).collect();
         let cases = [
             (survival.replace("\"icu_type\"", "\"bmi\""), "unknown_variable"),
@@ -750,6 +775,16 @@ min_hospitals = 3
                 logistic.replace(
                     "{ name = \"sex\" },",
                     "{ name = \"sex\" }, { name = \"sofa\", bounds = { lower = 0.0, upper = 24.0 } }, { name = \"saps1\", bounds = { lower = 0.0, upper = 60.0 } }, { name = \"weight_kg\", bounds = { lower = 30.0, upper = 200.0 } }, { name = \"height_cm\", bounds = { lower = 120.0, upper = 220.0 } },",
+                ),
+                "too_large",
+            ),
+            (cells.replace(", bins = 5", ""), "missing_bins"),
+            (cells.replace("bins = 5", "bins = 1"), "singular_design"),
+            (cells.replace("bins = 5", "bins = 40"), "too_large"),
+            (
+                cells.replace(
+                    "{ name = \"sex\" },",
+                    "{ name = \"sex\" }, { name = \"sofa\", bounds = { lower = 0.0, upper = 24.0 }, bins = 24 },",
                 ),
                 "too_large",
             ),

@@ -2,15 +2,16 @@
 //!
 //! Latency: real `witmed node run` processes over set-a split across the
 //! hospitals, each analysis asked end to end as the CLI asks it (a logistic
-//! regression is its three Newton rounds), at a small epsilon so the
+//! regression is one noisy cell table), at a small epsilon so the
 //! default budget lasts.
 //!
 //! Accuracy: in process, five nodes holding set-a, each node's exact vector
 //! sum taken once from its store, then released by its OpenDP plan and
 //! combined, `repetitions` times per epsilon: the largest gap between the DP
 //! and the noise-free Kaplan-Meier curve of in-hospital survival, and the
-//! largest coefficient error of the logistic regression against its
-//! noise-free fit (twelve noise-free Newton rounds: the maximum likelihood fit).
+//! largest coefficient error of the one-shot logistic regression against
+//! its noise-free fit on the same cells (the maximum likelihood fit on the
+//! binned covariates).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -21,16 +22,15 @@ use witmed_node::node::{self, Node};
 use witmed_node::{import, unix_now};
 use witmed_protocol::analysis::noise::Noise;
 use witmed_protocol::analysis::outcome::{self, Outcome, Summed};
-use witmed_protocol::analysis::query::Round;
 use witmed_protocol::combine::Part;
 use witmed_protocol::examples;
-use witmed_protocol::query::{Aggregate, Query};
+use witmed_protocol::query::Query;
 use witmed_simnet::cluster::{self, Cluster, Options};
 
 use super::{err, machine, ms, pct, tempdir, Result};
 use crate::demo::researcher_of;
 
-/// The three analyses timed, at `epsilon` each (the logistic one over its three rounds).
+/// The three analyses timed, at `epsilon` each (the logistic one a noisy cell table).
 fn timed_queries(tag: &str, epsilon: f64) -> Result<Vec<(&'static str, Query)>> {
     [
         (
@@ -76,7 +76,7 @@ pub fn run(
     for &n in hospitals.iter().filter(|n| **n > 0) {
         latency(set_dir, outcomes, n, repetitions)?;
     }
-    outln!("(logistic: three Newton rounds, each a federated query; unusable: noisy sums too small for a result at this epsilon)");
+    outln!("(logistic: one noisy cell table, one federated query; unusable: noisy sums too small for a result at this epsilon)");
     accuracy(set_dir, outcomes, repetitions, csv, svg)
 }
 
@@ -243,39 +243,19 @@ fn noisy(plan: &VectorPlan, sums: &[Vectors]) -> Result<Summed> {
     outcome::add_up(sums.first().map_or(0, |v| v.sum.len()), &parts).map_err(err)
 }
 
-/// `steps` Newton steps of a logistic regression at `epsilon` in all (at
-/// most [`witmed_protocol::analysis::MAX_NEWTON_ROUNDS`] noisy ones); `None`
-/// epsilon: noise-free, as many steps as asked. `None` when a round's information is unusable.
-fn logistic(nodes: &Nodes, epsilon: Option<f64>, steps: u32) -> Result<Option<Vec<f64>>> {
-    let rounds = steps.min(witmed_protocol::analysis::MAX_NEWTON_ROUNDS);
-    let text = examples::death_on_age_sex_icu("acc", epsilon.unwrap_or(1.0))
-        .replace("rounds = 3", &format!("rounds = {rounds}"));
-    let mut query = Query::from_toml(&text).map_err(err)?;
-    let mut at = vec![0.0; 6];
-    let mut fit = None;
-    for step in 0..steps {
-        let number = step % rounds + 1;
-        if let Aggregate::Regression(r) = &mut query.aggregate {
-            r.round = Some(Round {
-                number,
-                at: at.clone(),
-            });
-        }
-        let analysis = query.aggregate.analysis().ok_or("not an analysis")?;
-        let per_round = epsilon.unwrap_or(1.0) / f64::from(rounds);
-        let plan = VectorPlan::new(&analysis, per_round).map_err(err)?;
-        let sums = sums(nodes, &query, plan.resolution())?;
-        let summed = match epsilon {
-            Some(_) => noisy(&plan, &sums)?,
-            None => silent(&sums),
-        };
-        let Ok(step) = outcome::logistic_step(&analysis, &summed) else {
-            return Ok(None);
-        };
-        at = step.next_scaled;
-        fit = Some(step.fit.coefficients.iter().map(|c| c.estimate).collect());
-    }
-    Ok(fit)
+/// The one-shot logistic regression's coefficients from one release of
+/// the nodes' cell tables at `epsilon`, or noise-free for `None` (the exact
+/// fit on the binned covariates); `None` when the fit refuses the noisy table.
+fn logistic(query: &Query, sums: &[Vectors], epsilon: Option<f64>) -> Result<Option<Vec<f64>>> {
+    let analysis = query.aggregate.analysis().ok_or("not an analysis")?;
+    let summed = match epsilon {
+        Some(e) => noisy(&VectorPlan::new(&analysis, e).map_err(err)?, sums)?,
+        None => silent(sums),
+    };
+    Ok(match outcome::analyse(&analysis, &summed, 0) {
+        Ok(Outcome::Regression(fit)) => Some(fit.coefficients.iter().map(|c| c.estimate).collect()),
+        _ => None,
+    })
 }
 
 fn accuracy(
@@ -297,8 +277,10 @@ fn accuracy(
         return Err("not a survival result".into());
     };
     let exact_curve = exact_km.curves.first().ok_or("no curve")?.survival.clone();
+    let lr = Query::from_toml(&examples::death_on_age_sex_icu("acc-lr", 1.0)).map_err(err)?;
+    let lr_sums = sums(&nodes, &lr, 1)?;
     let exact_fit =
-        logistic(&nodes, None, 12)?.ok_or("the noise-free logistic fit did not converge")?;
+        logistic(&lr, &lr_sums, None)?.ok_or("the noise-free logistic fit did not converge")?;
     outln!("\naccuracy against epsilon (5 hospitals, set-a, {repetitions} runs each; medians, and the unusable logistic runs)");
     outln!(
         "{:>8} {:>22} {:>26} {:>10}",
@@ -320,7 +302,7 @@ fn accuracy(
                     gaps.push(outcome::largest_survival_gap(&curve.survival, &exact_curve));
                 }
             }
-            match logistic(&nodes, Some(epsilon), 3)? {
+            match logistic(&lr, &lr_sums, Some(epsilon))? {
                 Some(fit) => errors.push(
                     fit.iter()
                         .zip(&exact_fit)
@@ -334,7 +316,7 @@ fn accuracy(
         outln!("{epsilon:>8} {gap:>22.4} {error:>26.4} {unusable:>10}");
         rows.push((epsilon, gap, error, unusable));
     }
-    outln!("(logistic: age, sex and the three ICU-type indicators, three rounds at epsilon / 3 each; error in the coefficients' own units, the age one per year)");
+    outln!("(logistic: age in 5 bins, sex and the three ICU-type indicators, one noisy cell table at the whole epsilon, against the noise-free fit on the same cells; error in the coefficients' own units, the age one per year)");
     if let Some(path) = csv {
         let mut text =
             "epsilon,survival_largest_gap,logistic_largest_coefficient_error,logistic_unusable\n"

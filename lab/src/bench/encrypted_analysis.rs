@@ -5,8 +5,8 @@
 //! to the aggregator, every member reads its patients' vectors, adds its
 //! discrete Gaussian share per coordinate, encrypts (limbs), the aggregator
 //! collects, masks are added for the roster, the researcher checks every
-//! receipt, adds, decrypts and analyses. A logistic regression is three
-//! such encrypted totals, one per Newton round. Beside each: the values one
+//! receipt, adds, decrypts and analyses. A logistic regression is one
+//! such encrypted total (a noisy cell table). Beside each: the values one
 //! share carries (ciphertext slots) and the bytes of one encrypted total.
 
 use std::path::Path;
@@ -26,8 +26,8 @@ type Example = fn(&str, f64) -> String;
 
 /// The analyses measured: name, the DP-mode text of the query, its epsilon
 /// and how many runs at most. Latency does not depend on epsilon; these fit
-/// the cluster's budget: the logistic regression runs once at 4, where its
-/// noisy information stays positive definite (`lab/tests/encrypted_analyses.rs`).
+/// the cluster's budget: the logistic regression runs once at 4, where the
+/// small synthetic cohorts' noisy cell table still gives a fit.
 fn analyses() -> Vec<(&'static str, Example, f64, usize)> {
     vec![
         (
@@ -38,7 +38,7 @@ fn analyses() -> Vec<(&'static str, Example, f64, usize)> {
         ),
         ("table sex x death", examples::sex_by_death, 0.25, 3),
         (
-            "logistic (3 rounds)",
+            "logistic (cell table)",
             examples::death_on_age_sex_icu,
             4.0,
             1,
@@ -95,7 +95,7 @@ pub fn run(
         }
     }
     outln!("(end to end at the researcher: every member's share of every coordinate, encrypted, masked,");
-    outln!(" summed and decrypted; a logistic regression is three encrypted totals. slots/share: ciphertext");
+    outln!(" summed and decrypted; a logistic regression is one encrypted cell table. slots/share: ciphertext");
     outln!(" values one member sends (limbs included); total bytes: one encrypted total as the aggregator");
     outln!(" answers it, for the last query of the analysis.)");
     if let Some(path) = csv {

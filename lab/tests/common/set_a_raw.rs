@@ -70,3 +70,58 @@ pub fn raw_of(path: &Path, outcomes: &HashMap<String, (f64, f64)>) -> Raw {
 pub fn level01(v: f64) -> Option<usize> {
     [0.0, 1.0].iter().position(|x| *x == v)
 }
+
+/// The complete patients of a one-shot logistic regression `query` and
+/// their rows twice: the covariates as its cells use them (a bounded number
+/// as its bin's midpoint; what the noisy table estimates, and what the
+/// coverage tests compare with) and as they are (a number clamped to its
+/// bounds; how far the binning moves the coefficients). Age, sex and
+/// `icu_type` are the covariates the raw files hold.
+pub struct LogisticRows {
+    pub binned: Vec<Vec<f64>>,
+    pub clamped: Vec<Vec<f64>>,
+    pub deaths: Vec<bool>,
+}
+
+pub fn logistic_rows(
+    raws: &[Raw],
+    query: &witmed_protocol::analysis::query::LogisticQuery,
+) -> LogisticRows {
+    use witmed_protocol::analysis::query::Source;
+    let spec = query.spec().unwrap();
+    let mut rows = LogisticRows {
+        binned: vec![],
+        clamped: vec![],
+        deaths: vec![],
+    };
+    for r in raws {
+        let values: Vec<f64> = query
+            .sources()
+            .iter()
+            .take(query.covariates.len())
+            .map(|s| match s {
+                Source::Sex => r.sex,
+                Source::Attribute("age") => r.age,
+                Source::Attribute("icu_type") => r.icu,
+                other => panic!("the raw files hold no {other:?}"),
+            })
+            .collect();
+        let (Some(cell), Some(death)) = (spec.cell(&values), level01(r.death)) else {
+            continue;
+        };
+        rows.binned.push(spec.row(cell));
+        rows.clamped.push(
+            query
+                .covariates
+                .iter()
+                .zip(&values)
+                .map(|(c, v)| {
+                    let value = c.covariate().value(*v);
+                    c.bounds.map_or(value, |b| value.clamp(b.lower, b.upper))
+                })
+                .collect(),
+        );
+        rows.deaths.push(death == 1);
+    }
+    rows
+}

@@ -4,7 +4,7 @@
 //!
 //! 1. **Spec.** A plain, validated description of what is asked
 //!    ([`survival::Spec`], [`table::Spec`], [`regression::LinearSpec`],
-//!    [`regression::LogisticSpec`]). Validation refuses bad specs before
+//!    [`regression::LogisticSpec`], [`cells::Spec`]). Validation refuses bad specs before
 //!    anything is charged.
 //! 2. **Hospital side.** Each patient becomes one bounded vector
 //!    (`contribution`); the hospital adds its patients' vectors and asks
@@ -21,6 +21,7 @@
 //! | survival | one-hot over (group, event in bin i / censored in bin i / beyond) | 1; 1 | discrete Laplace on integer counts |
 //! | table | one-hot over the cells | 1; 1 | discrete Laplace on integer counts |
 //! | linear | upper triangle of z z', z = [1, x, y] scaled to [-1, 1] | m; sqrt m | Laplace on floats |
+//! | logistic, one shot ([`cells`]) | one-hot over (covariate cell, outcome) | 1; 1 | discrete Laplace on integer counts |
 //! | logistic, per round | score x (y - p), information p (1 - p) x x' | p + t/4; sqrt(p + t/16) | Laplace on floats, epsilon / rounds |
 //!
 //! With k covariates: p = k + 1 parameters, m = (p + 1)(p + 2) / 2 entries,
@@ -37,6 +38,7 @@
 //! [`exact`] holds the non-private textbook computations the tests compare
 //! against.
 
+pub mod cells;
 pub mod encoding;
 pub mod exact;
 mod linalg;
@@ -62,6 +64,12 @@ pub const MAX_CELLS: usize = 64;
 pub const MAX_TABLE_VARIABLES: usize = 3;
 /// Most covariates a regression may have (besides the intercept).
 pub const MAX_COVARIATES: usize = 8;
+/// Most covariate cells of a one-shot logistic regression ([`cells`]):
+/// each cell carries two noisy counts, and past a few hundred sparse cells
+/// the noise outweighs the patients.
+pub const MAX_LOGISTIC_CELLS: usize = 256;
+/// Both counts of every cell fit one encrypted share.
+const _: () = assert!(2 * MAX_LOGISTIC_CELLS <= witmed_crypto::fhe::params::MAX_VALUES);
 /// Most Newton rounds a logistic regression may take.
 pub const MAX_NEWTON_ROUNDS: u32 = 6;
 /// The longest vector of any analysis (survival at the most groups and
@@ -159,6 +167,12 @@ pub enum Error {
     /// A variable that is added up without bounds to clamp it.
     #[error("variable {0:?} has no bounds; give [bounds] lower and upper so one patient's contribution is bounded")]
     MissingBounds(String),
+    /// A bounded number of a one-shot logistic regression without bins.
+    #[error("variable {0:?} is a number without bins; give bins (e.g. bins = 15) so it enters the cell table as its bins' midpoints")]
+    MissingBins(String),
+    /// A design no data can solve: collinear covariates over the cells.
+    #[error("{0}; drop or change the covariate that repeats another or the intercept")]
+    Singular(String),
     /// Bounds that are not finite or not increasing.
     #[error(
         "bounds of {variable:?} are [{lower}, {upper}]; give finite bounds with lower < upper"
@@ -199,6 +213,8 @@ impl Error {
             Error::TooLarge { .. } => "too_large",
             Error::TooSmall { .. } => "too_small",
             Error::MissingBounds(_) => "missing_bounds",
+            Error::MissingBins(_) => "missing_bins",
+            Error::Singular(_) => "singular_design",
             Error::BadBounds { .. } => "bad_bounds",
             Error::BadPatient { .. } => "bad_patient",
             Error::WrongLength { .. } => "wrong_length",

@@ -44,7 +44,7 @@ pub struct Summed {
 pub enum Outcome {
     Survival(Survival),
     Table(Table),
-    /// A linear fit, or the fit after the last logistic round.
+    /// A linear fit, the fit after the last logistic round, or a one-shot logistic fit.
     Regression(Fit),
 }
 
@@ -152,6 +152,10 @@ pub fn analyse(analysis: &Analysis<'_>, summed: &Summed, seed: u64) -> Result<Ou
                 .from_sums(&q.at(), &summed.sums, &summed.noises)
                 .map(|step| Outcome::Regression(step.fit)),
         },
+        Analysis::Logistic(q) => q
+            .spec()?
+            .from_sums(&summed.sums, &summed.noises)
+            .map(Outcome::Regression),
     }
 }
 

@@ -20,7 +20,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::cells::{self, Kind};
 use super::regression::{self, LinearSpec, LogisticSpec};
+use super::{at_least, at_most, check_names, MAX_COVARIATES, MAX_LOGISTIC_CELLS};
 use super::{survival, table, Bounds, Error, Sensitivity, MAX_NEWTON_ROUNDS};
 use crate::observation::ObservationFeature;
 use crate::vocab::{self, Category};
@@ -297,7 +299,7 @@ fn check_values(name: &str, values: &[f64]) -> Result<(), Error> {
     Ok(())
 }
 
-fn source_category(source: &Source<'_>) -> Option<Category> {
+pub(super) fn source_category(source: &Source<'_>) -> Option<Category> {
     match source {
         Source::Sex => Some(Category::Demographics),
         Source::Attribute(name) => vocab::category_of_attribute(name),
@@ -307,7 +309,7 @@ fn source_category(source: &Source<'_>) -> Option<Category> {
 }
 
 /// A 0/1 attribute: a survival event or a logistic outcome.
-fn check_flag(name: &str) -> Result<(), Error> {
+pub(super) fn check_flag(name: &str) -> Result<(), Error> {
     match vocab::attribute(name) {
         Some(a) if a.range == (0.0, 1.0) => Ok(()),
         _ => Err(Error::UnknownVariable(format!(
@@ -443,7 +445,7 @@ impl Covariate {
         }))
     }
 
-    fn validate_source(&self) -> Result<(), Error> {
+    pub(super) fn validate_source(&self) -> Result<(), Error> {
         match self.source() {
             Source::Attribute(name) if vocab::attribute(name).is_none() => {
                 Err(Error::UnknownVariable(self.name.clone()))
@@ -468,6 +470,207 @@ impl Covariate {
             bounds: self.bounds(),
         }
     }
+}
+
+/// What a one-shot logistic regression asks (`[aggregate.logistic]`, query version 3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogisticQuery {
+    /// A 0/1 attribute (e.g. `in_hospital_death`).
+    pub outcome: String,
+    pub covariates: Vec<CellCovariate>,
+}
+
+/// One covariate of a one-shot logistic regression.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CellCovariate {
+    /// `sex`, `NAME=VALUE` (an indicator), an attribute, or a label for `observation`.
+    pub name: String,
+    #[serde(default)]
+    pub observation: Option<ObservationFeature>,
+    /// Required for a number (not for `sex` or an indicator).
+    #[serde(default)]
+    pub bounds: Option<Bounds>,
+    /// Equal bins over the bounds, 1 to [`cells::MAX_BINS`]; required for a number.
+    #[serde(default)]
+    pub bins: Option<u32>,
+}
+
+impl CellCovariate {
+    /// The covariate as a regression reads it (source, indicator value).
+    pub fn covariate(&self) -> Covariate {
+        Covariate {
+            name: self.name.clone(),
+            observation: self.observation.clone(),
+            bounds: self.bounds,
+        }
+    }
+
+    fn is_fixed(&self) -> bool {
+        let c = self.covariate();
+        self.observation.is_none() && (self.name == SEX || c.indicator().is_some())
+    }
+}
+
+impl LogisticQuery {
+    /// Checks the names, bins, cell count and that the design can be solved.
+    pub fn validate(&self) -> Result<(), Error> {
+        check_flag(&self.outcome)?;
+        at_least("covariates", self.covariates.len(), 1)?;
+        at_most("covariates", self.covariates.len(), MAX_COVARIATES)?;
+        check_names(
+            self.covariates
+                .iter()
+                .map(|c| c.name.as_str())
+                .chain(std::iter::once(self.outcome.as_str())),
+        )?;
+        for c in &self.covariates {
+            c.covariate().validate_source()?;
+            check_binning(c)?;
+        }
+        self.spec()?.check_solvable()
+    }
+
+    /// The numerics' spec; refuses a number without bounds or bins, and more than [`MAX_LOGISTIC_CELLS`] cells.
+    pub fn spec(&self) -> Result<cells::Spec, Error> {
+        let mut factors: Vec<cells::Factor> = Vec::new();
+        let mut indicator_of: Vec<(String, usize)> = Vec::new();
+        let mut scales = Vec::new();
+        for (i, c) in self.covariates.iter().enumerate() {
+            let covariate = c.covariate();
+            let zero_one = Bounds {
+                lower: 0.0,
+                upper: 1.0,
+            };
+            match (c.is_fixed(), covariate.indicator()) {
+                (true, Some((attribute, value))) => {
+                    scales.push(zero_one);
+                    let known = indicator_of.iter().find(|(a, _)| a == attribute);
+                    match known.and_then(|(_, f)| factors.get_mut(*f)) {
+                        Some(cells::Factor {
+                            covariates,
+                            kind: Kind::Indicators { values },
+                        }) => {
+                            covariates.push(i);
+                            values.push(value);
+                        }
+                        _ => {
+                            indicator_of.push((attribute.to_string(), factors.len()));
+                            factors.push(cells::Factor {
+                                covariates: vec![i],
+                                kind: Kind::Indicators {
+                                    values: vec![value],
+                                },
+                            });
+                        }
+                    }
+                }
+                (true, None) => {
+                    scales.push(zero_one);
+                    factors.push(cells::Factor {
+                        covariates: vec![i],
+                        kind: Kind::Flag,
+                    });
+                }
+                (false, _) => {
+                    let (bounds, bins) = bounds_and_bins(c)?;
+                    scales.push(bounds);
+                    factors.push(cells::Factor {
+                        covariates: vec![i],
+                        kind: Kind::Binned { bounds, bins },
+                    });
+                }
+            }
+        }
+        let spec = cells::Spec {
+            names: self.covariates.iter().map(|c| c.name.clone()).collect(),
+            scales,
+            factors,
+        };
+        // Checked here, not only in validate: a spec's vector is allocated from it.
+        at_most(
+            "covariate cells of a logistic regression",
+            spec.cells(),
+            MAX_LOGISTIC_CELLS,
+        )?;
+        Ok(spec)
+    }
+
+    /// Every source the engine reads per patient: covariates, then the outcome.
+    pub fn sources(&self) -> Vec<Source<'_>> {
+        self.covariates
+            .iter()
+            .map(|c| match (&c.observation, c.name.as_str()) {
+                (Some(o), _) => Source::Observation(o),
+                (None, SEX) => Source::Sex,
+                (None, name) => Source::Attribute(
+                    name.split_once('=')
+                        .map_or(name, |(attribute, _)| attribute.trim()),
+                ),
+            })
+            .chain(std::iter::once(Source::Attribute(&self.outcome)))
+            .collect()
+    }
+
+    /// The data categories it reads.
+    pub fn categories(&self) -> Vec<Option<Category>> {
+        self.sources().iter().map(source_category).collect()
+    }
+
+    /// Length of one patient's vector (0 for a query that does not validate).
+    pub fn len(&self) -> usize {
+        self.spec().map_or(0, |s| s.len())
+    }
+
+    /// True for a query that does not validate.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// One patient's vector from the raw values of [`LogisticQuery::sources`]
+    /// (covariates, then the outcome); `None` when one is missing.
+    pub fn contribution(&self, raws: &[f64]) -> Result<Option<Vec<f64>>, Error> {
+        let spec = self.spec()?;
+        let Some((outcome, covariates)) = raws.split_last() else {
+            return Ok(None);
+        };
+        let Some(death) = [0.0, 1.0].iter().position(|v| v == outcome) else {
+            return Ok(None);
+        };
+        Ok(spec
+            .cell(covariates)
+            .map(|cell| spec.one_hot(cell * 2 + death)))
+    }
+}
+
+/// A number needs bounds and bins; `sex` and indicators take neither.
+fn check_binning(c: &CellCovariate) -> Result<(), Error> {
+    if c.is_fixed() {
+        if c.bounds.is_some() || c.bins.is_some() {
+            return Err(Error::BadBins(format!(
+                "{:?} is 0/1; give it no bounds or bins",
+                c.name
+            )));
+        }
+        return Ok(());
+    }
+    bounds_and_bins(c).map(|_| ())
+}
+
+fn bounds_and_bins(c: &CellCovariate) -> Result<(Bounds, u32), Error> {
+    let bounds = c
+        .bounds
+        .ok_or_else(|| Error::MissingBounds(c.name.clone()))?;
+    bounds.validate(&c.name)?;
+    let bins = c.bins.ok_or_else(|| Error::MissingBins(c.name.clone()))?;
+    at_least("bins of a covariate", bins as usize, 1)?;
+    at_most(
+        "bins of a covariate",
+        bins as usize,
+        cells::MAX_BINS as usize,
+    )?;
+    Ok((bounds, bins))
 }
 
 /// The numerics' spec of a regression.
@@ -607,6 +810,8 @@ pub enum Analysis<'a> {
     Survival(&'a SurvivalQuery),
     Table(&'a TableQuery),
     Regression(&'a RegressionQuery),
+    /// A one-shot logistic regression from a cell table ([`super::cells`]).
+    Logistic(&'a LogisticQuery),
 }
 
 /// The largest size of one entry of each analysis's vector: 1 (one-hot
@@ -621,6 +826,7 @@ impl Analysis<'_> {
             Analysis::Survival(q) => q.validate(),
             Analysis::Table(q) => q.validate(),
             Analysis::Regression(q) => q.validate(),
+            Analysis::Logistic(q) => q.validate(),
         }
     }
 
@@ -630,6 +836,7 @@ impl Analysis<'_> {
             Analysis::Survival(q) => q.spec().len(),
             Analysis::Table(q) => q.spec().len(),
             Analysis::Regression(q) => q.spec().len(),
+            Analysis::Logistic(q) => q.len(),
         }
     }
 
@@ -647,6 +854,7 @@ impl Analysis<'_> {
                 RegressionSpec::Linear(s) => s.sensitivity(),
                 RegressionSpec::Logistic(s) => s.sensitivity(),
             },
+            Analysis::Logistic(_) => Sensitivity { l1: 1.0, l2: 1.0 },
         }
     }
 
@@ -661,6 +869,7 @@ impl Analysis<'_> {
             Analysis::Survival(q) => q.categories(),
             Analysis::Table(q) => q.variables.iter().map(Factor::category).collect(),
             Analysis::Regression(q) => q.categories(),
+            Analysis::Logistic(q) => q.categories(),
         };
         all.into_iter().flatten().collect()
     }

@@ -468,14 +468,18 @@ impl NoisySolve {
 /// The linear map from coefficients on the [-1, 1] scale to the variables'
 /// units: with x_j = m_j + s_j u_j and y = m_y + s_y v,
 /// slope_j = s_y c_j / s_j and intercept = m_y + s_y (c_0 - sum c_j m_j / s_j).
-struct ToOriginal {
+pub(super) struct ToOriginal {
     /// Row-major p x p matrix T; original = T scaled + offset.
     t: Matrix,
     offset: Vec<f64>,
 }
 
 impl ToOriginal {
-    fn new(bounds: &[Bounds], outcome_half_width: f64, outcome_midpoint: f64) -> ToOriginal {
+    pub(super) fn new(
+        bounds: &[Bounds],
+        outcome_half_width: f64,
+        outcome_midpoint: f64,
+    ) -> ToOriginal {
         let p = bounds.len() + 1;
         let mut t = Matrix::zeros(p);
         t.set(0, 0, outcome_half_width);
@@ -489,7 +493,7 @@ impl ToOriginal {
         ToOriginal { t, offset }
     }
 
-    fn coefficients(
+    pub(super) fn coefficients(
         &self,
         covariates: &[Variable],
         scaled: &[f64],
@@ -524,10 +528,10 @@ impl ToOriginal {
     }
 }
 
-fn logistic(s: f64) -> f64 {
+pub(super) fn logistic(s: f64) -> f64 {
     1.0 / (1.0 + (-s).exp())
 }
 
-fn dot(a: &[f64], b: &[f64]) -> f64 {
+pub(super) fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
