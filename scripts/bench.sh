@@ -22,3 +22,4 @@ run bench-analyses.txt bench analyses --hospitals 3,10 --repetitions 10 \
     --csv docs/bench-analyses.csv --svg docs/bench-analyses.svg
 run bench-encrypted-analysis.txt bench encrypted-analysis --hospitals 3,10 --patients 1000 --repetitions 5 \
     --csv docs/bench-encrypted-analysis.csv
+run bench-ingest.txt bench ingest --patients 50 --hospitals 3 --seconds 20 --connections 2 --batch 128
