@@ -278,11 +278,6 @@ async fn start_http(
     let bound = listener
         .local_addr()
         .map_err(|e| Failure::new(Code::HttpFailed, e))?;
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    outln!(
-        "http api on {scheme}://{bound}/api/v1 (staff token in {})",
-        witmed_api::auth::staff_token_path(&state.node.dir.0).display()
-    );
     if tls.is_none() {
         // So `witmed patient …` and `witmed consent …` run beside this node use the API.
         let dir = &state.node.dir.0;
@@ -293,6 +288,11 @@ async fn start_http(
             );
         }
     }
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    outln!(
+        "http api on {scheme}://{bound}/api/v1 (staff token in {})",
+        witmed_api::auth::staff_token_path(&state.node.dir.0).display()
+    );
     let state = Arc::new(state);
     tokio::spawn(async move {
         let served = match tls {

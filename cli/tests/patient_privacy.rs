@@ -389,24 +389,38 @@ fn the_audit_view_verifies_and_holds_the_patients_own_entries_and_the_uses_that_
 
 /// `witmed node run` on `node`, with its admin socket up.
 fn running(node: &Path) -> Child {
+    started(node, &[], "running").0
+}
+
+/// `witmed node run` on `node` with `extra` arguments, once it has printed
+/// a line containing `until` and its admin socket is up; the child and that line.
+fn started(node: &Path, extra: &[&str], until: &str) -> (Child, String) {
+    let mut args = vec![
+        "node",
+        "run",
+        "--data-dir",
+        s(node),
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+    ];
+    args.extend_from_slice(extra);
     let mut child = witmed()
-        .args([
-            "node",
-            "run",
-            "--data-dir",
-            s(node),
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-        ])
+        .args(&args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut first = String::new();
-    std::io::BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    assert!(first.contains("running"), "{first}");
+    let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    for _ in 0..10 {
+        line.clear();
+        if reader.read_line(&mut line).unwrap() == 0 || line.contains(until) {
+            break;
+        }
+    }
+    assert!(line.contains(until), "{line}");
+    // Keep reading what the node prints, so it never writes into a closed pipe.
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
     let socket = witmed_node::admin::socket_path(node);
     for _ in 0..100 {
         if socket.exists() {
@@ -415,7 +429,7 @@ fn running(node: &Path) -> Child {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert!(socket.exists(), "no admin socket");
-    child
+    (child, line)
 }
 
 #[test]
@@ -454,38 +468,10 @@ fn while_the_node_runs_a_cap_and_the_account_go_through_its_admin_socket() {
 
 /// `witmed node run --http 127.0.0.1:0` on `node`, once its API is advertised.
 fn serving_http(node: &Path) -> Child {
-    let mut child = witmed()
-        .args([
-            "node",
-            "run",
-            "--data-dir",
-            s(node),
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--http",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    for _ in 0..10 {
-        line.clear();
-        if reader.read_line(&mut line).unwrap() == 0 || line.contains("http api on") {
-            break;
-        }
-    }
+    let (child, line) = started(node, &["--http", "127.0.0.1:0"], "http api on");
     assert!(line.contains("http api on http://127.0.0.1:"), "{line}");
-    let advert = node.join("admin").join("api.addr");
-    for _ in 0..100 {
-        if advert.exists() && witmed_node::admin::socket_path(node).exists() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let advertised = std::fs::read_to_string(&advert).unwrap();
+    // The API's address is named once the API is bound, before the line is printed.
+    let advertised = std::fs::read_to_string(node.join("admin").join("api.addr")).unwrap();
     assert!(line.contains(advertised.trim()), "{line} vs {advertised}");
     child
 }
