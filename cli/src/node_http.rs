@@ -20,6 +20,9 @@ use witmed_node::admin;
 /// How long a command waits to connect before it takes the admin socket instead.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Longest staff token file read (64 hex digits and a newline).
+const MAX_TOKEN_BYTES: usize = 256;
+
 /// Longest advertisement file read (an address and a newline).
 const MAX_ADVERT_BYTES: usize = 128;
 
@@ -34,9 +37,18 @@ pub fn advertise(data_dir: &Path, addr: SocketAddr) -> std::io::Result<()> {
     if !addr.ip().is_loopback() {
         return Ok(());
     }
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let path = advert_path(data_dir);
     let partial = path.with_extension("addr.partial");
-    std::fs::write(&partial, format!("{addr}\n"))?;
+    // 0600 like every file of the data dir; written whole, then renamed.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&partial)?
+        .write_all(format!("{addr}\n").as_bytes())?;
     std::fs::rename(&partial, &path)
 }
 
@@ -74,12 +86,22 @@ pub fn call(
     addr: SocketAddr,
     request: &admin::Request,
 ) -> Result<Result<admin::Response, Unsent>, String> {
-    let token = witmed_api::auth::staff_token(data_dir).map_err(|e| {
+    // Read, never created: a node that serves its API made it, so without
+    // one the address is stale.
+    let token_path = witmed_api::auth::staff_token_path(data_dir);
+    if !token_path.exists() {
+        return Ok(Err(Unsent::Unreachable(format!(
+            "{} does not exist",
+            token_path.display()
+        ))));
+    }
+    let token = crate::files::read_text(&token_path, MAX_TOKEN_BYTES).map_err(|e| {
         format!(
-            "{}: {e}; run the command as the user that runs the node",
-            witmed_api::auth::staff_token_path(data_dir).display()
+            "{}; run the command as the user that runs the node",
+            e.message
         )
     })?;
+    let token = token.trim();
     let frame = admin::Frame {
         version: admin::ADMIN_VERSION,
         request: request.clone(),
@@ -89,7 +111,7 @@ pub fn call(
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    runtime.block_on(post(addr, &token, body))
+    runtime.block_on(post(addr, token, body))
 }
 
 async fn post(
@@ -149,4 +171,41 @@ async fn exchange(
                 String::from_utf8_lossy(&bytes[..bytes.len().min(400)])
             ))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_loopback_address_in_a_whole_file_is_used() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("admin")).unwrap();
+        assert_eq!(advertised(tmp.path()), None, "no file");
+        let bound: SocketAddr = "127.0.0.1:4080".parse().unwrap();
+        advertise(tmp.path(), bound).unwrap();
+        assert_eq!(advertised(tmp.path()), Some(bound));
+        let path = advert_path(tmp.path());
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        for text in [
+            "192.0.2.1:80\n",
+            "[2001:db8::1]:80",
+            "127.0.0.1",
+            "garbage",
+            "",
+        ] {
+            std::fs::write(&path, text).unwrap();
+            assert_eq!(advertised(tmp.path()), None, "{text:?}");
+        }
+        std::fs::write(&path, "x".repeat(MAX_ADVERT_BYTES + 1)).unwrap();
+        assert_eq!(advertised(tmp.path()), None, "an oversized file");
+        // A node beyond loopback names nothing.
+        withdraw(tmp.path());
+        advertise(tmp.path(), "0.0.0.0:4443".parse().unwrap()).unwrap();
+        assert!(!path.exists());
+    }
 }

@@ -191,17 +191,6 @@ struct Content<'a> {
     subject: Option<Pseudonym>,
 }
 
-/// The fields the digest of an entry with a research use covers, in order.
-#[derive(Serialize)]
-struct UseContent<'a> {
-    at: i64,
-    kind: &'a str,
-    actor: &'a str,
-    detail: &'a str,
-    subject: Option<Pseudonym>,
-    research: &'a ResearchUse,
-}
-
 impl Entry {
     /// A new entry (chained when its batch is written).
     pub fn new(at: i64, kind: &str, actor: impl Into<String>, detail: impl Into<String>) -> Entry {
@@ -235,22 +224,16 @@ impl Entry {
     /// the version 1 fields) for a legacy one.
     pub fn digest(&self) -> [u8; 32] {
         let mut bytes = Vec::with_capacity(64 + self.detail.len());
-        match (&self.chain, &self.research) {
-            (Some(link), Some(research)) => {
-                bytes.extend_from_slice(USE_CONTENT_DOMAIN);
-                bytes.extend_from_slice(&link.salt);
-                let content = UseContent {
-                    at: self.at,
-                    kind: &self.kind,
-                    actor: &self.actor,
-                    detail: &self.detail,
-                    subject: self.subject,
-                    research,
+        match &self.chain {
+            Some(link) => {
+                // With a research use, its own domain and the use after the
+                // version 2 fields (postcard writes a struct as its fields in
+                // order, so this is the digest of the fields and the use).
+                let domain = match self.research {
+                    Some(_) => USE_CONTENT_DOMAIN,
+                    None => CONTENT_DOMAIN,
                 };
-                bytes.extend(postcard::to_stdvec(&content).expect("audit content serializes"));
-            }
-            (Some(link), None) => {
-                bytes.extend_from_slice(CONTENT_DOMAIN);
+                bytes.extend_from_slice(domain);
                 bytes.extend_from_slice(&link.salt);
                 let content = Content {
                     at: self.at,
@@ -260,8 +243,11 @@ impl Entry {
                     subject: self.subject,
                 };
                 bytes.extend(postcard::to_stdvec(&content).expect("audit content serializes"));
+                if let Some(research) = &self.research {
+                    bytes.extend(postcard::to_stdvec(research).expect("audit content serializes"));
+                }
             }
-            (None, _) => {
+            None => {
                 bytes.extend_from_slice(LEGACY_DOMAIN);
                 let legacy = EntryV1 {
                     version: 1,

@@ -242,13 +242,12 @@ impl Spec {
     }
 }
 
-/// One group's raw noisy counts and their noise variances.
+/// One group's raw noisy counts and the noise each carries.
 struct Block {
     bins: usize,
     /// `bins` events, `bins` censored, beyond.
     raw: Vec<f64>,
     noises: Vec<Noise>,
-    variances: Vec<f64>,
 }
 
 /// Post-processed numbers of one group: at risk and events per bin.
@@ -263,12 +262,11 @@ impl Block {
             bins,
             raw: raw.to_vec(),
             noises: noises.to_vec(),
-            variances: noises.iter().map(Noise::variance).collect(),
         }
     }
 
     fn variance_at(&self, i: usize) -> f64 {
-        self.variances.get(i).copied().unwrap_or(0.0)
+        self.noises.get(i).map_or(0.0, Noise::variance)
     }
 
     /// Monotone numbers at risk and clamped events from the raw counts.
